@@ -1,0 +1,1 @@
+"""Provenance statistics, DePass and attribution (``sosm.analysis``)."""

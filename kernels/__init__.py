@@ -1,0 +1,1 @@
+"""Triton kernels with pure-PyTorch references beside them (``sosm.kernels``)."""

@@ -1,0 +1,1 @@
+"""Long-term HNSW memory of states (``sosm.memory``)."""
