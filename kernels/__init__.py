@@ -1,1 +1,4 @@
 """Triton kernels with pure-PyTorch references beside them (``sosm.kernels``)."""
+
+from .selective_scan import selective_scan, selective_state_update  # noqa: E402
+from .topk_similarity import topk_similarity  # noqa: E402

@@ -1,0 +1,119 @@
+"""Dense oracle for ``topk_similarity`` and the pieces the Triton path shares with it.
+
+The similarity definition is docs/CONTRACTS.md's ("Semantic similarity"): every mode is a dot
+product of per-token features ``f = featurize(x)``; candidates of query i are
+``j <= i - window - 1`` (causal) or ``|i - j| > window`` (bidirectional); top-k by
+similarity, ties to the lower index j; a query with fewer than k candidates gets ``-1``
+indices and zero similarities in the unused slots.
+
+The kernels package imports nothing of ours, so the 16 blocks of 4 dims of the semantic
+state appear here as two constants (they mirror ``sosm.graph.blocks``; a test checks that).
+"""
+from __future__ import annotations
+
+import torch
+
+N_BLOCKS = 16
+BLOCK_DIM = 4
+SEMANTIC_DIM = N_BLOCKS * BLOCK_DIM
+SIMILARITIES = ("full", "blocks", "projection")
+EPS = 1e-8
+
+
+def check_topk_args(x, k, similarity, block_weights, projection, causal, window):
+    """Validate; raises ``ValueError``/``TypeError`` naming the argument and the accepted range."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor [B, T, {SEMANTIC_DIM}], got "
+                        f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}")
+    if x.dim() != 3 or x.shape[2] != SEMANTIC_DIM or x.shape[1] < 1:
+        raise ValueError(f"x must be [B, T >= 1, {SEMANTIC_DIM}], got shape {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or Inf; similarities need finite states")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    if similarity not in SIMILARITIES:
+        raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal must be a bool, got {causal!r}")
+    if isinstance(window, bool) or not isinstance(window, int) or window < 0:
+        raise ValueError(f"window must be an int >= 0, got {window!r}")
+    if similarity == "blocks":
+        if block_weights is None:
+            raise ValueError(f"similarity='blocks' needs block_weights: {N_BLOCKS} weights >= 0 "
+                             "in block order")
+        w = torch.as_tensor(block_weights, dtype=torch.float32)
+        if w.shape != (N_BLOCKS,) or not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+            raise ValueError(f"block_weights must be {N_BLOCKS} finite weights >= 0 with a positive "
+                             f"sum, got {block_weights!r}")
+    if similarity == "projection":
+        if not isinstance(projection, torch.Tensor) or projection.dim() != 2 \
+                or projection.shape[1] != SEMANTIC_DIM or projection.shape[0] < 1:
+            raise ValueError(f"similarity='projection' needs projection: a [d', {SEMANTIC_DIM}] "
+                             f"tensor, got {getattr(projection, 'shape', projection)!r}")
+
+
+def featurize(x, similarity="full", block_weights=None, projection=None) -> torch.Tensor:
+    """Per-token features ``f`` in float32 so that ``similarity(i, j) = f_i . f_j``: ``[B, T, d']``."""
+    x = x.float()
+    if similarity == "full":
+        return x / x.norm(dim=-1, keepdim=True).clamp_min(EPS)
+    if similarity == "blocks":
+        w = torch.as_tensor(block_weights, dtype=torch.float32, device=x.device)
+        scale = (w / w.sum()).sqrt()  # [16]
+        xb = x.unflatten(-1, (N_BLOCKS, BLOCK_DIM))
+        xb = xb / xb.norm(dim=-1, keepdim=True).clamp_min(EPS) * scale[:, None]
+        return xb.flatten(-2)
+    p = x @ projection.float().to(x.device).T  # [B, T, d']
+    return p / p.norm(dim=-1, keepdim=True).clamp_min(EPS)
+
+
+def block_similarities(x, indices, similarity="full") -> torch.Tensor:
+    """Per-block similarity of each query with each chosen key: ``[B, T, k, 16]``, 0 where index is -1.
+
+    ``full``: the block's share of the cosine, ``x_i^b . x_j^b / (|x_i| |x_j|)``;
+    ``blocks`` and ``projection``: ``cos(x_i^b, x_j^b)``.
+    """
+    x = x.float()
+    if similarity == "full":
+        unit = (x / x.norm(dim=-1, keepdim=True).clamp_min(EPS)).unflatten(-1, (N_BLOCKS, BLOCK_DIM))
+    else:
+        xb = x.unflatten(-1, (N_BLOCKS, BLOCK_DIM))
+        unit = xb / xb.norm(dim=-1, keepdim=True).clamp_min(EPS)  # [B, T, 16, 4]
+    batch, length, k = indices.shape
+    safe = indices.clamp_min(0).reshape(batch, length * k)
+    keys = torch.gather(unit.flatten(-2), 1, safe[..., None].expand(-1, -1, SEMANTIC_DIM))
+    keys = keys.reshape(batch, length, k, N_BLOCKS, BLOCK_DIM)
+    sims = (unit[:, :, None] * keys).sum(-1)  # [B, T, k, 16]
+    return sims.masked_fill((indices < 0)[..., None], 0.0)
+
+
+def candidate_mask(length: int, causal: bool, window: int, device=None) -> torch.Tensor:
+    """``[T, T]`` bool, True where key j is a candidate for query i (dense: for the oracle only)."""
+    i = torch.arange(length, device=device)[:, None]
+    j = torch.arange(length, device=device)[None, :]
+    return (j <= i - window - 1) if causal else ((i - j).abs() > window)
+
+
+def topk_similarity_ref(x, k, *, similarity="full", block_weights=None, projection=None,
+                        causal=True, window=1):
+    """Dense ``[B, T, T]`` oracle (tests only); same signature and results as ``topk_similarity``.
+
+    Returns ``(indices [B, T, k] long, similarities [B, T, k] float32,
+    block_similarities [B, T, k, 16] float32)``.
+    """
+    check_topk_args(x, k, similarity, block_weights, projection, causal, window)
+    f = featurize(x, similarity, block_weights, projection)
+    scores = f @ f.transpose(1, 2)  # [B, T, T]
+    valid = candidate_mask(x.shape[1], causal, window, x.device)
+    scores = scores.masked_fill(~valid, float("-inf"))
+    values, order = torch.sort(scores, dim=-1, descending=True, stable=True)  # ties: lower j first
+    kk = min(k, x.shape[1])
+    values, order = values[..., :kk], order[..., :kk]
+    missing = torch.isinf(values)
+    indices = order.masked_fill(missing, -1)
+    sims = values.masked_fill(missing, 0.0)
+    if kk < k:
+        pad = k - kk
+        indices = torch.cat([indices, indices.new_full((*indices.shape[:2], pad), -1)], -1)
+        sims = torch.cat([sims, sims.new_zeros((*sims.shape[:2], pad))], -1)
+    return indices, sims, block_similarities(x, indices, similarity)
