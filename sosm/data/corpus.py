@@ -1,0 +1,154 @@
+"""Text sources: the embedded default corpus, Tiny Shakespeare, and strict UTF-8 files.
+
+``default_corpus()`` needs no file and no network: it is the help text that ships inside
+every CPython installation (``pydoc_data.topics``, the pages behind ``help("if")``).
+``load_tinyshakespeare()`` finds the benchmark text locally, verifies it, and only
+downloads it (to a cache) when no verified copy exists.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Optional, Union
+
+TINYSHAKESPEARE_FILE = "tinyshakespeare.txt"
+TINYSHAKESPEARE_SIZE = 1_115_394
+TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+
+#: environment variable naming a folder that holds data files (checked first)
+DATA_DIR_ENV = "SOSM_DATA_DIR"
+#: default download cache
+DEFAULT_CACHE_DIR = Path.home() / ".cache" / "sosm"
+#: the copy beside the repository (``<repo>/../shared/data``) used by tests and runs here
+REPO_SIDE_DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def default_corpus() -> str:
+    """The embedded default text: all pages of the standard library's ``pydoc_data.topics``.
+
+    The pages are joined in sorted topic order with a blank line between them, so the
+    text is identical on every installation of the same Python version (about 465 kB
+    of English prose and code on Python 3.11).
+
+    Example:
+        >>> text = default_corpus()
+        >>> len(text) > 100_000
+        True
+    """
+    from pydoc_data.topics import topics
+
+    return "\n\n".join(topics[name] for name in sorted(topics))
+
+
+def read_text_file(path: Union[str, os.PathLike]) -> str:
+    """Read a UTF-8 text file strictly.
+
+    Raises:
+        ValueError: the bytes are not valid UTF-8 (the message names the file and the
+            byte offset of the first bad byte), or the file holds no text.
+        FileNotFoundError: the file does not exist.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    return decode_text(data, source=str(path))
+
+
+def decode_text(data: bytes, source: str = "<bytes>") -> str:
+    """Decode ``data`` as strict UTF-8; ``ValueError`` naming ``source`` and the offset, or on empty text."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{source}: not valid UTF-8 at byte offset {err.start} "
+                         f"(byte 0x{data[err.start]:02x}); re-encode the file as UTF-8") from None
+    if not text.strip():
+        raise ValueError(f"{source}: the text is empty; need at least one non-whitespace character")
+    return text
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_file(path: Path, size: int, sha256: str) -> None:
+    """Raise ``ValueError`` naming ``path`` when its size or sha256 differ from the expected ones."""
+    actual_size = path.stat().st_size
+    if actual_size != size:
+        raise ValueError(f"{path}: size {actual_size} bytes, expected {size}; the file is truncated or "
+                         f"not the expected one (delete it to download again)")
+    actual = _sha256(path)
+    if actual != sha256:
+        raise ValueError(f"{path}: sha256 {actual}, expected {sha256}; the file is corrupt "
+                         f"(delete it to download again)")
+
+
+def _candidate_dirs(cache_dir: Optional[Path]) -> list[Path]:
+    dirs = []
+    if os.environ.get(DATA_DIR_ENV):
+        dirs.append(Path(os.environ[DATA_DIR_ENV]))
+    dirs.append(Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR)
+    dirs.append(REPO_SIDE_DATA_DIR)
+    return dirs
+
+
+def _download(url: str, target: Path, timeout: float = 30.0) -> None:
+    """Download ``url`` to ``target`` atomically (temp file, fsync, rename)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+            for chunk in iter(lambda: response.read(1 << 16), b""):
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_tinyshakespeare(cache_dir: Optional[Union[str, os.PathLike]] = None, download: bool = True) -> str:
+    """Tiny Shakespeare (1,115,394 bytes), verified by size and sha256.
+
+    Looks for ``tinyshakespeare.txt`` in, in order: ``$SOSM_DATA_DIR``, ``cache_dir``
+    (default ``~/.cache/sosm``), and ``../shared/data`` beside the repository. A file
+    that exists but fails the checksum raises ``ValueError`` naming it (it is never
+    silently replaced). When no copy exists and ``download`` is True, the file is
+    downloaded into the cache directory and verified.
+
+    Raises:
+        ValueError: a copy is corrupt.
+        RuntimeError: no local copy and the download failed (offline): the message says
+            how to provide the file through ``SOSM_DATA_DIR``.
+    """
+    dirs = _candidate_dirs(Path(cache_dir) if cache_dir is not None else None)
+    for folder in dirs:
+        path = folder / TINYSHAKESPEARE_FILE
+        if path.is_file():
+            verify_file(path, TINYSHAKESPEARE_SIZE, TINYSHAKESPEARE_SHA256)
+            return path.read_text(encoding="utf-8")
+    searched = ", ".join(str(d) for d in dirs)
+    if not download:
+        raise RuntimeError(f"{TINYSHAKESPEARE_FILE} not found in {searched}; put a copy in a folder and set "
+                           f"{DATA_DIR_ENV}=<folder>, or call with download=True when online")
+    target = dirs[1] / TINYSHAKESPEARE_FILE if os.environ.get(DATA_DIR_ENV) else dirs[0] / TINYSHAKESPEARE_FILE
+    try:
+        _download(TINYSHAKESPEARE_URL, target)
+    except (urllib.error.URLError, OSError) as err:
+        raise RuntimeError(f"could not download Tiny Shakespeare from {TINYSHAKESPEARE_URL} ({err}); "
+                           f"offline? Searched {searched}. Download input.txt elsewhere, save it as "
+                           f"<folder>/{TINYSHAKESPEARE_FILE} and set {DATA_DIR_ENV}=<folder>") from None
+    try:
+        verify_file(target, TINYSHAKESPEARE_SIZE, TINYSHAKESPEARE_SHA256)
+    except ValueError:
+        target.unlink(missing_ok=True)
+        raise
+    return target.read_text(encoding="utf-8")
