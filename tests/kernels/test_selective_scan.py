@@ -135,3 +135,60 @@ def test_bad_inputs_name_the_argument(change, message):
 def test_bad_backend():
     with pytest.raises(ValueError, match="backend"):
         selective_scan(**as_float32(make_inputs()), backend="cuda-magic")
+
+
+@pytest.fixture
+def nan_outputs(monkeypatch):
+    """Kernel outputs start as NaN: a block the kernel skips shows up as non-finite."""
+    triton_scan = pytest.importorskip("sosm.kernels.selective_scan.triton_scan")
+    monkeypatch.setattr(triton_scan, "_new_output",
+                        lambda shape, dtype, device: torch.full(shape, float("nan"), dtype=dtype,
+                                                                device=device))
+
+
+def triton_sizes(device):
+    """Interpreter sizes on CPU (seconds per call), kernel-sized on CUDA."""
+    return dict(batch=2, dim=8, d_state=4) if device == "cpu" else dict(batch=2, dim=64, d_state=16)
+
+
+TRITON_CASES = [(1, CONFIGS[0]), (77, CONFIGS[0]), (63, CONFIGS[2]), (200, CONFIGS[3])]
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("length, config", TRITON_CASES)
+def test_triton_matches_loop(device, length, config, nan_outputs):
+    groups, with_D, with_z, with_bias, softplus, last = config
+    inputs = make_inputs(length=length, groups=groups, with_D=with_D, with_z=with_z,
+                         with_bias=with_bias, device=device, **triton_sizes(device))
+    expected = run(selective_scan_ref, inputs, softplus, last)
+    actual = run(selective_scan, inputs, softplus, last, backend="triton")
+    compare(actual, expected)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("length", [1, 63, 77, 200, 1000])
+@pytest.mark.parametrize("config", CONFIGS)
+def test_cuda_auto_dispatch_matches_loop(length, config, nan_outputs):
+    groups, with_D, with_z, with_bias, softplus, last = config
+    inputs = make_inputs(length=length, groups=groups, with_D=with_D, with_z=with_z,
+                         with_bias=with_bias, device="cuda", **triton_sizes("cuda"))
+    compare(run(selective_scan, inputs, softplus, last), run(selective_scan_ref, inputs, softplus, last))
+
+
+LOW_PRECISION = [("cpu", torch.float16)] if "cuda" not in DEVICES else [
+    ("cpu", torch.float16), ("cuda", torch.float16), ("cuda", torch.bfloat16)]
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize("device, dtype", LOW_PRECISION)
+def test_triton_low_precision(device, dtype, nan_outputs):
+    """mamba_ssm's rule: error <= 2x the PyTorch reference's own low-precision error + atol."""
+    inputs = make_inputs(length=77, dtype=dtype, device=device, **triton_sizes(device))
+    expected = run(selective_scan_ref, {k: (v.detach().float() if v is not None else None)
+                                        for k, v in inputs.items()}, True, True)
+    baseline = run(selective_scan_ref, inputs, True, True)
+    actual = run(selective_scan, inputs, True, True, backend="triton")
+    assert actual[0].dtype == dtype and actual[2]["u"].dtype == dtype
+    compare(actual, expected, dtype, baseline)
