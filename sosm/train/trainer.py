@@ -1,0 +1,318 @@
+"""The training loop: AdamW, warmup + cosine, clipping, bf16 autocast, eval, logs, checkpoints.
+
+``Trainer(config, out_dir).train()`` runs ``config.max_steps`` optimiser steps. With
+``resume=True`` it continues from the newest checkpoint in ``out_dir`` on exactly the
+trajectory the uninterrupted run would have taken (on the same device): weights,
+optimizer moments, the batch sampler's position and every RNG state are restored.
+
+Example:
+    >>> from sosm.train import TrainConfig, Trainer
+    >>> cfg = TrainConfig.from_yaml("experiments/configs/smoke.yaml")   # doctest: +SKIP
+    >>> result = Trainer(cfg, "runs/smoke").train()                       # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import base64
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..data import BatchSampler
+from ..evaluate import model_logits
+from .checkpoint import (CONFIG_FILE, CheckpointError, capture_rng_state, list_checkpoints, load_model_state,
+                         read_checkpoint, restore_rng_state, write_checkpoint)
+from .components import (ModelFactory, build_splits, count_parameters, model_config_dict, sosm_model_factory,
+                         tokenizer_files, tokenizer_from_files)
+from .config import TrainConfig, diff_dicts
+from .run_log import RunLog
+from .schedule import lr_at
+
+SUMMARY_FILE = "summary.json"
+LEAKY_BANNER = ("LEAKY run: the graph is built with causal=False, so positions see later tokens. Its losses are "
+                "NOT valid language-model results; it exists to show that the leak check catches the leak.")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> cuda when available else cpu; ``"cuda"`` without a GPU raises ``ValueError``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' but no CUDA device is available; accepted here: 'cpu' or 'auto'")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"device={name!r} is invalid; accepted: 'auto', 'cpu', 'cuda'")
+    return torch.device(name)
+
+
+def autocast_dtype(dtype: str, device: torch.device) -> Optional[torch.dtype]:
+    """bf16 for autocast, or None for plain fp32. ``"auto"`` picks bf16 on CUDA GPUs that support it."""
+    if dtype == "bfloat16":
+        return torch.bfloat16
+    if dtype == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+@dataclass
+class TrainResult:
+    """What one ``train()`` call did."""
+
+    start_step: int
+    final_step: int
+    losses: dict = field(default_factory=dict)       # step (1-based) -> training loss of that step
+    evals: list = field(default_factory=list)        # {"step", "train_loss", "val_loss"}
+    wall_s: float = 0.0                              # wall time of the whole run (all resumed parts)
+    tokens_per_s: float = 0.0                        # training tokens / training-loop time, this call
+    parameters: int = 0
+    leaky: bool = False
+    checkpoint: Optional[str] = None
+
+
+class Trainer:
+    """Train a model described by a :class:`TrainConfig` into ``out_dir``.
+
+    Args:
+        config: the run's configuration.
+        out_dir: where checkpoints, ``log.jsonl``, ``tb/`` and ``summary.json`` go.
+        resume: continue from the newest checkpoint in ``out_dir`` (starts fresh when there is none).
+        model_factory: ``(model_section, vocab_size, block_size, gradient_checkpointing) -> nn.Module``;
+            default builds ``sosm.SOSMModel``. Tests pass toy models here.
+        step_callback: called as ``step_callback(trainer, step, loss)`` after every step (and its
+            checkpoint); an exception from it stops training like a crash would.
+    """
+
+    def __init__(self, config: TrainConfig, out_dir, *, resume: bool = False,
+                 model_factory: Optional[ModelFactory] = None,
+                 step_callback: Optional[Callable[["Trainer", int, float], None]] = None):
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        self.out_dir = Path(out_dir)
+        self.device = resolve_device(config.device)
+        self.amp_dtype = autocast_dtype(config.dtype, self.device)
+        self.model_factory = model_factory or sosm_model_factory
+        self.step_callback = step_callback
+        self.step = 0
+        self.elapsed_before = 0.0
+        self.best_val = math.inf
+        checkpoint = None
+        if resume and list_checkpoints(self.out_dir):
+            checkpoint = read_checkpoint(self.out_dir)
+            config = self._reconcile(config, checkpoint)
+        elif not resume and list_checkpoints(self.out_dir):
+            raise ValueError(f"out_dir {self.out_dir} already holds checkpoints; pass resume=True (--resume) to "
+                             f"continue that run, or choose another output directory")
+        elif resume:
+            print(f"no checkpoint in {self.out_dir}: starting from step 0")
+        if config.optim.lr_decay_steps is None:  # pin the schedule so extending max_steps later keeps it
+            config = TrainConfig.from_dict({**config.to_dict(),
+                                            "optim": {**config.to_dict()["optim"], "lr_decay_steps": config.max_steps}})
+        self.config = config
+        torch.manual_seed(config.seed)
+        tokenizer = tokenizer_from_files(checkpoint.extra) if checkpoint else None
+        self.tokenizer, self.splits = build_splits(config.data, tokenizer)
+        self.model = self.model_factory(config.model, self.tokenizer.vocab_size, config.data.block_size,
+                                        config.gradient_checkpointing).to(self.device)
+        self.optimizer = self._build_optimizer()
+        self.sampler = BatchSampler(self.splits.train, config.batch_size, config.data.block_size, seed=config.seed)
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        self.parameters = count_parameters(self.model)
+        self.log = RunLog(self.out_dir, tensorboard=config.tensorboard,
+                          resume_step=self.step if checkpoint is not None else None)
+
+    @property
+    def leaky(self) -> bool:
+        return self.config.leaky
+
+    def _reconcile(self, config: TrainConfig, checkpoint) -> TrainConfig:
+        """The config to resume with; raises ``CheckpointError`` when it would change the trajectory."""
+        try:
+            stored = TrainConfig.from_dict(checkpoint.config)
+        except (ValueError, TypeError) as err:
+            raise CheckpointError(f"checkpoint file {checkpoint.path / CONFIG_FILE} holds an invalid config: {err}") from None
+        if config.optim.lr_decay_steps is None:
+            config = TrainConfig.from_dict({**config.to_dict(), "optim": {
+                **config.to_dict()["optim"], "lr_decay_steps": stored.optim.lr_decay_steps}})
+        differences = diff_dicts(stored.trajectory_dict(), config.trajectory_dict())
+        if differences:
+            raise CheckpointError(f"config does not match checkpoint file {checkpoint.path / CONFIG_FILE}; resuming "
+                                  f"would not continue the same run. Differences (checkpoint -> new): "
+                                  + "; ".join(differences))
+        return config
+
+    def _build_optimizer(self) -> torch.optim.AdamW:
+        """AdamW; weight decay on matrices and embeddings (>= 2-D), none on biases, norms and gates."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        o = self.config.optim
+        groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        extra = {"fused": True} if self.device.type == "cuda" else {}
+        return torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, **extra)
+
+    def _restore(self, checkpoint) -> None:
+        load_model_state(self.model, checkpoint)
+        try:
+            self.optimizer.load_state_dict(checkpoint.optimizer_state)
+        except (ValueError, KeyError, RuntimeError) as err:
+            raise CheckpointError(f"checkpoint file {checkpoint.path / 'optimizer.pt'} does not match the "
+                                  f"optimizer of this model: {err}") from None
+        state = checkpoint.trainer_state
+        try:
+            self.step = int(state["step"])
+            sampler = state["sampler"]
+            self.sampler.load_state_dict({"generator_state": torch.frombuffer(
+                bytearray(base64.b64decode(sampler["generator_state"])), dtype=torch.uint8).clone(),
+                "step": sampler["step"]})
+            restore_rng_state(state["rng"])
+            self.elapsed_before = float(state.get("elapsed_s", 0.0))
+            self.best_val = float(state.get("best_val_loss", math.inf))
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise CheckpointError(f"checkpoint file {checkpoint.path / 'trainer_state.json'} is malformed: "
+                                  f"{type(err).__name__}: {err}") from None
+        if self.step != checkpoint.step:
+            raise CheckpointError(f"checkpoint file {checkpoint.path / 'trainer_state.json'} says step {self.step} "
+                                  f"but its manifest says step {checkpoint.step}")
+
+    def save_checkpoint(self, elapsed_s: float) -> Path:
+        """Write a checkpoint of the state after ``self.step`` steps (atomic, keeps the newest N)."""
+        sampler = self.sampler.state_dict()
+        trainer_state = {
+            "step": self.step,
+            "sampler": {"generator_state": base64.b64encode(sampler["generator_state"].numpy().tobytes()).decode(),
+                        "step": int(sampler["step"])},
+            "rng": capture_rng_state(),
+            "elapsed_s": elapsed_s,
+            "best_val_loss": self.best_val if math.isfinite(self.best_val) else None,
+            "tokens_seen": self.step * self.config.batch_size * self.config.data.block_size,
+            "leaky": self.leaky,
+        }
+        extra = tokenizer_files(self.tokenizer)
+        resolved = model_config_dict(self.model)
+        if resolved is not None:
+            extra["model_config.json"] = resolved
+        return write_checkpoint(self.out_dir, self.step, model_state=self.model.state_dict(),
+                                config=self.config.to_dict(), optimizer_state=self.optimizer.state_dict(),
+                                trainer_state=trainer_state, extra_json=extra, keep_last=self.config.keep_last)
+
+    def _loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None):
+            logits = model_logits(self.model, input_ids)
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+    @torch.no_grad()
+    def estimate_loss(self) -> dict:
+        """Mean loss over ``eval_iters`` batches of each split; the same batches at every eval."""
+        self.model.eval()
+        out = {}
+        try:
+            for index, split in enumerate(("train", "val")):
+                generator = torch.Generator().manual_seed(self.config.seed + 1_000_003 * (index + 1))
+                losses = []
+                for _ in range(self.config.eval_iters):
+                    batch = self.splits.get_batch(split, self.config.batch_size, self.config.data.block_size, generator)
+                    losses.append(self._loss(batch.input_ids.to(self.device), batch.targets.to(self.device)).item())
+                out[f"{split}_loss"] = sum(losses) / len(losses)
+        finally:
+            self.model.train()
+        return out
+
+    def train_step(self) -> tuple[float, float, float]:
+        """One optimiser step; returns (loss, learning rate, gradient norm before clipping)."""
+        o = self.config.optim
+        lr = lr_at(self.step, lr=o.lr, min_lr=o.min_lr, warmup_steps=o.warmup_steps, decay_steps=o.lr_decay_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        batch = next(self.sampler)
+        loss = self._loss(batch.input_ids.to(self.device), batch.targets.to(self.device))
+        loss.backward()
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        max_norm = o.grad_clip if o.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm).item()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return loss.item(), lr, grad_norm
+
+    def train(self) -> TrainResult:
+        """Run until ``config.max_steps``; returns a :class:`TrainResult` and writes ``summary.json``."""
+        cfg = self.config
+        result = TrainResult(start_step=self.step, final_step=self.step, parameters=self.parameters, leaky=self.leaky)
+        if self.leaky:
+            print(f"WARNING: {LEAKY_BANNER}")
+        self.log.write("event", self.step, event="start" if self.step == 0 else "resume", name=cfg.display_name,
+                       leaky=self.leaky, parameters=self.parameters, device=str(self.device),
+                       autocast=str(self.amp_dtype), config=cfg.to_dict())
+        tokens_per_step = cfg.batch_size * cfg.data.block_size
+        start = time.perf_counter()
+        loop_time, window_start, window_steps = 0.0, time.perf_counter(), 0
+        bar = tqdm(total=cfg.max_steps, initial=self.step, desc=cfg.display_name, disable=not cfg.progress_bar,
+                   dynamic_ncols=True, unit="step")
+        self.model.train()
+        last_saved = None
+        try:
+            while self.step < cfg.max_steps:
+                t0 = time.perf_counter()
+                loss, lr, grad_norm = self.train_step()
+                loop_time += time.perf_counter() - t0
+                window_steps += 1
+                result.losses[self.step] = loss
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"training loss became {loss} at step {self.step}; lower optim.lr "
+                                             f"(now {cfg.optim.lr}) or check the data")
+                bar.update(1)
+                if self.step % cfg.log_interval == 0 or self.step == cfg.max_steps:
+                    now = time.perf_counter()
+                    rate = window_steps * tokens_per_step / max(now - window_start, 1e-9)
+                    window_start, window_steps = now, 0
+                    bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{rate:,.0f}", refresh=False)
+                    self.log.write("train", self.step, loss=loss, lr=lr, grad_norm=grad_norm, tokens_per_s=rate,
+                                   elapsed_s=self.elapsed_before + now - start, leaky=self.leaky)
+                if self.step % cfg.eval_interval == 0 or self.step == cfg.max_steps:
+                    losses = self.estimate_loss()
+                    self.best_val = min(self.best_val, losses["val_loss"])
+                    result.evals.append({"step": self.step, **losses})
+                    self.log.write("eval", self.step, **losses, best_val_loss=self.best_val, leaky=self.leaky)
+                    tag = " [LEAKY]" if self.leaky else ""
+                    bar.write(f"step {self.step}: train loss {losses['train_loss']:.4f}, "
+                              f"val loss {losses['val_loss']:.4f}{tag}")
+                if (cfg.checkpoint_interval and self.step % cfg.checkpoint_interval == 0) or self.step == cfg.max_steps:
+                    last_saved = self.save_checkpoint(self.elapsed_before + time.perf_counter() - start)
+                if self.step_callback is not None:
+                    self.step_callback(self, self.step, loss)
+        finally:
+            bar.close()
+        wall = self.elapsed_before + time.perf_counter() - start
+        if last_saved is None and not list_checkpoints(self.out_dir):
+            last_saved = self.save_checkpoint(wall)
+        result.final_step = self.step
+        result.wall_s = wall
+        steps_run = self.step - result.start_step
+        result.tokens_per_s = steps_run * tokens_per_step / loop_time if loop_time > 0 else 0.0
+        result.checkpoint = str(last_saved or list_checkpoints(self.out_dir)[-1])
+        self.log.write("event", self.step, event="end", wall_s=wall, tokens_per_s=result.tokens_per_s, leaky=self.leaky)
+        self.log.close()
+        self._write_summary(result)
+        return result
+
+    def _write_summary(self, result: TrainResult) -> None:
+        last = result.evals[-1] if result.evals else {}
+        summary = {"name": self.config.name, "display_name": self.config.display_name, "leaky": self.leaky,
+                   "model": self.config.model.get("model"), "parameters": self.parameters, "steps": self.step,
+                   "final_train_loss": last.get("train_loss"), "final_val_loss": last.get("val_loss"),
+                   "best_val_loss": self.best_val if math.isfinite(self.best_val) else None,
+                   "tokens_per_s": result.tokens_per_s, "wall_s": result.wall_s, "device": str(self.device),
+                   "checkpoint": result.checkpoint}
+        tmp = self.out_dir / f"{SUMMARY_FILE}.tmp"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(summary, indent=2) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.out_dir / SUMMARY_FILE)

@@ -1,0 +1,148 @@
+"""Trainer: exact resume after a stop or a crash, determinism, schedule, logs, config checks."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from sosm.train import CheckpointError, TrainConfig, Trainer, lr_at
+from sosm.train.run_log import read_log
+
+from .toys import tiny_factory
+
+
+def run(config, out, **kwargs):
+    return Trainer(config, out, model_factory=tiny_factory, **kwargs).train()
+
+
+def test_same_seed_same_loss_curve(make_config, tmp_path):
+    a = run(make_config(), tmp_path / "a")
+    b = run(make_config(), tmp_path / "b")
+    assert a.losses == b.losses and len(a.losses) == 24
+    c = run(make_config(seed=7), tmp_path / "c")
+    assert c.losses != a.losses
+
+
+@pytest.mark.parametrize("stop", [5, 8, 13])
+def test_stop_then_resume_reproduces_curve_exactly(make_config, tmp_path, stop):
+    full = run(make_config(), tmp_path / "full")
+    first = run(make_config(max_steps=stop), tmp_path / "part")
+    second = run(make_config(), tmp_path / "part", resume=True)
+    assert first.final_step == stop and second.start_step == stop
+    assert {**first.losses, **second.losses} == full.losses  # bit-for-bit on CPU
+    assert second.evals[-1] == full.evals[-1]
+
+
+def test_crash_mid_run_then_resume_reproduces_curve_exactly(make_config, tmp_path):
+    full = run(make_config(), tmp_path / "full")
+
+    def crash(trainer, step, loss):
+        if step == 19:
+            raise RuntimeError("simulated kill")
+
+    seen = {}
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        Trainer(make_config(), tmp_path / "crash", model_factory=tiny_factory,
+                step_callback=lambda t, s, l: (seen.__setitem__(s, l), crash(t, s, l))).train()
+    resumed = run(make_config(), tmp_path / "crash", resume=True)
+    assert resumed.start_step == 16  # the newest checkpoint before the crash
+    assert {s: l for s, l in seen.items() if s <= 16} == {s: full.losses[s] for s in range(1, 17)}
+    assert resumed.losses == {s: full.losses[s] for s in range(17, 25)}
+    steps = [r["step"] for r in read_log(tmp_path / "crash") if r["kind"] == "train"]
+    assert steps == sorted(set(steps)), "records of the crashed steps 17-19 must be dropped on resume"
+
+
+def test_extending_max_steps_keeps_the_pinned_schedule(make_config, tmp_path):
+    cfg = make_config(optim={"lr_decay_steps": None})
+    run(cfg.replace(max_steps=8), tmp_path / "r")
+    trainer = Trainer(cfg, tmp_path / "r", resume=True, model_factory=tiny_factory)
+    assert trainer.config.optim.lr_decay_steps == 8
+
+
+def test_resume_with_changed_config_names_the_file_and_difference(make_config, tmp_path):
+    run(make_config(max_steps=8), tmp_path / "r")
+    with pytest.raises(CheckpointError, match=r"config\.json.*optim\.lr: 0\.003 -> 0\.01"):
+        Trainer(make_config(optim={"lr": 1e-2}), tmp_path / "r", resume=True, model_factory=tiny_factory)
+    with pytest.raises(CheckpointError, match=r"model\.width: <absent> -> 24"):
+        Trainer(make_config(model={"width": 24}), tmp_path / "r", resume=True, model_factory=tiny_factory)
+
+
+def test_refuses_to_overwrite_a_run_without_resume(make_config, tmp_path):
+    run(make_config(max_steps=8), tmp_path / "r")
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        Trainer(make_config(), tmp_path / "r", model_factory=tiny_factory)
+
+
+def test_logs_summary_and_keep_last(make_config, tmp_path):
+    result = run(make_config(), tmp_path / "r")
+    records = read_log(tmp_path / "r")
+    train = [r for r in records if r["kind"] == "train"]
+    assert [r["step"] for r in train] == [4, 8, 12, 16, 20, 24]
+    assert all({"loss", "lr", "grad_norm", "tokens_per_s"} <= set(r) for r in train)
+    assert [r["step"] for r in records if r["kind"] == "eval"] == [8, 16, 24]
+    assert sorted(p.name for p in (tmp_path / "r" / "checkpoints").iterdir()) == ["step_0000016", "step_0000024"]
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["steps"] == 24 and summary["leaky"] is False and summary["parameters"] == result.parameters
+    assert result.evals[-1]["val_loss"] < result.evals[0]["val_loss"] + 0.5
+
+
+def test_leaky_run_is_labelled(make_config, tmp_path, capsys):
+    cfg = make_config(max_steps=4, model={"graph": {"causal": False}})
+    assert cfg.leaky and cfg.display_name.startswith("LEAKY")
+    run(cfg, tmp_path / "r")
+    assert "LEAKY" in capsys.readouterr().out
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["display_name"].startswith("LEAKY")
+    assert all(r.get("leaky") is True for r in read_log(tmp_path / "r") if r["kind"] in ("train", "eval"))
+
+
+def test_schedule_values():
+    kw = dict(lr=1.0, min_lr=0.1, warmup_steps=4, decay_steps=12)
+    assert [lr_at(s, **kw) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert lr_at(4, **kw) == 1.0
+    assert lr_at(8, **kw) == pytest.approx(0.55)  # half-way down the cosine
+    assert lr_at(12, **kw) == lr_at(1000, **kw) == 0.1
+    values = [lr_at(s, **kw) for s in range(4, 13)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert lr_at(0, lr=1.0, min_lr=0.0, warmup_steps=0, decay_steps=10) == 1.0
+    with pytest.raises(ValueError, match="warmup_steps"):
+        lr_at(0, lr=1.0, min_lr=0.0, warmup_steps=-1, decay_steps=10)
+
+
+def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown keys \['lrate'\] in config section 'optim'; valid keys are \['lr'"):
+        TrainConfig.from_dict({"optim": {"lrate": 1}})
+    with pytest.raises(ValueError, match=r"unknown keys \['epochs'\].*valid keys are"):
+        TrainConfig.from_dict({"epochs": 3})
+    with pytest.raises(ValueError, match=r"data\.tokenizer='char' is invalid; accepted: one of"):
+        TrainConfig.from_dict({"data": {"tokenizer": "char"}})
+    with pytest.raises(ValueError, match=r"train\.batch_size=0"):
+        TrainConfig.from_dict({"batch_size": 0})
+    with pytest.raises(ValueError, match=r"optim\.min_lr"):
+        TrainConfig.from_dict({"optim": {"lr": 1e-3, "min_lr": 1e-2}})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("max_steps: 10\nwarmup: 3\n")
+    with pytest.raises(ValueError, match=r"bad\.yaml: unknown keys \['warmup'\]"):
+        TrainConfig.from_yaml(bad)
+
+
+def test_config_yaml_round_trip(tmp_path):
+    cfg = TrainConfig.from_dict({"max_steps": 5, "data": {"block_size": 32}, "model": {"model": "transformer"}})
+    cfg.to_yaml(tmp_path / "c.yaml")
+    assert TrainConfig.from_yaml(tmp_path / "c.yaml") == cfg
+
+
+def test_every_field_is_commented():
+    import inspect
+
+    from sosm.train import config as module
+    for cls in (module.TrainConfig, module.DataConfig, module.OptimConfig):
+        source = inspect.getsource(cls)
+        for name in cls.__dataclass_fields__:
+            line = next(l for l in source.splitlines() if l.strip().startswith(f"{name}:"))
+            assert "#" in line, f"{cls.__name__}.{name} has no comment"
+
+
+def test_bf16_autocast_path_runs_on_cpu(make_config, tmp_path):
+    result = run(make_config(max_steps=2, dtype="bfloat16"), tmp_path / "r")
+    assert all(torch.isfinite(torch.tensor(l)) for l in result.losses.values())
