@@ -2,3 +2,4 @@
 
 from .selective_scan import selective_scan, selective_state_update  # noqa: E402
 from .topk_similarity import topk_similarity  # noqa: E402
+from .graph_attention import GraphLayout, graph_attention  # noqa: E402
