@@ -1,35 +1,17 @@
 """Selective scan (Mamba-1): one dispatching entry point plus the single-step update.
 
 ``selective_scan`` runs the Triton kernel on CUDA tensors and the vectorised PyTorch path
-(:func:`~.reference.selective_scan_vectorized`) on CPU; each fallback warns once.
+(:func:`~.reference.selective_scan_vectorized`) elsewhere; the choice is ``sosm.kernels._backend``'s
+(detected once, each fallback warns once, forced by ``backend=``, ``force_backend`` or
+``SOSM_KERNEL_BACKEND``).
 """
 from __future__ import annotations
 
-import warnings
-
-import torch
-
+from .._backend import resolve
 from .reference import (check_scan_args, selective_scan_ref, selective_scan_vectorized,
                         selective_state_update)
 
 __all__ = ["selective_scan", "selective_state_update", "selective_scan_ref"]
-
-BACKENDS = ("auto", "triton", "vectorized", "reference")
-_warned: set[str] = set()
-
-
-def _warn_once(key: str, message: str) -> None:
-    if key not in _warned:
-        _warned.add(key)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
-
-
-def _triton_scan():
-    try:
-        from . import triton_scan
-    except ImportError as err:  # triton missing or too old
-        return None, err
-    return triton_scan, None
 
 
 def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
@@ -45,7 +27,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         delta_bias: ``[D]`` or None. delta_softplus: ``delta = softplus(delta + delta_bias)``.
         return_last_state: also return the final state ``[B, D, N]`` (float32).
         backend: ``"auto"`` (Triton on CUDA, the vectorised path on CPU), or force
-            ``"triton"``, ``"vectorized"`` or ``"reference"`` (the sequential loop).
+            ``"triton"``, ``"vectorized"`` or ``"reference"`` (the sequential loop);
+            ``"auto"`` defers to ``sosm.kernels._backend.force_backend`` when set.
 
     Returns:
         ``out [B, D, L]`` in ``u.dtype``, and ``last_state`` if asked. Differentiable in
@@ -56,23 +39,12 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         >>> out = selective_scan(u, torch.randn(2, 8, 33), A, torch.randn(2, 4, 33),
         ...                      torch.randn(2, 4, 33), delta_softplus=True)
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     check_scan_args(u, delta, A, B, C, D, z, delta_bias)
+    path = resolve("selective_scan", u.device, backend)
     args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-    if backend == "reference":
+    if path == "reference":
         return selective_scan_ref(*args)
-    if backend == "vectorized":
+    if path == "vectorized":
         return selective_scan_vectorized(*args)
-    if backend == "auto" and u.device.type != "cuda":
-        _warn_once("cpu", "selective_scan: non-CUDA tensors use the vectorised PyTorch path "
-                          "(no Triton kernel)")
-        return selective_scan_vectorized(*args)
-    module, err = _triton_scan()
-    if module is None:
-        if backend == "triton":
-            raise RuntimeError(f"selective_scan: backend='triton' needs triton ({err})")
-        _warn_once("no-triton", f"selective_scan: triton unavailable ({err}); "
-                                "using the vectorised PyTorch path")
-        return selective_scan_vectorized(*args)
-    return module.selective_scan_triton(*args)
+    from .triton_scan import selective_scan_triton
+    return selective_scan_triton(*args)

@@ -1,25 +1,16 @@
 """Exact top-k semantic neighbours: one dispatching entry point (Triton on CUDA).
 
 On CUDA the Triton kernel streams key tiles and keeps a running top-k per query (memory
-O(T·k)); elsewhere this falls back, with a one-time warning, to the dense oracle, which
-holds a ``[B, T, T]`` score matrix: on CPU use ``sosm.graph``'s blocked top-k instead.
+O(T·k)); elsewhere ``sosm.kernels._backend`` falls back, warning once, and this op's fallback
+is the dense oracle, which holds a ``[B, T, T]`` score matrix: on CPU use ``sosm.graph``'s
+blocked top-k instead.
 """
 from __future__ import annotations
 
-import warnings
-
+from .._backend import resolve
 from .reference import block_similarities, check_topk_args, featurize, topk_similarity_ref
 
 __all__ = ["topk_similarity", "topk_similarity_ref"]
-
-BACKENDS = ("auto", "triton", "reference")
-_warned: set[str] = set()
-
-
-def _warn_once(key: str, message: str) -> None:
-    if key not in _warned:
-        _warned.add(key)
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def topk_similarity(x, k, *, similarity="full", block_weights=None, projection=None,
@@ -37,7 +28,8 @@ def topk_similarity(x, k, *, similarity="full", block_weights=None, projection=N
         projection: ``[d', 64]`` matrix (``"projection"`` only).
         causal: candidates ``j <= i - window - 1``; else ``|i - j| > window``. Default True.
         window: the sequential window excluded from candidates, ``>= 0``. Default 1.
-        backend: ``"auto"``, or force ``"triton"`` / ``"reference"`` (dense oracle).
+        backend: ``"auto"`` (Triton on CUDA), ``"triton"``, or ``"reference"`` /
+            ``"vectorized"`` (both the dense oracle); see ``sosm.kernels._backend``.
 
     Returns:
         ``indices [B, T, k]`` long (``-1`` where fewer candidates, ordered by similarity
@@ -50,24 +42,12 @@ def topk_similarity(x, k, *, similarity="full", block_weights=None, projection=N
         >>> idx.shape, blk.shape
         (torch.Size([1, 10, 3]), torch.Size([1, 10, 3, 16]))
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     check_topk_args(x, k, similarity, block_weights, projection, causal, window)
     kwargs = dict(similarity=similarity, block_weights=block_weights, projection=projection,
                   causal=causal, window=window)
-    if backend == "reference":
+    if resolve("topk_similarity", x.device, backend) != "triton":
         return topk_similarity_ref(x, k, **kwargs)
-    if backend == "auto" and x.device.type != "cuda":
-        _warn_once("cpu", "topk_similarity: non-CUDA tensors use the dense [B, T, T] reference; "
-                          "on CPU prefer sosm.graph's blocked top-k")
-        return topk_similarity_ref(x, k, **kwargs)
-    try:
-        from .triton_topk import topk_indices_triton
-    except ImportError as err:
-        if backend == "triton":
-            raise RuntimeError(f"topk_similarity: backend='triton' needs triton ({err})") from err
-        _warn_once("no-triton", f"topk_similarity: triton unavailable ({err}); using the dense reference")
-        return topk_similarity_ref(x, k, **kwargs)
+    from .triton_topk import topk_indices_triton
     features = featurize(x, similarity, block_weights, projection)
     indices, sims = topk_indices_triton(features, k, causal=causal, window=window)
     return indices, sims, block_similarities(x, indices, similarity)

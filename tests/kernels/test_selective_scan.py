@@ -81,10 +81,10 @@ def test_vectorized_matches_loop(device, length, config):
 
 
 def test_cpu_dispatch_warns_once_and_matches():
-    scan_pkg = importlib.import_module("sosm.kernels.selective_scan")
-    scan_pkg._warned.discard("cpu")
+    backend = importlib.import_module("sosm.kernels._backend")
+    backend._warned.discard(("selective_scan", "device-cpu"))
     inputs = make_inputs(length=20)
-    with pytest.warns(RuntimeWarning, match="vectorised"):
+    with pytest.warns(RuntimeWarning, match="vectorised PyTorch path"):
         out = selective_scan(**as_float32(inputs))
     compare(run(selective_scan, inputs, False, False), run(selective_scan_ref, inputs, False, False))
     assert out.shape == inputs["u"].shape
@@ -130,6 +130,16 @@ def test_bad_inputs_name_the_argument(change, message):
     inputs.update(change)
     with pytest.raises((ValueError, TypeError), match=message):
         selective_scan(**inputs)
+
+
+def test_forced_reference_backend_runs_the_loop(monkeypatch):
+    backend = importlib.import_module("sosm.kernels._backend")
+    calls = []
+    scan_pkg = importlib.import_module("sosm.kernels.selective_scan")
+    monkeypatch.setattr(scan_pkg, "selective_scan_ref", lambda *a: calls.append(1) or a[0])
+    with backend.force_backend("reference"):
+        selective_scan(**as_float32(make_inputs()))
+    assert calls == [1]
 
 
 def test_bad_backend():
