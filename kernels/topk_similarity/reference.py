@@ -103,7 +103,8 @@ def topk_similarity_ref(x, k, *, similarity="full", block_weights=None, projecti
     """
     check_topk_args(x, k, similarity, block_weights, projection, causal, window)
     f = featurize(x, similarity, block_weights, projection)
-    scores = f @ f.transpose(1, 2)  # [B, T, T]
+    f64 = f.double()
+    scores = (f64 @ f64.transpose(1, 2)).float()  # [B, T, T]; float64 then rounded: exact ties stay tied
     valid = candidate_mask(x.shape[1], causal, window, x.device)
     scores = scores.masked_fill(~valid, float("-inf"))
     values, order = torch.sort(scores, dim=-1, descending=True, stable=True)  # ties: lower j first

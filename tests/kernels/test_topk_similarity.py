@@ -1,0 +1,174 @@
+"""topk_similarity: the fused Triton kernel against the dense oracle, and the contract's rules."""
+import importlib
+
+import pytest
+import torch
+
+from sosm.kernels import topk_similarity
+from sosm.kernels.topk_similarity import topk_similarity_ref
+from sosm.kernels.topk_similarity.reference import BLOCK_DIM, N_BLOCKS, featurize
+from tests.conftest import DEVICES
+
+WEIGHTS = [0.5, 0.0, 0.0, 0.3, 0.2] + [0.0] * 11  # I, R2, K as in DEFAULT_BLOCK_WEIGHTS
+
+
+def projection_matrix(d_out=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(64, d_out, generator=g))
+    return q.T.contiguous()  # [d', 64], orthonormal rows
+
+
+def mode_kwargs(mode, device):
+    if mode == "blocks":
+        return dict(similarity="blocks", block_weights=WEIGHTS)
+    if mode == "projection":
+        return dict(similarity="projection", projection=projection_matrix().to(device))
+    return dict(similarity="full")
+
+
+def states(batch, length, device, seed=0, ties=False):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, length, 64, generator=g)
+    if ties:  # exact duplicates: equal similarities that only the index rule can order
+        x[:, 7::5] = x[:, 2:3]
+        x[:, 11::9] = x[:, 4:5]
+    return x.to(device)
+
+
+def assert_same_result(actual, expected, exact=True):
+    """Indices equal (exact=False tolerates float32 near-tie swaps); values to float32 rounding."""
+    idx_a, sim_a, blk_a = actual
+    idx_e, sim_e, blk_e = expected
+    assert idx_a.dtype == torch.long and idx_a.shape == idx_e.shape
+    assert torch.isfinite(sim_a).all() and torch.isfinite(blk_a).all()
+    differ = idx_a != idx_e
+    if exact:
+        assert not differ.any(), f"{int(differ.sum())} indices differ from the oracle"
+    else:
+        assert (sim_a[differ] - sim_e[differ]).abs().max().item() <= 1e-6 if differ.any() else True
+    torch.testing.assert_close(sim_a, sim_e, rtol=0, atol=1e-6)
+    same = ~differ
+    torch.testing.assert_close(blk_a[same], blk_e[same], rtol=0, atol=1e-6)
+
+
+@pytest.fixture
+def garbage_outputs(monkeypatch):
+    """Kernel outputs start as NaN / a wrong index: anything the kernel skips shows up."""
+    triton_topk = pytest.importorskip("sosm.kernels.topk_similarity.triton_topk")
+
+    def fill(shape, dtype, device):
+        value = float("nan") if dtype.is_floating_point else -7
+        return torch.full(shape, value, dtype=dtype, device=device)
+    monkeypatch.setattr(triton_topk, "_new_output", fill)
+
+
+TRITON_CASES = [  # mode, causal, window, k, ties
+    ("full", True, 1, 5, True),
+    ("blocks", True, 0, 8, True),
+    ("projection", True, 3, 4, False),
+    ("full", False, 2, 8, True),
+    ("projection", False, 0, 32, False),
+]
+
+
+@pytest.mark.interpreter
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mode, causal, window, k, ties", TRITON_CASES)
+def test_triton_matches_oracle(device, mode, causal, window, k, ties, garbage_outputs):
+    x = states(2, 70 if device == "cpu" else 300, device, ties=ties)
+    kwargs = dict(mode_kwargs(mode, device), causal=causal, window=window)
+    actual = topk_similarity(x, k, backend="triton", **kwargs)
+    assert_same_result(actual, topk_similarity_ref(x, k, **kwargs))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("mode", ["full", "projection"])
+def test_cuda_large_matches_oracle(mode, garbage_outputs):
+    x = states(1, 3000, "cuda", seed=3, ties=True)
+    kwargs = mode_kwargs(mode, "cuda")
+    assert_same_result(topk_similarity(x, 8, **kwargs), topk_similarity_ref(x, 8, **kwargs), exact=False)
+
+
+def test_hand_built_example_and_tie_rule():
+    e0, e1 = torch.zeros(64), torch.zeros(64)
+    e0[0], e1[5] = 1.0, 1.0
+    x = torch.stack([e0, e1, e0, e1, e0, e0])[None]  # [1, 6, 64]
+    idx, sim, blk = topk_similarity_ref(x, 2, window=1)
+    assert idx[0].tolist() == [[-1, -1], [-1, -1], [0, -1], [1, 0], [0, 2], [0, 2]]
+    assert sim[0].tolist() == [[0, 0], [0, 0], [1, 0], [1, 0], [1, 1], [1, 1]]
+    assert blk[0, 4, 0].tolist() == [1.0] + [0.0] * 15  # all of the cosine is block 0's
+    assert (blk[0, 0] == 0).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_causal_rows_ignore_the_future(device, backend):
+    x = states(1, 40, device, seed=1)
+    t = 23
+    y = x.clone()
+    y[:, t + 1:] = torch.randn(1, 40 - t - 1, 64).to(device)
+    first = topk_similarity(x, 6, backend=backend)
+    second = topk_similarity(y, 6, backend=backend)
+    for a, b in zip(first, second):
+        assert torch.equal(a[:, :t + 1], b[:, :t + 1])
+
+
+@pytest.mark.parametrize("mode", ["full", "blocks"])
+def test_block_similarities_decompose_the_similarity(mode):
+    x = states(1, 30, "cpu", seed=2)
+    kwargs = mode_kwargs(mode, "cpu")
+    idx, sim, blk = topk_similarity_ref(x, 4, **kwargs)
+    if mode == "full":  # shares of the cosine add up to it
+        recon = blk.sum(-1)
+    else:  # weighted per-block cosines add up to it
+        w = torch.tensor(WEIGHTS)
+        recon = (blk * (w / w.sum())).sum(-1)
+    torch.testing.assert_close(recon, sim, rtol=0, atol=1e-6)
+
+
+def test_features_follow_the_contract():
+    x = states(1, 5, "cpu")
+    f = featurize(x, "blocks", WEIGHTS)
+    xb = x.unflatten(-1, (16, 4))
+    cos = (xb[0, 1] * xb[0, 3]).sum(-1) / (xb[0, 1].norm(dim=-1) * xb[0, 3].norm(dim=-1))
+    w = torch.tensor(WEIGHTS)
+    torch.testing.assert_close((f[0, 1] * f[0, 3]).sum(), (w / w.sum() * cos).sum())
+    p = projection_matrix()
+    fp = featurize(x, "projection", projection=p)
+    torch.testing.assert_close(fp[0, 2] @ fp[0, 4], torch.cosine_similarity(p @ x[0, 2], p @ x[0, 4], 0))
+
+
+def test_block_constants_mirror_the_graph_table():
+    from sosm.graph.blocks import BLOCK_DIM as GRAPH_BLOCK_DIM, N_BLOCKS as GRAPH_N_BLOCKS
+    assert (N_BLOCKS, BLOCK_DIM) == (GRAPH_N_BLOCKS, GRAPH_BLOCK_DIM)
+
+
+def test_cpu_dispatch_warns_once():
+    backend = importlib.import_module("sosm.kernels._backend")
+    backend._warned.discard(("topk_similarity", "device-cpu"))
+    x = states(1, 12, "cpu")
+    with pytest.warns(RuntimeWarning, match="topk_similarity"):
+        topk_similarity(x, 2)
+    assert_same_result(topk_similarity(x, 2), topk_similarity_ref(x, 2))
+
+
+@pytest.mark.parametrize("args, message", [
+    (dict(x=torch.randn(2, 10, 63)), "x must be"),
+    (dict(x=torch.full((1, 4, 64), float("nan"))), "NaN"),
+    (dict(x=torch.ones(1, 4, 64, dtype=torch.long)), "x must be a floating"),
+    (dict(k=0), "k must be"),
+    (dict(similarity="dot"), "similarity must be"),
+    (dict(window=-1), "window must be"),
+    (dict(similarity="blocks"), "block_weights"),
+    (dict(similarity="blocks", block_weights=[1.0] * 15), "block_weights must be"),
+    (dict(similarity="blocks", block_weights=[-1.0] * 16), "block_weights must be"),
+    (dict(similarity="projection", projection=torch.randn(8, 32)), "projection"),
+    (dict(k=33, backend="triton"), r"k must be an int in \[1, 32\]"),
+])
+def test_bad_inputs_name_the_argument(args, message):
+    call = dict(x=torch.randn(1, 10, 64), k=3)
+    call.update(args)
+    x, k = call.pop("x"), call.pop("k")
+    with pytest.raises((ValueError, TypeError), match=message):
+        topk_similarity(x, k, **call)
