@@ -113,23 +113,29 @@ def evaluate_tokens(model: torch.nn.Module, token_ids: torch.Tensor, block_size:
     return total, count
 
 
-def evaluate_text(model: torch.nn.Module, tokenizer, text: str, block_size: int, *, batch_size: int = 8,
-                  device="cpu", max_tokens: Optional[int] = None) -> EvalResult:
-    """Loss, perplexity and bits per byte of ``model`` on ``text``.
+def evaluate_ids(model: torch.nn.Module, tokenizer, token_ids: torch.Tensor, block_size: int, *, batch_size: int = 8,
+                 device="cpu", max_tokens: Optional[int] = None) -> EvalResult:
+    """Loss, perplexity and bits per byte of ``model`` on an already tokenized stream.
 
     Bits per byte divide the total bits by the UTF-8 length of the predicted text
-    (``tokenizer.decode`` of every token but the first), so it is comparable across
+    (``tokenizer.decode`` of every scored token), so it is comparable across
     tokenizers; for a byte or ASCII character model it equals ``loss / ln 2``.
     """
-    if not isinstance(text, str) or not text:
-        raise ValueError("text must be a non-empty string")
-    ids = torch.as_tensor(list(tokenizer.encode(text)), dtype=torch.long)
-    total, count = evaluate_tokens(model, ids, block_size, batch_size=batch_size, device=device, max_tokens=max_tokens)
-    scored = ids[1:count + 1].tolist()
-    n_bytes = len(tokenizer.decode(scored).encode("utf-8"))
+    total, count = evaluate_tokens(model, token_ids, block_size, batch_size=batch_size, device=device,
+                                   max_tokens=max_tokens)
+    n_bytes = len(tokenizer.decode(token_ids[1:count + 1].tolist()).encode("utf-8"))
     loss = total / count
     return EvalResult(loss=loss, perplexity=math.exp(min(loss, 700.0)), tokens=count, bytes=n_bytes,
                       bits_per_byte=total / LN2 / max(n_bytes, 1))
+
+
+def evaluate_text(model: torch.nn.Module, tokenizer, text: str, block_size: int, *, batch_size: int = 8,
+                  device="cpu", max_tokens: Optional[int] = None) -> EvalResult:
+    """:func:`evaluate_ids` on ``tokenizer.encode(text)``."""
+    if not isinstance(text, str) or not text:
+        raise ValueError("text must be a non-empty string")
+    ids = torch.as_tensor(list(tokenizer.encode(text)), dtype=torch.long)
+    return evaluate_ids(model, tokenizer, ids, block_size, batch_size=batch_size, device=device, max_tokens=max_tokens)
 
 
 @dataclass

@@ -1,0 +1,52 @@
+"""Rebuild a trained model, its tokenizer and its config from a checkpoint (for eval and generate)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from .checkpoint import CONFIG_FILE, Checkpoint, CheckpointError, load_model_state, read_checkpoint
+from .components import ModelFactory, sosm_model_factory, tokenizer_from_files
+from .config import TrainConfig
+
+
+@dataclass
+class TrainedModel:
+    """A model in eval mode with everything needed to feed it text."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    config: TrainConfig
+    checkpoint: Checkpoint
+
+    @property
+    def leaky(self) -> bool:
+        return self.config.leaky
+
+    @property
+    def label(self) -> str:
+        return self.config.display_name
+
+
+def load_trained(path, *, device="cpu", model_factory: Optional[ModelFactory] = None) -> TrainedModel:
+    """Load the checkpoint at ``path`` (a checkpoint directory, or a run directory's newest one).
+
+    Raises:
+        CheckpointError: missing, corrupt or mismatched files (the message names the file).
+    """
+    checkpoint = read_checkpoint(path)
+    try:
+        config = TrainConfig.from_dict(checkpoint.config)
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"checkpoint file {checkpoint.path / CONFIG_FILE} holds an invalid config: {err}") from None
+    try:
+        tokenizer = tokenizer_from_files(checkpoint.extra)
+    except (FileNotFoundError, ValueError, KeyError) as err:
+        raise CheckpointError(f"checkpoint {checkpoint.path} has no readable tokenizer files "
+                              f"(tokenizer_config.json): {err}") from None
+    factory = model_factory or sosm_model_factory
+    model = factory(config.model, tokenizer.vocab_size, config.data.block_size, False)
+    load_model_state(model, checkpoint)
+    model.to(device).eval()
+    return TrainedModel(model=model, tokenizer=tokenizer, config=config, checkpoint=checkpoint)
