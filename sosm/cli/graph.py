@@ -1,0 +1,95 @@
+"""``sosm graph``: build the semantic graph of a text and write it as JSON (and HTML/PNG/GraphML)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .pipeline import DEFAULT_CHUNK
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "graph", help="build the semantic graph of a text",
+        description="Text -> tokens -> states -> sosm.graph.GraphBuilder -> JSON/HTML/PNG/GraphML, and a summary. "
+                    "States come from corpus statistics (PPMI + SVD, no training) or a saved StateModel directory.")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text-file", metavar="F", help="UTF-8 text file")
+    source.add_argument("--text", metavar="S", help="the text itself")
+    parser.add_argument("--states", default="corpus", metavar="corpus|DIR",
+                        help="'corpus': fit states on --corpus (default); DIR: a saved StateModel directory")
+    parser.add_argument("--corpus", default="default", metavar="default|tinyshakespeare|PATH",
+                        help="corpus for the states and the BPE tokenizer (default: the embedded pydoc topics)")
+    parser.add_argument("--tokenizer", default="byte", metavar="byte|bpe|DIR",
+                        help="byte (default), bpe (trained on --corpus), or a saved tokenizer directory")
+    parser.add_argument("--bpe-vocab", type=int, default=1024, help="vocab size when --tokenizer bpe (default 1024)")
+    parser.add_argument("--nodes", choices=("token", "word"), default="token",
+                        help="one node per token (default) or per word (mean state of its tokens)")
+    parser.add_argument("--config", metavar="G.yaml", help="GraphConfig as YAML/JSON (unknown keys are rejected)")
+    parser.add_argument("--k", type=int, help="semantic neighbours per node (GraphConfig.k)")
+    parser.add_argument("--window", type=int, help="sequential window (GraphConfig.window)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--causal", dest="causal", action="store_true", default=None, help="causal graph (default)")
+    mode.add_argument("--bidirectional", dest="causal", action="store_false", help="bidirectional (analysis) graph")
+    parser.add_argument("--similarity", choices=("full", "blocks", "projection"), help="GraphConfig.similarity")
+    parser.add_argument("--adaptive-k", action="store_true", default=None, help="entropy-adaptive K")
+    parser.add_argument("--mutual", action="store_true", default=None, help="mutual k-NN filter")
+    parser.add_argument("--threshold", type=float, help="keep semantic edges with similarity above this")
+    parser.add_argument("--fibonacci-shortcuts", action="store_true", default=None, help="Fibonacci shortcuts")
+    parser.add_argument("--betweenness-shortcuts", type=int, help="bridging hubs per chunk")
+    parser.add_argument("--num-landmarks", type=int, help="landmarks L (0 disables)")
+    parser.add_argument("--chunk", type=int, default=DEFAULT_CHUNK,
+                        help=f"nodes per window for long texts (default {DEFAULT_CHUNK}); each window is one sample")
+    parser.add_argument("--out", required=True, metavar="G.json", help="graph JSON (nodes, edges with provenance)")
+    parser.add_argument("--html", metavar="G.html", help="interactive HTML view")
+    parser.add_argument("--png", metavar="G.png", help="static picture")
+    parser.add_argument("--graphml", metavar="G.graphml", help="GraphML export")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+CONFIG_OVERRIDES = ("k", "window", "causal", "similarity", "adaptive_k", "mutual", "threshold",
+                    "fibonacci_shortcuts", "betweenness_shortcuts", "num_landmarks")
+
+
+def load_states(args, text: str):
+    """``TextStates`` of ``text`` for ``--states`` / ``--corpus`` / ``--tokenizer``."""
+    from ..text_states import StateModel, default_state_model
+    from .pipeline import load_corpus, make_tokenizer
+
+    corpus = load_corpus(args.corpus) if (args.corpus != "default" or args.tokenizer == "bpe") else None
+    tokenizer = make_tokenizer(args.tokenizer, corpus or "", args.bpe_vocab)
+    if args.states == "corpus":
+        model = default_state_model() if corpus is None or args.corpus == "default" else StateModel.fit(corpus)
+    elif Path(args.states, "state_model.json").is_file():
+        model = StateModel.load(args.states)
+    else:
+        raise ValueError(f"--states {args.states!r} is invalid; accepted: 'corpus' or a directory written by "
+                         f"StateModel.save (with state_model.json)")
+    states = model.encode(text, tokenizer)
+    return states.word_level() if args.nodes == "word" else states
+
+
+def run(args) -> int:
+    from ..data import read_text_file
+    from .pipeline import build_graph, load_graph_config, write_outputs
+
+    text = read_text_file(args.text_file) if args.text_file else args.text
+    if not text or not text.strip():
+        raise ValueError("--text is empty; accepted: at least one non-whitespace character")
+    config = load_graph_config(args.config, {key: getattr(args, key) for key in CONFIG_OVERRIDES})
+    states = load_states(args, text)
+    graph = build_graph(config, states.states, states.temporal, states.labels, chunk=args.chunk,
+                        progress=not args.quiet)
+    written = write_outputs(graph, args.out, args.html, args.png, args.graphml)
+    print_report(graph, written)
+    return 0
+
+
+def print_report(graph, written) -> None:
+    from ..graph.view import format_summary
+
+    print(format_summary(graph))
+    for path in written:
+        print(f"wrote {path}")
+    sys.stdout.flush()

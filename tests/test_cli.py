@@ -1,0 +1,87 @@
+"""The ``sosm`` command line, run in-process through ``sosm.cli.main``."""
+import json
+
+import pytest
+
+from sosm.cli import build_parser, main
+
+
+def _needs_graph_stack():
+    """GraphBuilder, graph/io.py and graph/view.py are written in the graph room."""
+    import sosm.graph
+
+    if not hasattr(sosm.graph, "GraphBuilder"):
+        pytest.skip("sosm.graph.GraphBuilder has not landed yet")
+    pytest.importorskip("sosm.graph.io")
+    pytest.importorskip("sosm.graph.view")
+
+
+def test_help_lists_subcommands(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert {"demo", "graph"} <= set(commands)
+    for name in commands:
+        assert name in out
+    assert main([]) == 2
+
+
+def test_empty_text_is_exit_2(capsys, tmp_path):
+    assert main(["graph", "--text", "   ", "--out", str(tmp_path / "g.json")]) == 2
+    assert "empty" in capsys.readouterr().err
+    assert not (tmp_path / "g.json").exists()
+
+
+def test_invalid_utf8_is_exit_2(capsys, tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"valid start \xc3\x28 then junk")
+    assert main(["graph", "--text-file", str(bad), "--out", str(tmp_path / "g.json")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.txt" in err and "byte offset 12" in err
+
+
+def test_unknown_config_key_is_exit_2(capsys, tmp_path):
+    config = tmp_path / "g.yaml"
+    config.write_text("k: 4\nneighbours: 3\n")
+    assert main(["graph", "--text", "a b c", "--config", str(config), "--out", str(tmp_path / "g.json")]) == 2
+    err = capsys.readouterr().err
+    assert "neighbours" in err and "valid keys" in err
+
+
+def test_missing_text_file_is_exit_2(capsys, tmp_path):
+    assert main(["graph", "--text-file", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "g.json")]) == 2
+    assert "nope.txt" in capsys.readouterr().err
+
+
+def test_graph_writes_nodes_and_edges(capsys, tmp_path):
+    _needs_graph_stack()
+    out = tmp_path / "g.json"
+    text = "A function returns a value. A method returns a value to the caller."
+    code = main(["graph", "--text", text, "--k", "2", "--nodes", "word", "--out", str(out),
+                 "--graphml", str(tmp_path / "g.graphml")])
+    assert code == 0, capsys.readouterr().err
+    data = json.loads(out.read_text())
+    assert len(data["nodes"]) == 15 and data["edges"]
+    assert all("type" in edge for edge in data["edges"])
+    assert (tmp_path / "g.graphml").is_file()
+    assert str(out) in capsys.readouterr().out
+
+
+def test_graph_byte_tokens_bidirectional(capsys, tmp_path):
+    _needs_graph_stack()
+    out = tmp_path / "g.json"
+    code = main(["graph", "--text", "the list and the tuple", "--bidirectional", "--k", "2", "--quiet",
+                 "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert len(json.loads(out.read_text())["nodes"]) == len("the list and the tuple")
+
+
+def test_demo_end_to_end(capsys, tmp_path):
+    _needs_graph_stack()
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for name in ("graph.json", "graph.html", "graph.png"):
+        assert (tmp_path / name).stat().st_size > 0
+        assert str(tmp_path / name) in out
+    data = json.loads((tmp_path / "graph.json").read_text())
+    assert data["nodes"] and data["edges"]
