@@ -1,0 +1,89 @@
+"""Input validation shared by the memory room: clear ``ValueError``/``TypeError`` messages
+that name the argument, the value and what is accepted (DESIGN.md invariant 6).
+
+Example:
+    >>> import numpy as np
+    >>> as_float_matrix(np.ones((2, 4)), "states", dim=4).shape
+    (2, 4)
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+_FLOAT_DTYPES = (np.float16, np.float32, np.float64)
+
+
+def as_float_matrix(value: Any, name: str, dim: int) -> np.ndarray:
+    """``value`` ([N, dim] float tensor or ndarray) as a C-contiguous float32 ndarray.
+
+    Raises TypeError for a non-float dtype or a non-array type, ValueError for a wrong
+    shape or NaN/Inf entries. A tensor is copied to host memory (host-device sync).
+    """
+    if isinstance(value, torch.Tensor):
+        if not value.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor (float16, bfloat16, float32, float64), got {value.dtype}")
+        array = value.detach().to("cpu", torch.float32).numpy()
+    elif isinstance(value, np.ndarray):
+        if value.dtype.type not in _FLOAT_DTYPES:
+            raise TypeError(f"{name} must be a floating-point array (float16, float32, float64), got {value.dtype}")
+        array = value
+    else:
+        raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray of shape [N, {dim}], got {type(value).__name__}")
+    if array.ndim != 2 or array.shape[1] != dim:
+        raise ValueError(f"{name} must have shape [N, {dim}] (dim={dim}), got {tuple(array.shape)}")
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).any(axis=1).nonzero()[0][0])
+        raise ValueError(f"{name} must be finite; row {bad} contains NaN or Inf")
+    return array
+
+
+def as_positions(value: Any, name: str, count: int, *, allow_scalar: bool) -> Optional[np.ndarray]:
+    """``value`` (None, int, or integer tensor/array [count]) as an int64 ndarray [count] of values >= 0."""
+    if value is None:
+        return None
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        if not allow_scalar:
+            raise TypeError(f"{name} must be an integer tensor of shape [{count}], got a scalar")
+        array = np.full(count, int(value), dtype=np.int64)
+    elif isinstance(value, (torch.Tensor, np.ndarray)):
+        array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+        if array.dtype.kind not in "iu":
+            raise TypeError(f"{name} must hold integers (e.g. torch.long), got dtype {array.dtype}")
+        if array.ndim == 0 and allow_scalar:
+            array = np.full(count, int(array), dtype=np.int64)
+        if array.shape != (count,):
+            raise ValueError(f"{name} must have shape [{count}]" + (" or be a scalar" if allow_scalar else "") + f", got {tuple(array.shape)}")
+        array = array.astype(np.int64)
+    else:
+        raise TypeError(f"{name} must be an int or an integer tensor of shape [{count}], got {type(value).__name__}")
+    if count and array.min() < 0:
+        raise ValueError(f"{name} must be >= 0, got minimum {int(array.min())}")
+    return array
+
+
+def check_metadata(metadata: Optional[Sequence[dict]], count: int) -> list[dict]:
+    """``metadata`` as a list of ``count`` JSON-serialisable dicts (``None``: empty dicts)."""
+    if metadata is None:
+        return [{} for _ in range(count)]
+    if not isinstance(metadata, (list, tuple)) or len(metadata) != count:
+        raise ValueError(f"metadata must be a list of {count} dicts (one per state), got "
+                         f"{type(metadata).__name__} of length {len(metadata) if hasattr(metadata, '__len__') else '?'}")
+    for i, item in enumerate(metadata):
+        if not isinstance(item, dict):
+            raise TypeError(f"metadata[{i}] must be a dict, got {type(item).__name__}")
+        try:
+            json.dumps(item)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"metadata[{i}] must be JSON-serialisable (str keys; str/int/float/bool/None/list/dict values): {err}") from None
+    return [dict(item) for item in metadata]
+
+
+def check_positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
