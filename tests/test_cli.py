@@ -85,3 +85,24 @@ def test_demo_end_to_end(capsys, tmp_path):
         assert str(tmp_path / name) in out
     data = json.loads((tmp_path / "graph.json").read_text())
     assert data["nodes"] and data["edges"]
+
+
+def test_unknown_states_source_is_exit_2(capsys, tmp_path):
+    code = main(["graph", "--text", "a list and a tuple", "--states", str(tmp_path / "nothing"),
+                 "--out", str(tmp_path / "g.json")])
+    assert code == 2
+    assert "--states" in capsys.readouterr().err
+
+
+def test_graph_with_saved_state_model_and_bpe(capsys, tmp_path):
+    _needs_graph_stack()
+    from sosm.data import default_corpus
+    from sosm.text_states import StateModel
+
+    StateModel.fit(default_corpus()[:40_000]).save(tmp_path / "sm")
+    out = tmp_path / "g.json"
+    code = main(["graph", "--text", "A class defines a method; an instance calls the method.", "--k", "2",
+                 "--states", str(tmp_path / "sm"), "--tokenizer", "bpe", "--bpe-vocab", "300", "--quiet",
+                 "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert json.loads(out.read_text())["edges"]

@@ -20,8 +20,8 @@ SAMPLE_PASSAGE = (
     "and a dictionary maps each key to a value."
 )
 
-#: the demo's graph: causal, predecessor edge, 3 semantic neighbours by full 64-d cosine
-DEMO_GRAPH = {"causal": True, "window": 1, "k": 3, "similarity": "full"}
+#: the demo's graph: causal, predecessor edge, up to 3 semantic neighbours by full 64-d cosine above 0.45
+DEMO_GRAPH = {"causal": True, "window": 1, "k": 3, "similarity": "full", "threshold": 0.45}
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

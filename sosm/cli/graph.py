@@ -17,7 +17,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     source.add_argument("--text-file", metavar="F", help="UTF-8 text file")
     source.add_argument("--text", metavar="S", help="the text itself")
     parser.add_argument("--states", default="corpus", metavar="corpus|DIR",
-                        help="'corpus': fit states on --corpus (default); DIR: a saved StateModel directory")
+                        help="'corpus': fit states on --corpus (default); DIR: a saved StateModel directory, or a "
+                             "training checkpoint (the model's semantic/temporal states and its own tokenizer)")
     parser.add_argument("--corpus", default="default", metavar="default|tinyshakespeare|PATH",
                         help="corpus for the states and the BPE tokenizer (default: the embedded pydoc topics)")
     parser.add_argument("--tokenizer", default="byte", metavar="byte|bpe|DIR",
@@ -55,17 +56,20 @@ CONFIG_OVERRIDES = ("k", "window", "causal", "similarity", "adaptive_k", "mutual
 def load_states(args, text: str):
     """``TextStates`` of ``text`` for ``--states`` / ``--corpus`` / ``--tokenizer``."""
     from ..text_states import StateModel, default_state_model
-    from .pipeline import load_corpus, make_tokenizer
+    from .pipeline import checkpoint_states, load_corpus, make_tokenizer
 
+    if args.states not in ("corpus",) and not Path(args.states, "state_model.json").is_file():
+        if not Path(args.states).is_dir():
+            raise ValueError(f"--states {args.states!r} is invalid; accepted: 'corpus', a StateModel directory "
+                             f"(with state_model.json) or a checkpoint directory")
+        states = checkpoint_states(args.states, text, progress=not args.quiet)
+        return states.word_level() if args.nodes == "word" else states
     corpus = load_corpus(args.corpus) if (args.corpus != "default" or args.tokenizer == "bpe") else None
     tokenizer = make_tokenizer(args.tokenizer, corpus or "", args.bpe_vocab)
     if args.states == "corpus":
         model = default_state_model() if corpus is None or args.corpus == "default" else StateModel.fit(corpus)
-    elif Path(args.states, "state_model.json").is_file():
-        model = StateModel.load(args.states)
     else:
-        raise ValueError(f"--states {args.states!r} is invalid; accepted: 'corpus' or a directory written by "
-                         f"StateModel.save (with state_model.json)")
+        model = StateModel.load(args.states)
     states = model.encode(text, tokenizer)
     return states.word_level() if args.nodes == "word" else states
 

@@ -122,3 +122,36 @@ def write_outputs(graph, out: str, html: Optional[str] = None, png: Optional[str
         writer(graph, path)
         written.append(str(path))
     return written
+
+
+def checkpoint_states(path: str, text: str, progress: bool = True):
+    """``TextStates`` from a trained model's MU semantic and temporal states.
+
+    ``path`` is a checkpoint (or run) directory readable by ``sosm.train.load_trained``;
+    its own tokenizer is used. Texts longer than the model's context are run in
+    consecutive windows of ``block_size`` tokens.
+    """
+    from tqdm import tqdm
+
+    from ..text_states import TextStates
+    from ..tokenizers import word_spans
+    from ..train.loading import load_trained
+
+    trained = load_trained(path)
+    tokenizer = trained.tokenizer
+    spans = word_spans(text, tokenizer)
+    ids = torch.tensor(spans.ids, dtype=torch.long)
+    window = int(trained.config.data.block_size)
+    semantic, temporal = [], []
+    starts = range(0, len(ids), window)
+    with torch.no_grad():
+        for start in tqdm(starts, desc="model states", unit="window", file=sys.stderr,
+                          disable=not progress or len(starts) == 1):
+            _, state = trained.model(ids[None, start:start + window])
+            if getattr(state, "semantic", None) is None:
+                raise ValueError(f"--states {path}: this model ({trained.label}) has no MU semantic state; "
+                                 f"accepted: a checkpoint of a graph-based model, 'corpus', or a StateModel directory")
+            semantic.append(state.semantic[0].float())
+            temporal.append(state.temporal[0].float())
+    return TextStates(spans.ids, torch.cat(semantic), torch.cat(temporal), tokenizer.token_labels(spans.ids),
+                      spans.words, spans.token_word)
