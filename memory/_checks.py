@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -36,7 +37,7 @@ def as_float_matrix(value: Any, name: str, dim: int) -> np.ndarray:
     if array.ndim != 2 or array.shape[1] != dim:
         raise ValueError(f"{name} must have shape [N, {dim}] (dim={dim}), got {tuple(array.shape)}")
     array = np.ascontiguousarray(array, dtype=np.float32)
-    if not np.isfinite(array).all():
+    if not math.isfinite(float(array.sum(dtype=np.float64))):  # NaN/Inf propagate; float64 cannot overflow here
         bad = int((~np.isfinite(array)).any(axis=1).nonzero()[0][0])
         raise ValueError(f"{name} must be finite; row {bad} contains NaN or Inf")
     return array

@@ -14,35 +14,42 @@ Example:
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
-from typing import Iterator
 
 
 class ReadWriteLock:
-    """Many readers or one writer; writers are preferred over newly arriving readers."""
+    """Many readers or one writer; writers are preferred over newly arriving readers.
+
+    ``read()`` and ``write()`` return reusable context managers (plain classes rather than
+    generator-based ones: this lock sits on the single-query hot path).
+    """
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._readers = 0
         self._writer = False
         self._writers_waiting = 0
+        self._read = _ReadGuard(self)
+        self._write = _WriteGuard(self)
 
-    @contextmanager
-    def read(self) -> Iterator[None]:
+    def read(self) -> "_ReadGuard":
+        return self._read
+
+    def write(self) -> "_WriteGuard":
+        return self._write
+
+    def acquire_read(self) -> None:
         with self._cond:
             while self._writer or self._writers_waiting:
                 self._cond.wait()
             self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if self._readers == 0:
-                    self._cond.notify_all()
 
-    @contextmanager
-    def write(self) -> Iterator[None]:
+    def release_read(self) -> None:
+        with self._cond:
+            self._readers -= 1
+            if self._readers == 0:
+                self._cond.notify_all()
+
+    def acquire_write(self) -> None:
         with self._cond:
             self._writers_waiting += 1
             try:
@@ -51,9 +58,34 @@ class ReadWriteLock:
             finally:
                 self._writers_waiting -= 1
             self._writer = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writer = False
-                self._cond.notify_all()
+
+    def release_write(self) -> None:
+        with self._cond:
+            self._writer = False
+            self._cond.notify_all()
+
+
+class _ReadGuard:
+    __slots__ = ("_lock",)
+
+    def __init__(self, lock: ReadWriteLock) -> None:
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        self._lock.acquire_read()
+
+    def __exit__(self, *exc) -> None:
+        self._lock.release_read()
+
+
+class _WriteGuard:
+    __slots__ = ("_lock",)
+
+    def __init__(self, lock: ReadWriteLock) -> None:
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        self._lock.acquire_write()
+
+    def __exit__(self, *exc) -> None:
+        self._lock.release_write()

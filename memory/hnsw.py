@@ -207,6 +207,14 @@ class HNSWMemory:
 
     def _retrieve_locked(self, vectors: np.ndarray, k: int, limits: Optional[np.ndarray], document) -> RetrievalResult:
         n_queries, n = vectors.shape[0], self._next_id
+        if limits is None and document is None and k <= len(self):  # hot path: no filter, k entries exist
+            threads = 1 if n_queries < 16 * self.num_threads else self.num_threads  # threads cost more than tiny batches
+            try:
+                labels, dists = self._index.knn_query(vectors, k=k, num_threads=threads)
+            except RuntimeError:  # hnswlib could not fill k (many deletions): exact path below
+                pass
+            else:
+                return self._assemble(labels.astype(np.int64), -dists if self.space == "l2" else 1.0 - dists, full=True)
         ids = np.full((n_queries, k), -1, dtype=np.int64)
         sims = np.full((n_queries, k), -np.inf, dtype=np.float32)
         if limits is None and document is None:
@@ -235,7 +243,8 @@ class HNSWMemory:
             return self._exact(vectors, k_eff, visible, ids, sims)
         try:
             if visible is None:
-                labels, dists = self._index.knn_query(vectors, k=k_eff, num_threads=self.num_threads)
+                threads = 1 if len(vectors) < 16 * self.num_threads else self.num_threads  # threads cost more than tiny batches
+                labels, dists = self._index.knn_query(vectors, k=k_eff, num_threads=threads)
             else:
                 labels, dists = self._index.knn_query(vectors, k=k_eff, num_threads=1, filter=visible.__getitem__)
         except RuntimeError:  # hnswlib could not fill k (sparse filter or many deletions)
@@ -256,12 +265,17 @@ class HNSWMemory:
             ids[row, :k] = candidates[order]
             sims[row, :k] = scores[row, order]
 
-    def _assemble(self, ids: np.ndarray, sims: np.ndarray) -> RetrievalResult:
-        found = ids >= 0
-        states = self._vectors[np.where(found, ids, 0)]  # [Q, k, dim]
-        states[~found] = 0.0
-        metadata = [[dict(self._metadata[i]) if i >= 0 else None for i in row] for row in ids.tolist()]
-        positions = np.where(found, self._positions[np.where(found, ids, 0)], UNPOSITIONED)
+    def _assemble(self, ids: np.ndarray, sims: np.ndarray, full: bool = False) -> RetrievalResult:
+        records = self._metadata
+        if full or ids.min() >= 0:  # every slot filled: the common case, kept cheap
+            states, positions = self._vectors[ids], self._positions[ids]
+            metadata = [[records[i].copy() for i in row] for row in ids.tolist()]
+        else:
+            found = ids >= 0
+            safe = np.where(found, ids, 0)
+            states, positions = self._vectors[safe], np.where(found, self._positions[safe], UNPOSITIONED)
+            states[~found] = 0.0
+            metadata = [[records[i].copy() if i >= 0 else None for i in row] for row in ids.tolist()]
         return RetrievalResult(torch.from_numpy(ids), torch.from_numpy(sims), metadata,
                                torch.from_numpy(states), torch.from_numpy(positions))
 
