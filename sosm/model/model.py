@@ -1,0 +1,236 @@
+"""``SOSMModel``: token ids -> (logits, State) for the hybrid and every baseline.
+
+One forward pass (graph-based models: ``hybrid``, ``graph_attention``)::
+
+    semantic [B,T,64], temporal [B,T,32], x [B,T,d] = StateFrontEnd(input_ids)
+    graph  = GraphBuilder(config.graph).build(semantic, temporal)   # no grad, causal, once
+    neighbors [B,T,Kn] = to_neighbor_index(graph); layout = GraphLayout.build(neighbors)  # once
+    coords [B,T,L] = min(landmark_distances, max_distance + 1); structure = MLP(coords)
+    x = GraphMambaHybrid(x, LayerContext(angles, neighbors, layout, coords, structure))
+    logits = head(x)
+
+The Transformer and Mamba baselines embed tokens with a plain ``nn.Embedding`` and build no graph.
+
+**Graph frame.** Graphs are built over a frame of ``max(T, graph.min_seq_len)`` positions, or
+of ``max_seq_len`` positions when landmarks are used (the causal landmark rule places slot l at
+``l * (frame // L)``, so a fixed frame keeps landmark positions independent of T); positions
+past T are padding (``padding_mask`` False), and in causal mode they cannot affect rows < T.
+The same frame is used by incremental decoding, so its rows equal the full forward's.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..kernels import GraphLayout
+from .config import SOSMConfig
+from .graph_attention_layer import LayerContext
+from .hybrid import GraphMambaHybrid
+from .mamba import TopologicalMamba
+from .positional import StructuralEncoding, graph_rope_angles, landmark_coordinates, rope_angles
+from .state import EMBED_FACTOR_DIM, State, StateFrontEnd
+
+
+class SOSMModel(nn.Module):
+    """Language model over token ids: the Graph-Mamba hybrid or a baseline, chosen by ``config.model``.
+
+    Args:
+        config: :class:`SOSMConfig`.
+
+    Shapes: ``forward(input_ids [B, T] long) -> (logits [B, T, V] float32, State)``.
+
+    Example:
+        >>> model = SOSMModel(SOSMConfig(model="transformer", d_model=32, n_heads=2, vocab_size=50))
+        >>> logits, state = model(torch.randint(0, 50, (2, 16)))
+        >>> logits.shape
+        torch.Size([2, 16, 50])
+    """
+
+    def __init__(self, config: SOSMConfig):
+        super().__init__()
+        if not isinstance(config, SOSMConfig):
+            raise TypeError(f"config must be a SOSMConfig, got {type(config).__name__}")
+        self.config = config
+        d, vocab = config.d_model, config.vocab_size
+        self.use_landmarks = config.uses_graph and config.num_landmarks > 0
+        if config.uses_graph:
+            self.front = StateFrontEnd(vocab, d)
+            head_in = EMBED_FACTOR_DIM if config.tie_embeddings else d
+            self.head_proj = nn.Linear(d, EMBED_FACTOR_DIM, bias=False) if config.tie_embeddings else None
+        else:
+            self.embedding = nn.Embedding(vocab, d)
+            head_in, self.head_proj = d, None
+        self.lm_head = None if config.tie_embeddings else nn.Linear(head_in, vocab, bias=False)
+        struct_dim = config.struct_dim if self.use_landmarks else None
+        self.structure = (StructuralEncoding(config.num_landmarks, config.graph.max_distance, config.struct_dim)
+                          if self.use_landmarks else None)
+        self.dropout = nn.Dropout(config.dropout)
+        self.stack = GraphMambaHybrid(config, struct_dim)
+        self._builders: dict = {}
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        std = self.config.init_std
+        for name, module in self.named_modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                scaled = name.endswith(("out_proj", "fc_out"))  # residual outputs, GPT-2 style
+                nn.init.normal_(module.weight, 0.0, std / (2 * self.config.n_layers) ** 0.5 if scaled else std)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+        for module in self.modules():
+            if isinstance(module, TopologicalMamba):
+                module.reset_ssm_parameters()
+
+    @property
+    def token_embedding(self) -> nn.Embedding:
+        """The embedding whose output is the first token representation (``[B, T, 128]`` or ``[B, T, d_model]``)."""
+        return self.front.semantic.token_embedding if self.config.uses_graph else self.embedding
+
+    def check_input_ids(self, input_ids, name: str = "input_ids") -> torch.Tensor:
+        """Validate ``[B, T]`` integer ids in ``[0, vocab_size)`` with ``1 <= T <= max_seq_len`` (one host sync)."""
+        if not isinstance(input_ids, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor of token ids, got {type(input_ids).__name__}")
+        if input_ids.dtype not in (torch.long, torch.int32, torch.int16, torch.uint8):
+            raise TypeError(f"{name} must have an integer dtype (torch.long), got {input_ids.dtype}")
+        if input_ids.dim() != 2 or input_ids.shape[0] < 1 or input_ids.shape[1] < 1:
+            raise ValueError(f"{name} must be [B, T] with B, T >= 1, got shape {tuple(input_ids.shape)}")
+        if input_ids.shape[1] > self.config.max_seq_len:
+            raise ValueError(f"{name} has T={input_ids.shape[1]} tokens; accepted: 1..max_seq_len="
+                             f"{self.config.max_seq_len}")
+        low, high = int(input_ids.min()), int(input_ids.max())
+        if low < 0 or high >= self.config.vocab_size:
+            raise ValueError(f"{name} holds ids in [{low}, {high}]; accepted: 0..vocab_size-1="
+                             f"{self.config.vocab_size - 1}")
+        return input_ids.long()
+
+    def graph_builder(self, device: torch.device):
+        """The ``GraphBuilder`` for ``config.graph`` (fused top-k kernel on CUDA), one per device type."""
+        from ..graph import GraphBuilder
+
+        if device.type not in self._builders:
+            topk_fn = None
+            if device.type == "cuda":
+                from ..kernels import topk_similarity
+                topk_fn = topk_similarity
+            self._builders[device.type] = GraphBuilder(self.config.graph, topk_fn=topk_fn)
+        return self._builders[device.type]
+
+    def graph_frame(self, seq_len: int) -> int:
+        """Length of the frame graphs are built in for a sequence of ``seq_len`` tokens (module docstring)."""
+        if self.use_landmarks:
+            return max(self.config.max_seq_len, self.config.graph.min_seq_len)
+        return max(seq_len, self.config.graph.min_seq_len)
+
+    @torch.no_grad()
+    def build_graph(self, semantic: torch.Tensor, temporal: torch.Tensor):
+        """Causal graph of ``semantic [B, T, 64]`` in the graph frame.
+
+        Returns:
+            ``(graph, neighbors [B, T, Kn], distances [B, T, L] or None)``; the graph covers
+            the whole frame (padding rows included), ``neighbors``/``distances`` only the T rows.
+        """
+        from ..graph.convert import to_neighbor_index
+
+        B, T, _ = semantic.shape
+        frame = self.graph_frame(T)
+        padding_mask = None
+        if frame > T:
+            semantic = F.pad(semantic, (0, 0, 0, frame - T))
+            temporal = F.pad(temporal, (0, 0, 0, frame - T))
+            padding_mask = torch.zeros(B, frame, dtype=torch.bool, device=semantic.device)
+            padding_mask[:, :T] = True
+        graph = self.graph_builder(semantic.device).build(semantic.float(), temporal.float(),
+                                                          padding_mask=padding_mask)
+        neighbors = to_neighbor_index(graph)[:, :T]  # [B, T, Kn]
+        distances = None if graph.landmark_distances is None else graph.landmark_distances[:, :T]  # [B, T, L]
+        return graph, neighbors, distances
+
+    def positions(self, seq_len: int, start: int, coords: Optional[torch.Tensor], device) -> Optional[torch.Tensor]:
+        """Rotary angles for the attention layers (``[1 or B, T, head_dim/2]``) or None."""
+        c = self.config
+        if c.model == "mamba" or c.positional in ("none", "graph_alibi"):
+            return None
+        if c.positional == "graph_rope":
+            return graph_rope_angles(coords, c.head_dim, c.rope_base)
+        return rope_angles(torch.arange(start, start + seq_len, device=device), c.head_dim, c.rope_base)[None]
+
+    def logits_from_hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """Final hidden ``[B, T, d_model]`` -> logits ``[B, T, V]`` (float32)."""
+        if self.head_proj is not None:
+            x = self.head_proj(x)  # [B, T, 128]
+        if self.lm_head is not None:
+            return self.lm_head(x).float()
+        return F.linear(x, self.token_embedding.weight).float()  # tied
+
+    def forward(self, input_ids: torch.Tensor, return_hidden: bool = False):
+        """Logits and the :class:`State` record.
+
+        Args:
+            input_ids: ``[B, T]`` integer token ids, ``1 <= T <= max_seq_len``.
+            return_hidden: also keep the residual stream after every layer in ``State.hidden_states``.
+
+        Returns:
+            ``(logits [B, T, V] float32, State)``.
+        """
+        input_ids = self.check_input_ids(input_ids)
+        B, T = input_ids.shape
+        state = State()
+        ctx = LayerContext()
+        if self.config.uses_graph:
+            _, semantic, temporal, x = self.front(input_ids)  # [B, T, 128], [B, T, 64], [B, T, 32], [B, T, d]
+            graph, ctx.neighbors, distances = self.build_graph(semantic.detach(), temporal.detach())
+            ctx.layout = GraphLayout.build(ctx.neighbors)
+            state.semantic, state.temporal, state.graph = semantic, temporal, graph
+            if self.use_landmarks:
+                coords = landmark_coordinates(distances, self.config.graph.max_distance)  # [B, T, L]
+                ctx.structure = self.structure(coords)  # [B, T, S]
+                ctx.alibi_coords = coords
+                state.landmark_coords, state.landmark_encoding = coords, ctx.structure
+        else:
+            x = self.embedding(input_ids)  # [B, T, d]
+        ctx.angles = self.positions(T, 0, ctx.alibi_coords, input_ids.device)
+        x, state.hidden_states = self.stack(self.dropout(x), ctx, return_hidden)
+        return self.logits_from_hidden(x), state
+
+    def decoder(self, batch_size: int = 1):
+        """A fresh :class:`~sosm.model.generation.IncrementalDecoder` over this model."""
+        from .generation import IncrementalDecoder
+
+        return IncrementalDecoder(self, batch_size)
+
+    def generate(self, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: Optional[int] = None, seed: Optional[int] = None,
+                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Sample a continuation with incremental decoding (see :mod:`sosm.model.generation`).
+
+        Args:
+            input_ids: ``[B, T]`` prompt ids.
+            max_new_tokens: tokens to add (>= 1).
+            temperature: softmax temperature (> 0), or 0 for greedy decoding.
+            top_k: sample among the ``top_k`` likeliest tokens (None: all).
+            seed: seed of a private ``torch.Generator`` (ignored when ``generator`` is given).
+            generator: the random generator to sample with.
+
+        Returns:
+            ``[B, T + max_new_tokens]`` long ids.
+        """
+        from .generation import generate
+
+        return generate(self, input_ids, max_new_tokens, temperature=temperature, top_k=top_k, seed=seed,
+                        generator=generator)
+
+    def save_pretrained(self, directory) -> None:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory``, each atomically."""
+        from .serialization import save_pretrained
+
+        save_pretrained(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory, map_location="cpu") -> "SOSMModel":
+        """Load a model written by :meth:`save_pretrained`; a corrupt or mismatched file raises ``ValueError``."""
+        from .serialization import load_pretrained
+
+        return load_pretrained(cls, directory, map_location)
