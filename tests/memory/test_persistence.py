@@ -1,0 +1,120 @@
+"""Atomic, checksummed save/load: round trip, simulated crash, corruption, mismatches."""
+import json
+
+import pytest
+import torch
+
+from sosm.memory import HNSWMemory
+from sosm.memory import persistence
+
+
+def _memory(n=60, dim=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    memory = HNSWMemory(dim=dim, max_elements=8)
+    memory.add(torch.randn(n, dim, generator=g), positions=torch.arange(n),
+               metadata=[{"document": f"doc{i % 3}", "offset": i} for i in range(n)])
+    memory.delete(torch.tensor([3, 7]))
+    return memory
+
+
+def _current_folder(root):
+    return root / (root / "CURRENT").read_text().split()[0]
+
+
+def test_round_trip_keeps_ids_metadata_vectors_and_results(tmp_path):
+    memory = _memory()
+    memory.save(tmp_path / "mem")
+    loaded = HNSWMemory.load(tmp_path / "mem", dim=16, space="cosine")
+    assert (loaded.count, len(loaded), loaded.M, loaded.ef) == (memory.count, len(memory), memory.M, memory.ef)
+    assert torch.equal(loaded.get_states(torch.arange(60)), memory.get_states(torch.arange(60)))
+    queries = torch.randn(5, 16, generator=torch.Generator().manual_seed(9))
+    for kwargs in ({}, {"max_position": torch.tensor([5, 10, 20, 40, 60])}, {"document": "doc1"}):
+        a, b = memory.retrieve(queries, k=8, **kwargs), loaded.retrieve(queries, k=8, **kwargs)
+        assert torch.equal(a.ids, b.ids) and torch.equal(a.similarities, b.similarities)
+        assert a.metadata == b.metadata and torch.equal(a.states, b.states) and torch.equal(a.positions, b.positions)
+    assert loaded.add(torch.randn(2, 16)).tolist() == [60, 61]
+
+
+def test_second_save_replaces_the_first_and_cleans_up(tmp_path):
+    memory = _memory()
+    memory.save(tmp_path / "mem")
+    memory.add(torch.randn(4, 16))
+    memory.save(tmp_path / "mem")
+    assert HNSWMemory.load(tmp_path / "mem").count == 64
+    assert sorted(p.name for p in (tmp_path / "mem").iterdir()) == ["CURRENT", "v000002"]
+
+
+@pytest.mark.parametrize("failing", ["_write_vectors", "_write_entries", "_write_bytes"])
+def test_crash_midway_leaves_the_old_copy_loadable(tmp_path, monkeypatch, failing):
+    memory = _memory()
+    memory.save(tmp_path / "mem")
+    memory.add(torch.randn(10, 16))
+
+    def crash(*args, **kwargs):
+        raise OSError("simulated crash")
+    monkeypatch.setattr(persistence, failing, crash)
+    with pytest.raises(OSError, match="simulated crash"):
+        memory.save(tmp_path / "mem")
+    monkeypatch.undo()
+    old = HNSWMemory.load(tmp_path / "mem")
+    assert old.count == 60 and len(old) == 58
+    memory.save(tmp_path / "mem")  # the next save cleans the leftovers
+    assert HNSWMemory.load(tmp_path / "mem").count == 70
+    assert sorted(p.name for p in (tmp_path / "mem").iterdir()) == ["CURRENT", "v000002"]
+
+
+def test_crash_after_rename_before_pointer_swap_keeps_old_copy(tmp_path, monkeypatch):
+    memory = _memory()
+    memory.save(tmp_path / "mem")
+    memory.add(torch.randn(1, 16))
+    real_replace = persistence.os.replace
+
+    def crash(src, dst):
+        raise OSError("simulated crash before CURRENT swap")
+    monkeypatch.setattr(persistence.os, "replace", crash)
+    with pytest.raises(OSError):
+        memory.save(tmp_path / "mem")
+    monkeypatch.setattr(persistence.os, "replace", real_replace)
+    assert HNSWMemory.load(tmp_path / "mem").count == 60
+
+
+@pytest.mark.parametrize("name", ["index.bin", "vectors.npy", "entries.jsonl", "manifest.json"])
+def test_flipped_byte_gives_checksum_error_naming_the_file(tmp_path, name):
+    _memory().save(tmp_path / "mem")
+    path = _current_folder(tmp_path / "mem") / name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=rf"checksum mismatch in .*{name}"):
+        HNSWMemory.load(tmp_path / "mem")
+
+
+def test_dimension_space_and_version_mismatch_are_clear(tmp_path):
+    _memory().save(tmp_path / "mem")
+    with pytest.raises(ValueError, match=r"manifest.json: dimension mismatch.*dim=16.*dim=32"):
+        HNSWMemory.load(tmp_path / "mem", dim=32)
+    with pytest.raises(ValueError, match=r"manifest.json: space mismatch"):
+        HNSWMemory.load(tmp_path / "mem", space="l2")
+    folder = _current_folder(tmp_path / "mem")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    sha = persistence._sha256(folder / "manifest.json")
+    (tmp_path / "mem" / "CURRENT").write_text(f"{folder.name} {sha}\n")
+    with pytest.raises(ValueError, match="format_version 99 is not supported"):
+        HNSWMemory.load(tmp_path / "mem")
+
+
+def test_missing_or_foreign_folder_errors(tmp_path):
+    with pytest.raises(ValueError, match="CURRENT not found"):
+        HNSWMemory.load(tmp_path)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match="refusing to overwrite"):
+        _memory().save(tmp_path / "other")
+
+
+def test_empty_memory_round_trip(tmp_path):
+    HNSWMemory(dim=4).save(tmp_path / "m")
+    loaded = HNSWMemory.load(tmp_path / "m")
+    assert len(loaded) == 0 and (loaded.retrieve(torch.randn(1, 4), k=2).ids == -1).all()
