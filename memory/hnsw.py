@@ -207,6 +207,8 @@ class HNSWMemory:
 
     def _retrieve_locked(self, vectors: np.ndarray, k: int, limits: Optional[np.ndarray], document) -> RetrievalResult:
         n_queries, n = vectors.shape[0], self._next_id
+        if n_queries == 0:
+            return self._assemble(np.zeros((0, k), np.int64), np.zeros((0, k), np.float32), full=True)
         if limits is None and document is None and k <= len(self):  # hot path: no filter, k entries exist
             threads = 1 if n_queries < 16 * self.num_threads else self.num_threads  # threads cost more than tiny batches
             try:
@@ -284,6 +286,10 @@ class HNSWMemory:
             return
         new_capacity = max(needed, 2 * self.capacity)
         self._index.resize_index(new_capacity)
+        self._resize_arrays(new_capacity)
+
+    def _resize_arrays(self, new_capacity: int) -> None:
+        """Grow the per-id arrays (vectors, positions, deleted, documents) to ``new_capacity`` rows."""
         grow = new_capacity - self.capacity
         self._vectors = np.concatenate([self._vectors, np.zeros((grow, self.dim), dtype=np.float32)])
         self._positions = np.concatenate([self._positions, np.full(grow, UNPOSITIONED, dtype=np.int64)])

@@ -102,10 +102,12 @@ def load_memory(cls, directory, *, dim: Optional[int] = None, space: Optional[st
     entries = [json.loads(line) for line in (folder / "entries.jsonl").read_text().splitlines()]
     if [e["id"] for e in entries] != list(range(count)):
         raise ValueError(f"{folder / 'entries.jsonl'}: ids must be 0..{count - 1} in order (manifest count {count}), got {len(entries)} entries")
+    capacity = max(manifest["max_elements"], count, 1)
     memory = cls(dim=d, space=manifest["space"], M=manifest["M"], ef_construction=manifest["ef_construction"],
-                 ef=manifest["ef"], max_elements=max(manifest["max_elements"], count, 1), seed=manifest["seed"])
+                 ef=manifest["ef"], max_elements=1, seed=manifest["seed"])
+    memory._resize_arrays(capacity)
     index = hnswlib.Index(space=manifest["space"], dim=d)
-    index.load_index(str(folder / "index.bin"), max_elements=memory.capacity)
+    index.load_index(str(folder / "index.bin"), max_elements=capacity)
     index.set_ef(memory.ef)
     if index.get_current_count() != count or sorted(index.get_ids_list()) != list(range(count)):
         raise ValueError(f"{folder / 'index.bin'}: holds {index.get_current_count()} labels, manifest and entries.jsonl say ids 0..{count - 1}")

@@ -133,3 +133,10 @@ def test_bad_inputs_raise_clear_errors():
         integrate_into_graph(_graph(), _states(), memory, k=2, threshold=0.0, positions=torch.zeros(T))
     with pytest.raises(ValueError, match="finite"):
         integrate_into_graph(_graph(), torch.full((B, T, D), float("nan")), memory, k=2, threshold=0.0, positions=0)
+
+
+def test_all_padding_adds_no_edges():
+    memory, _ = _memory()
+    graph = _graph(padding_mask=torch.zeros(B, T, dtype=torch.bool))
+    out = integrate_into_graph(graph, _states(), memory, k=2, threshold=-1.0, positions=100)
+    assert out.num_edges == graph.num_edges and out.memory_meta == []

@@ -141,3 +141,12 @@ def test_bad_arguments_name_themselves():
     with pytest.raises(ValueError, match="space must be one of"):
         HNSWMemory(dim=8, space="hamming")
     assert len(memory) == 4
+
+
+def test_zero_queries_and_empty_memory():
+    memory = HNSWMemory(dim=8)
+    empty = memory.retrieve(torch.randn(2, 8), k=3)
+    assert (empty.ids == -1).all() and empty.states.shape == (2, 3, 8)
+    memory.add(_random(4, 8))
+    none = memory.retrieve(torch.zeros(0, 8), k=3)
+    assert none.ids.shape == (0, 3) and none.metadata == []
