@@ -37,7 +37,8 @@ from .filters import gated_acceptance, threshold_filter
 from .gate import TemporalGate
 from .mutual import mutual_filter
 from .sequential import sequential_edges
-from .similarity import block_similarity, block_weight_vector, featurize, pair_scores, projection_matrix
+from .similarity import (block_similarity, block_weight_vector, featurize, pair_scores,
+                         pair_scores_feature_major, projection_matrix)
 from .topk import streaming_topk
 from .types import EDGE_TYPE_ID, STAGE_ID, SemanticGraph
 from .validation import check_padding_mask, check_states, check_temporal
@@ -177,7 +178,8 @@ class GraphBuilder:
         flat_x = x.reshape(batch * length, -1)
         flat_f = features.reshape(batch * length, -1)
         block_sims, dominant = block_similarity(flat_x, src, dst, self.config)
-        similarity = pair_scores(flat_f[dst], flat_f[src])
+        f_t = flat_f.T.contiguous()  # [d', N] feature-major: contiguous per-feature gathers
+        similarity = pair_scores_feature_major(f_t[:, dst], f_t[:, src])
         semantic = edges["edge_type"] == EDGE_TYPE_ID["semantic"]
         weight = torch.where(semantic, similarity, torch.ones_like(similarity))
         return SemanticGraph(edge_index=edges["edge_index"], edge_type=edges["edge_type"], edge_weight=weight,

@@ -78,7 +78,9 @@ def pair_scores(f_query: torch.Tensor, f_key: torch.Tensor) -> torch.Tensor:
     rounded to float32 and the products are added in feature order, one rounding per step, so
     the value depends only on the two vectors (never on tiling, batching or BLAS).
     """
-    return pair_scores_feature_major(f_query.float().movedim(-1, 0), f_key.float().movedim(-1, 0))
+    q = f_query.float().movedim(-1, 0).contiguous()
+    k = f_key.float().movedim(-1, 0).contiguous()
+    return pair_scores_feature_major(q, k)
 
 
 def pair_scores_feature_major(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
