@@ -5,7 +5,8 @@ One program owns ``BLOCK_D`` channels of one batch item and walks the sequence i
 ``tl.associative_scan`` over ``[BLOCK_D, N, BLOCK_L]`` pairs ``(a, b)``; the state carried
 between tiles stays in registers. The forward writes the state at every tile start (float32,
 ``L / BLOCK_L`` of them) so the backward can rebuild each tile's states locally while it walks
-the tiles in reverse with a reverse scan for ``dL/dh``. Nothing of size ``[B, D, N, L]`` ever
+the tiles in reverse: an inclusive scan of the previous steps gives ``h_{t-1}`` (so the decay
+gradient ``dL/dh_t * a_t * h_{t-1}`` is exact) and a reverse scan gives ``dL/dh_t``. Nothing of size ``[B, D, N, L]`` ever
 touches device memory.
 
 Gradients of B and C are summed over a program's channels in registers and over programs by
@@ -153,23 +154,37 @@ def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
                      mask=mask_dn, other=0.0)
         u = tl.load(u_ptr + ptr_dl, mask=mask_dl, other=0.0).to(tl.float32)
         dt_raw = tl.load(delta_ptr + ptr_dl, mask=mask_dl, other=0.0).to(tl.float32)
+        # step t-1 inside this tile (the tile's first step sees the identity): its inclusive
+        # scan gives h_{t-1} exactly, so the decay gradient needs no h_t - b_t cancellation
+        has_prev = (offs_l > tile * BLOCK_L) & mask_l
+        mask_prev = mask_d[:, None] & has_prev[None, :]
+        u_prev = tl.load(u_ptr + ptr_dl - 1, mask=mask_prev, other=0.0).to(tl.float32)
+        dt_prev = tl.load(delta_ptr + ptr_dl - 1, mask=mask_prev, other=0.0).to(tl.float32)
         dt_next = tl.load(delta_ptr + ptr_dl + 1, mask=mask_d[:, None] & mask_next[None, :],
                           other=0.0).to(tl.float32)
         if HAS_BIAS:
             dt_raw += bias[:, None]
+            dt_prev += bias[:, None]
             dt_next += bias[:, None]
         if SOFTPLUS:
             dt = _softplus(dt_raw)
+            dt_prev = _softplus(dt_prev)
             dt_next = _softplus(dt_next)
         else:
             dt = dt_raw
         dt = tl.where(mask_dl, dt, 0.0)
+        dt_prev = tl.where(mask_prev, dt_prev, 0.0)
         Bt = tl.load(B_ptr + ptr_nl, mask=mask_nl, other=0.0).to(tl.float32)
+        B_prev = tl.load(B_ptr + ptr_nl - 1, mask=mask_n[:, None] & has_prev[None, :],
+                         other=0.0).to(tl.float32)
         Ct = tl.load(C_ptr + ptr_nl, mask=mask_nl, other=0.0).to(tl.float32)
+        a_prev = tl.exp2(dt_prev[:, None, :] * A2[:, :, None])
+        b_prev = (dt_prev * u_prev)[:, None, :] * B_prev[None, :, :]
+        a_cum, b_cum = tl.associative_scan((a_prev, b_prev), 2, _pair_forward)
+        prev = a_cum * h0[:, :, None] + b_cum  # h_{t-1}: [BLOCK_D, BLOCK_N, BLOCK_L]
         a = tl.exp2(dt[:, None, :] * A2[:, :, None])
-        b = (dt * u)[:, None, :] * Bt[None, :, :]
-        a_cum, b_cum = tl.associative_scan((a, b), 2, _pair_forward)
-        states = a_cum * h0[:, :, None] + b_cum  # [BLOCK_D, BLOCK_N, BLOCK_L]
+        decayed = a * prev
+        states = decayed + (dt * u)[:, None, :] * Bt[None, :, :]  # h_t
         g = tl.load(dout_ptr + ptr_dl, mask=mask_dl, other=0.0).to(tl.float32)
         if HAS_Z:
             zt = tl.load(z_ptr + ptr_dl, mask=mask_dl, other=0.0).to(tl.float32)
@@ -194,7 +209,7 @@ def _scan_bwd_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
         tl.store(dC_ptr + part_row[:, None] + offs_l[None, :], dC_part, mask=mask_nl)
         tl.store(dB_ptr + part_row[:, None] + offs_l[None, :], dB_part, mask=mask_nl)
         ddu = tl.sum(dstates * Bt[None, :, :], 1)  # dL/d(delta u): [BLOCK_D, BLOCK_L]
-        decay_term = dstates * (states - b)  # dL/d(a_t) * a_t, as a_t h_{t-1} = h_t - b_t
+        decay_term = dstates * decayed  # dL/d(a_t) * a_t
         decay_term = tl.where(mask_l[None, None, :], decay_term, 0.0)
         ddt = ddu * u + tl.sum(decay_term * A[:, :, None], 1)
         dA_acc += tl.sum(decay_term * dt[:, None, :], 2)

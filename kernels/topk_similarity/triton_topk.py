@@ -24,14 +24,62 @@ def _new_output(shape, dtype, device):
 
 
 @triton.jit
+def _merge_tile(base, length, n_feat, q, offs_m, mask_m, n0, window, top_v, top_i, worst_v, worst_i,
+                MASKED: tl.constexpr, CAUSAL: tl.constexpr, USE_DOT: tl.constexpr,
+                BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr):
+    """Score one key tile against the queries and merge it into the running top-k."""
+    offs_n = n0 + tl.arange(0, BLOCK_N)
+    mask_n = offs_n < length
+    if USE_DOT:  # GPU: each score is one fixed-order chain of float32 multiply-adds
+        offs_f = tl.arange(0, BLOCK_F)
+        keys = tl.load(base + offs_f[None, :] * length + offs_n[:, None],
+                       mask=mask_n[:, None] & (offs_f < n_feat)[None, :], other=0.0)
+        s = tl.dot(q, tl.trans(keys), input_precision="ieee")
+    else:  # interpreter: numpy's matmul rounds equal columns differently, so multiply-add by hand
+        s = tl.zeros((q.shape[0], BLOCK_N), dtype=tl.float32)
+        for fi in range(n_feat):
+            q_f = tl.load(base + fi * length + offs_m, mask=mask_m, other=0.0)
+            k_f = tl.load(base + fi * length + offs_n, mask=mask_n, other=0.0)
+            s += q_f[:, None] * k_f[None, :]
+    neg_inf = float("-inf")
+    if MASKED:
+        gap = offs_m[:, None] - offs_n[None, :]
+        if CAUSAL:
+            valid = gap > window
+        else:
+            valid = (gap > window) | (gap < -window)
+        s = tl.where(valid & mask_n[None, :], s, neg_inf)
+    best = tl.max(s, 1)
+    go = tl.max((best > worst_v).to(tl.int32), 0) > 0
+    while go:
+        take = best > worst_v
+        best_j = tl.min(tl.where(s == best[:, None], offs_n[None, :], 2147483647), 1)
+        hit = (top_v == worst_v[:, None]) & (top_i == worst_i[:, None]) & take[:, None]
+        top_v = tl.where(hit, best[:, None], top_v)
+        top_i = tl.where(hit, best_j[:, None], top_i)
+        s = tl.where(offs_n[None, :] == best_j[:, None], neg_inf, s)
+        worst_v = tl.min(top_v, 1)
+        worst_i = tl.max(tl.where(top_v == worst_v[:, None], top_i, -2147483647), 1)
+        best = tl.max(s, 1)
+        go = tl.max((best > worst_v).to(tl.int32), 0) > 0
+    return top_v, top_i, worst_v, worst_i
+
+
+@triton.jit
 def _topk_kernel(f_ptr, idx_ptr, sim_ptr, length, n_feat, window,
-                 CAUSAL: tl.constexpr, K: tl.constexpr, KP: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                 CAUSAL: tl.constexpr, USE_DOT: tl.constexpr, K: tl.constexpr, KP: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
-    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    m0 = pid_m * BLOCK_M
+    offs_m = m0 + tl.arange(0, BLOCK_M)
     mask_m = offs_m < length
     base = f_ptr + pid_b * length * n_feat  # features stored [d', T]: columns are contiguous
+    q = tl.zeros((BLOCK_M, BLOCK_F), dtype=tl.float32)
+    if USE_DOT:
+        offs_f = tl.arange(0, BLOCK_F)
+        q = tl.load(base + offs_f[None, :] * length + offs_m[:, None],
+                    mask=mask_m[:, None] & (offs_f < n_feat)[None, :], other=0.0)
     slot = tl.arange(0, KP)[None, :]
     neg_inf = float("-inf")
     # unused padding slots hold +inf so they are never the worst; empty slots hold -inf and
@@ -41,37 +89,22 @@ def _topk_kernel(f_ptr, idx_ptr, sim_ptr, length, n_feat, window,
     worst_v = tl.min(top_v, 1)
     worst_i = tl.max(tl.where(top_v == worst_v[:, None], top_i, -2147483647), 1)
     if CAUSAL:
-        n_end = tl.minimum(length, pid_m * BLOCK_M + BLOCK_M - 1 - window)
+        # tiles wholly before every query's window need no mask; the rest up to the frontier do
+        n_full = tl.maximum(m0 - window, 0) // BLOCK_N * BLOCK_N
+        n_end = tl.minimum(length, m0 + BLOCK_M - 1 - window)
+        for n0 in range(0, n_full, BLOCK_N):
+            top_v, top_i, worst_v, worst_i = _merge_tile(
+                base, length, n_feat, q, offs_m, mask_m, n0, window, top_v, top_i, worst_v, worst_i,
+                False, CAUSAL, USE_DOT, BLOCK_N, BLOCK_F)
+        for n0 in range(n_full, n_end, BLOCK_N):
+            top_v, top_i, worst_v, worst_i = _merge_tile(
+                base, length, n_feat, q, offs_m, mask_m, n0, window, top_v, top_i, worst_v, worst_i,
+                True, CAUSAL, USE_DOT, BLOCK_N, BLOCK_F)
     else:
-        n_end = length
-    for n0 in range(0, n_end, BLOCK_N):
-        offs_n = n0 + tl.arange(0, BLOCK_N)
-        mask_n = offs_n < length
-        s = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for fi in range(n_feat):  # one fixed multiply-add order per pair: duplicates tie exactly
-            q_f = tl.load(base + fi * length + offs_m, mask=mask_m, other=0.0)
-            k_f = tl.load(base + fi * length + offs_n, mask=mask_n, other=0.0)
-            s += q_f[:, None] * k_f[None, :]
-        gap = offs_m[:, None] - offs_n[None, :]
-        if CAUSAL:
-            valid = gap > window
-        else:
-            valid = (gap > window) | (gap < -window)
-        valid = valid & mask_n[None, :]
-        s = tl.where(valid, s, neg_inf)
-        best = tl.max(s, 1)
-        go = tl.max((best > worst_v).to(tl.int32), 0) > 0
-        while go:
-            take = best > worst_v
-            best_j = tl.min(tl.where(s == best[:, None], offs_n[None, :], 2147483647), 1)
-            hit = (top_v == worst_v[:, None]) & (top_i == worst_i[:, None]) & take[:, None]
-            top_v = tl.where(hit, best[:, None], top_v)
-            top_i = tl.where(hit, best_j[:, None], top_i)
-            s = tl.where(offs_n[None, :] == best_j[:, None], neg_inf, s)
-            worst_v = tl.min(top_v, 1)
-            worst_i = tl.max(tl.where(top_v == worst_v[:, None], top_i, -2147483647), 1)
-            best = tl.max(s, 1)
-            go = tl.max((best > worst_v).to(tl.int32), 0) > 0
+        for n0 in range(0, length, BLOCK_N):
+            top_v, top_i, worst_v, worst_i = _merge_tile(
+                base, length, n_feat, q, offs_m, mask_m, n0, window, top_v, top_i, worst_v, worst_i,
+                True, CAUSAL, USE_DOT, BLOCK_N, BLOCK_F)
     available = (slot < K) & (offs_m[:, None] >= 0)
     out_row = (pid_b * length + offs_m) * K
     for c in range(K):
@@ -101,7 +134,9 @@ def topk_indices_triton(features: torch.Tensor, k: int, *, causal: bool = True, 
     indices = _new_output((batch, length, k), torch.int64, features.device)
     sims = _new_output((batch, length, k), torch.float32, features.device)
     grid = (triton.cdiv(length, block_m), batch)
+    use_dot = features.is_cuda  # the interpreter multiplies-adds by hand (see _merge_tile)
     _topk_kernel[grid](features_t, indices, sims, length, n_feat, window,
-                       CAUSAL=bool(causal), K=k, KP=max(2, triton.next_power_of_2(k)),
-                       BLOCK_M=block_m, BLOCK_N=block_n, num_warps=num_warps)
+                       CAUSAL=bool(causal), USE_DOT=use_dot, K=k, KP=max(2, triton.next_power_of_2(k)),
+                       BLOCK_M=block_m, BLOCK_N=block_n,
+                       BLOCK_F=max(16, triton.next_power_of_2(n_feat)), num_warps=num_warps)
     return indices, sims

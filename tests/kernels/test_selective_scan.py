@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from sosm.kernels import selective_scan, selective_state_update
+from sosm.kernels._backend import interpreter_enabled
 from sosm.kernels.selective_scan import selective_scan_ref
 from tests.conftest import DEVICES
 from tests.kernels.tolerance import assert_close
@@ -13,14 +14,18 @@ GRAD_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
 
 def make_inputs(batch=2, dim=8, d_state=4, length=33, groups=0, with_D=True, with_z=True,
-                with_bias=True, dtype=torch.float32, device="cpu", seed=0):
-    """Random scan inputs; groups=0 means ungrouped B, C [B, N, L]. A, D, bias stay float32."""
+                with_bias=True, dtype=torch.float32, device="cpu", seed=0, positive_delta=False):
+    """Random scan inputs; groups=0 means ungrouped B, C [B, N, L]. A, D, bias stay float32.
+
+    ``positive_delta`` for runs without softplus: a negative step with A < 0 grows the state.
+    """
     g = torch.Generator().manual_seed(seed)
     rand = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
     shape_bc = (batch, d_state, length) if groups == 0 else (batch, groups, d_state, length)
     inputs = {
         "u": rand(batch, dim, length).to(dtype),
-        "delta": (0.5 * rand(batch, dim, length)).to(dtype),
+        "delta": (0.5 * rand(batch, dim, length)).abs().to(dtype) if positive_delta
+        else (0.5 * rand(batch, dim, length)).to(dtype),
         "A": -torch.exp(0.5 * rand(dim, d_state)),
         "B": rand(*shape_bc).to(dtype),
         "C": rand(*shape_bc).to(dtype),
@@ -74,7 +79,7 @@ CONFIGS = [  # groups, with_D, with_z, with_bias, softplus, last_state
 def test_vectorized_matches_loop(device, length, config):
     groups, with_D, with_z, with_bias, softplus, last = config
     inputs = make_inputs(length=length, groups=groups, with_D=with_D, with_z=with_z,
-                         with_bias=with_bias, device=device)
+                         with_bias=with_bias, device=device, positive_delta=not softplus)
     expected = run(selective_scan_ref, inputs, softplus, last)
     actual = run(selective_scan, inputs, softplus, last, backend="vectorized")
     compare(actual, expected)
@@ -156,6 +161,11 @@ def nan_outputs(monkeypatch):
                                                                 device=device))
 
 
+def needs_interpreter(device):
+    if device == "cpu" and not interpreter_enabled():
+        pytest.skip("CPU tensors on the Triton path need TRITON_INTERPRET=1 (set when no CUDA)")
+
+
 def triton_sizes(device):
     """Interpreter sizes on CPU (seconds per call), kernel-sized on CUDA."""
     return dict(batch=2, dim=8, d_state=4) if device == "cpu" else dict(batch=2, dim=64, d_state=16)
@@ -168,9 +178,11 @@ TRITON_CASES = [(1, CONFIGS[0]), (77, CONFIGS[0]), (63, CONFIGS[2]), (200, CONFI
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("length, config", TRITON_CASES)
 def test_triton_matches_loop(device, length, config, nan_outputs):
+    needs_interpreter(device)
     groups, with_D, with_z, with_bias, softplus, last = config
     inputs = make_inputs(length=length, groups=groups, with_D=with_D, with_z=with_z,
-                         with_bias=with_bias, device=device, **triton_sizes(device))
+                         with_bias=with_bias, device=device, positive_delta=not softplus,
+                         **triton_sizes(device))
     expected = run(selective_scan_ref, inputs, softplus, last)
     actual = run(selective_scan, inputs, softplus, last, backend="triton")
     compare(actual, expected)
@@ -183,7 +195,8 @@ def test_triton_matches_loop(device, length, config, nan_outputs):
 def test_cuda_auto_dispatch_matches_loop(length, config, nan_outputs):
     groups, with_D, with_z, with_bias, softplus, last = config
     inputs = make_inputs(length=length, groups=groups, with_D=with_D, with_z=with_z,
-                         with_bias=with_bias, device="cuda", **triton_sizes("cuda"))
+                         with_bias=with_bias, device="cuda", positive_delta=not softplus,
+                         **triton_sizes("cuda"))
     compare(run(selective_scan, inputs, softplus, last), run(selective_scan_ref, inputs, softplus, last))
 
 
@@ -195,6 +208,7 @@ LOW_PRECISION = [("cpu", torch.float16)] if "cuda" not in DEVICES else [
 @pytest.mark.parametrize("device, dtype", LOW_PRECISION)
 def test_triton_low_precision(device, dtype, nan_outputs):
     """mamba_ssm's rule: error <= 2x the PyTorch reference's own low-precision error + atol."""
+    needs_interpreter(device)
     inputs = make_inputs(length=77, dtype=dtype, device=device, **triton_sizes(device))
     expected = run(selective_scan_ref, {k: (v.detach().float() if v is not None else None)
                                         for k, v in inputs.items()}, True, True)
