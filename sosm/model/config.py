@@ -24,7 +24,7 @@ LAYER_CODES = "AM"  # A = graph attention + MLP, M = TopologicalMamba (T = dense
 
 
 def _default_graph() -> GraphConfig:
-    return GraphConfig(k=8, window=1, num_landmarks=8)
+    return GraphConfig(k=8, window=1)  # num_landmarks is set from SOSMConfig.num_landmarks
 
 
 @dataclass
@@ -150,13 +150,8 @@ class SOSMConfig:
 
     def param_count(self) -> int:
         """Trainable parameters of the model this config builds (tied weights counted once)."""
-        import torch
-
-        from .model import SOSMModel
-
-        with torch.device("meta"):
-            model = SOSMModel(self)
-        return sum(p.numel() for p in model.parameters())
+        base, per_layer = _parameter_parts(self)
+        return base + sum(per_layer[code] for code in self.layer_types)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -205,12 +200,30 @@ class SOSMConfig:
         raise ValueError(f"config file {path} must end in .json, .yaml or .yml")
 
 
+def _parameter_parts(config: SOSMConfig) -> tuple[int, dict]:
+    """(parameters outside the layer stack, parameters of one layer per layer code), counted on the meta device."""
+    import torch
+
+    from .baselines import make_layer
+    from .model import SOSMModel
+
+    def count(module):
+        return sum(p.numel() for p in module.parameters())
+
+    with torch.device("meta"):
+        model = SOSMModel(replace(config, n_layers=1, layer_pattern=config.layer_types[0]
+                                  if config.model == "hybrid" else config.layer_pattern))
+        struct_dim = config.struct_dim if model.use_landmarks else None
+        per_layer = {code: count(make_layer(code, config, struct_dim)) for code in set(config.layer_types)}
+    return count(model) - count(model.stack.layers), per_layer
+
+
 def matched_config(reference: SOSMConfig, model: str, tolerance: float = 0.05) -> SOSMConfig:
     """A ``model`` config whose parameter count is within ``tolerance`` of ``reference``'s.
 
     Keeps everything else of ``reference``; first searches ``n_layers`` at the same width,
-    then (if no depth fits) the width ``d_model`` (multiples of ``2 * n_heads``) at the
-    depth that came closest. Returns the closest config found.
+    then (if no depth fits) depth and width ``d_model`` together (multiples of ``2 * n_heads``
+    in ``[d_model / 2, 2 d_model]``), preferring the width closest to the reference's. Returns the closest config found.
 
     Args:
         reference: the config to match (usually the hybrid).
@@ -230,18 +243,27 @@ def matched_config(reference: SOSMConfig, model: str, tolerance: float = 0.05) -
         raise ValueError(f"tolerance={tolerance!r} is invalid; accepted: a float > 0")
     positional = reference.positional if model in ("hybrid", "graph_attention") else "rope"
     target = reference.param_count()
+    parts: dict = {}
+
+    def count(config):
+        if config.d_model not in parts:
+            parts[config.d_model] = _parameter_parts(config)
+        base, per_layer = parts[config.d_model]
+        return base + sum(per_layer[code] for code in config.layer_types)
 
     def error(config):
-        return abs(config.param_count() - target) / target
+        return abs(count(config) - target) / target
 
     depths = [replace(reference, model=model, positional=positional, n_layers=n)
               for n in range(1, 4 * reference.n_layers + 1)]
     best = min(depths, key=error)
     if error(best) > tolerance:
         step = 2 * reference.n_heads
-        widths = [replace(best, d_model=d) for d in range(step, 4 * reference.d_model + 1, step)]
-        best = min([best] + widths, key=error)
+        widths = range(max(step, reference.d_model // 2 // step * step), 2 * reference.d_model + 1, step)
+        grid = [replace(config, d_model=d) for config in depths for d in widths
+                if not (positional == "graph_rope" and d // reference.n_heads // 2 < reference.num_landmarks)]
+        best = min([best] + grid, key=lambda config: (round(error(config), 2), abs(config.d_model - reference.d_model)))
     if error(best) > tolerance:
         raise ValueError(f"no {model} config within tolerance={tolerance} of {target} parameters "
-                         f"(closest: {best.param_count()} with n_layers={best.n_layers}, d_model={best.d_model})")
+                         f"(closest: {count(best)} with n_layers={best.n_layers}, d_model={best.d_model})")
     return best

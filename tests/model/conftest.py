@@ -1,0 +1,55 @@
+"""Tiny model configs for the model tests; graph-based cases skip until sosm.graph ships GraphBuilder."""
+import importlib
+
+import pytest
+import torch
+
+from sosm.model import SOSMConfig, SOSMModel
+
+VOCAB = 40
+SEQ = 24
+
+
+def graph_available() -> bool:
+    try:
+        graph = importlib.import_module("sosm.graph")
+        importlib.import_module("sosm.graph.convert")
+    except ImportError:
+        return False
+    return hasattr(graph, "GraphBuilder")
+
+
+#: (model, positional) pairs covering every layer type and every positional encoding
+CASES = [
+    ("transformer", "rope"),
+    ("transformer", "none"),
+    ("mamba", "rope"),
+    ("graph_attention", "rope"),
+    ("graph_attention", "graph_rope"),
+    ("graph_attention", "graph_alibi"),
+    ("graph_attention", "none"),
+    ("hybrid", "rope"),
+    ("hybrid", "graph_rope"),
+    ("hybrid", "graph_alibi"),
+]
+CASE_IDS = [f"{m}-{p}" for m, p in CASES]
+
+
+def tiny_config(model="hybrid", positional="rope", **overrides) -> SOSMConfig:
+    settings = dict(model=model, positional=positional, vocab_size=VOCAB, max_seq_len=32, d_model=32, n_heads=2,
+                    n_layers=4, layer_pattern="AMMA" if model == "hybrid" else "AMMM", d_state=8, num_landmarks=4,
+                    struct_dim=8, graph={"k": 4, "window": 1, "max_distance": 16})
+    settings.update(overrides)
+    return SOSMConfig(**settings)
+
+
+def tiny_model(model="hybrid", positional="rope", seed=0, **overrides) -> SOSMModel:
+    config = tiny_config(model, positional, **overrides)
+    if config.uses_graph and not graph_available():
+        pytest.skip("sosm.graph.GraphBuilder / sosm.graph.convert not available yet")
+    torch.manual_seed(seed)
+    return SOSMModel(config).eval()
+
+
+def random_ids(batch=2, seq=SEQ, seed=0):
+    return torch.randint(0, VOCAB, (batch, seq), generator=torch.Generator().manual_seed(seed))

@@ -1,0 +1,92 @@
+"""Whole-model causality (perturbation, Jacobian), batch independence and determinism."""
+import pytest
+import torch
+
+from .conftest import CASE_IDS, CASES, SEQ, VOCAB, random_ids, tiny_model
+
+
+def _edges_of_queries_up_to(graph, t):
+    src, dst = graph.edge_index
+    T = graph.seq_len
+    keep = (dst % T) <= t
+    return sorted(zip((src[keep] // T).tolist(), (src[keep] % T).tolist(), (dst[keep] % T).tolist()))
+
+
+@pytest.mark.parametrize("model_name, positional", CASES, ids=CASE_IDS)
+def test_perturbing_the_future_leaves_the_past_unchanged(model_name, positional):
+    model = tiny_model(model_name, positional)
+    ids = random_ids()
+    logits, state = model(ids)
+    for t in (0, 7, 15, SEQ - 2):
+        changed = ids.clone()
+        changed[:, t + 1:] = torch.randint(0, VOCAB, (2, SEQ - t - 1), generator=torch.Generator().manual_seed(t))
+        other_logits, other = model(changed)
+        assert torch.equal(logits[:, :t + 1], other_logits[:, :t + 1]), f"logits <= {t} moved"
+        if state.graph is not None:
+            assert _edges_of_queries_up_to(state.graph, t) == _edges_of_queries_up_to(other.graph, t)
+        if state.landmark_coords is not None:  # causal landmark rule: coords of i depend only on <= i
+            assert torch.equal(state.landmark_coords[:, :t + 1], other.landmark_coords[:, :t + 1])
+            assert torch.equal(state.landmark_encoding[:, :t + 1], other.landmark_encoding[:, :t + 1])
+
+
+@pytest.mark.parametrize("model_name, positional", [("transformer", "rope"), ("mamba", "rope"),
+                                                    ("graph_attention", "graph_alibi"), ("hybrid", "graph_rope")])
+def test_jacobian_of_logits_wrt_future_embeddings_is_zero(model_name, positional):
+    model = tiny_model(model_name, positional)
+    captured = {}
+
+    def keep(module, inputs, output):
+        output.retain_grad()
+        captured["embedding"] = output
+
+    handle = model.token_embedding.register_forward_hook(keep)
+    ids = random_ids(batch=1, seq=16)
+    for t in (0, 5, 14):
+        logits, _ = model(ids)
+        logits[:, t].sum().backward()
+        grad = captured["embedding"].grad  # [1, T, E]
+        assert grad[:, :t + 1].abs().sum() > 0
+        assert torch.count_nonzero(grad[:, t + 1:]) == 0, f"logits[{t}] depend on embeddings after {t}"
+        model.zero_grad()
+    handle.remove()
+
+
+@pytest.mark.parametrize("model_name, positional", [("transformer", "rope"), ("mamba", "rope"),
+                                                    ("graph_attention", "graph_rope"), ("hybrid", "graph_alibi")])
+def test_batch_independence(model_name, positional):
+    model = tiny_model(model_name, positional)
+    ids = random_ids(batch=4)
+    batched, _ = model(ids)
+    permutation = torch.tensor([2, 0, 3, 1])
+    permuted, _ = model(ids[permutation])
+    torch.testing.assert_close(permuted, batched[permutation], rtol=0, atol=1e-6)
+    for b in range(4):
+        alone, _ = model(ids[b:b + 1])
+        torch.testing.assert_close(alone, batched[b:b + 1], rtol=0, atol=1e-6)
+
+
+def test_same_seed_same_model_and_outputs():
+    first, second = tiny_model("hybrid", "graph_rope", seed=3), tiny_model("hybrid", "graph_rope", seed=3)
+    ids = random_ids()
+    assert torch.equal(first(ids)[0], second(ids)[0])
+    assert not torch.equal(first(ids)[0], tiny_model("hybrid", "graph_rope", seed=4)(ids)[0])
+
+
+def test_state_record_shapes():
+    model = tiny_model("hybrid", "graph_rope")
+    ids = random_ids()
+    logits, state = model(ids, return_hidden=True)
+    assert logits.shape == (2, SEQ, VOCAB) and logits.dtype == torch.float32
+    assert state.semantic.shape == (2, SEQ, 64) and state.temporal.shape == (2, SEQ, 32)
+    assert state.landmark_coords.shape == (2, SEQ, 4) and state.landmark_encoding.shape == (2, SEQ, 8)
+    assert len(state.hidden_states) == model.config.n_layers + 1
+    assert state.graph.batch_size == 2
+
+
+def test_semantic_state_is_position_invariant():
+    model = tiny_model("hybrid")
+    ids = random_ids(batch=1)
+    _, state = model(ids)
+    _, shifted = model(torch.roll(ids, 3, dims=1))
+    torch.testing.assert_close(torch.roll(state.semantic, 3, dims=1), shifted.semantic, rtol=0, atol=0)
+    assert not torch.equal(torch.roll(state.temporal, 3, dims=1), shifted.temporal)
