@@ -55,12 +55,12 @@ def test_streaming_matches_bruteforce_oracle(seed, length, dim, k, window, causa
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("dup", [0, 2, 7])
 def test_streaming_equals_dense_exactly_with_ties(causal, dup):
-    f = _random_features(5, 2, 300, 16, dup)
+    f = _random_features(5, 2, 200, 16, dup)
     f[1, 100:140] = f[1, 50]  # a long run of identical vectors
-    mask = torch.ones(2, 300, dtype=torch.bool)
-    mask[0, 250:] = False
+    mask = torch.ones(2, 200, dtype=torch.bool)
+    mask[0, 170:] = False
     dense = dense_topk(f, 8, causal=causal, window=1, padding_mask=mask)
-    for block in (16, 48, 128, 1024):
+    for block in (16, 48, 1024):
         stream = streaming_topk(f, 8, causal=causal, window=1, padding_mask=mask, block_size=block)
         assert torch.equal(stream[0], dense[0]) and torch.equal(stream[1], dense[1])
 
