@@ -7,7 +7,16 @@ import torch
 from sosm.model import SOSMConfig, SOSMModel
 
 VOCAB = 40
-SEQ = 24
+SEQ = 16
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny tensors: one intra-op thread avoids spin-waiting on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def graph_available() -> bool:
@@ -37,7 +46,7 @@ CASE_IDS = [f"{m}-{p}" for m, p in CASES]
 
 def tiny_config(model="hybrid", positional="rope", **overrides) -> SOSMConfig:
     settings = dict(model=model, positional=positional, vocab_size=VOCAB, max_seq_len=32, d_model=32, n_heads=2,
-                    n_layers=4, layer_pattern="AMMA" if model == "hybrid" else "AMMM", d_state=8, num_landmarks=4,
+                    n_layers=3, layer_pattern="AMA" if model == "hybrid" else "AMMM", d_state=8, num_landmarks=4,
                     struct_dim=8, graph={"k": 4, "window": 1, "max_distance": 16})
     settings.update(overrides)
     return SOSMConfig(**settings)

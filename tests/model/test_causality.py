@@ -17,7 +17,7 @@ def test_perturbing_the_future_leaves_the_past_unchanged(model_name, positional)
     model = tiny_model(model_name, positional)
     ids = random_ids()
     logits, state = model(ids)
-    for t in (0, 7, 15, SEQ - 2):
+    for t in (0, 6, SEQ - 2):
         changed = ids.clone()
         changed[:, t + 1:] = torch.randint(0, VOCAB, (2, SEQ - t - 1), generator=torch.Generator().manual_seed(t))
         other_logits, other = model(changed)
@@ -40,8 +40,8 @@ def test_jacobian_of_logits_wrt_future_embeddings_is_zero(model_name, positional
         captured["embedding"] = output
 
     handle = model.token_embedding.register_forward_hook(keep)
-    ids = random_ids(batch=1, seq=16)
-    for t in (0, 5, 14):
+    ids = random_ids(batch=1, seq=12)
+    for t in (0, 9):
         logits, _ = model(ids)
         logits[:, t].sum().backward()
         grad = captured["embedding"].grad  # [1, T, E]
