@@ -112,16 +112,31 @@ class TextStates:
     words: list[str]
     token_word: list[int]
 
+    def subset(self, keep: Sequence[int]) -> "TextStates":
+        """The nodes at positions ``keep`` (ascending), renumbered 0..len(keep)-1; temporal recomputed."""
+        keep = [int(k) for k in keep]
+        if keep != sorted(set(keep)) or (keep and not 0 <= keep[0] <= keep[-1] < len(self.ids)):
+            raise ValueError(f"keep must be ascending distinct positions in [0, {len(self.ids)}), got {keep[:8]}...")
+        index = torch.tensor(keep, dtype=torch.long)
+        return TextStates(ids=[self.ids[k] for k in keep], states=self.states[index],
+                          temporal=temporal_states(len(keep)), labels=[self.labels[k] for k in keep],
+                          words=self.words, token_word=[self.token_word[k] for k in keep])
+
     def word_level(self) -> "TextStates":
         """One node per word: the mean state of its tokens, labelled by the word."""
-        used = sorted({w for w in self.token_word if w >= 0})
-        if not used:
+        owner = torch.tensor(self.token_word, dtype=torch.long)                       # (T,)
+        real = owner >= 0
+        if not bool(real.any()):
             raise ValueError("the text has no words; accepted: text with at least one word character or symbol")
-        index = torch.tensor(self.token_word)
-        states = torch.stack([self.states[index == w].mean(0) for w in used])  # (W, 64)
-        return TextStates(ids=[self.ids[self.token_word.index(w)] for w in used], states=states,
-                          temporal=temporal_states(len(used)), labels=[self.words[w] for w in used],
-                          words=[self.words[w] for w in used], token_word=list(range(len(used))))
+        used, node = torch.unique(owner[real], return_inverse=True)                  # (W,), (T_real,)
+        sums = torch.zeros(len(used), self.states.shape[1]).index_add_(0, node, self.states[real])
+        counts = torch.bincount(node, minlength=len(used)).clamp_min(1)[:, None]
+        first = torch.full((len(used),), len(owner), dtype=torch.long).scatter_reduce_(
+            0, node, torch.nonzero(real).squeeze(1), reduce="amin")                   # first token of each word
+        labels = [self.words[w] for w in used.tolist()]
+        return TextStates(ids=[self.ids[t] for t in first.tolist()], states=sums / counts,
+                          temporal=temporal_states(len(used)), labels=labels, words=labels,
+                          token_word=list(range(len(used))))
 
 
 def temporal_states(seq_len: int, dim: int = TEMPORAL_DIM, base: float = 10000.0) -> torch.Tensor:
@@ -302,6 +317,12 @@ class StateModel:
             return torch.zeros(SEMANTIC_DIM)
         return self.ngram_vectors[found].mean(0)
 
+    def word_vectors(self, words: Sequence[str]) -> torch.Tensor:
+        """``[W, 64]`` states of ``words`` (one look-up per distinct word)."""
+        distinct = {w: i for i, w in enumerate(dict.fromkeys(words))}
+        table = torch.stack([self.word_vector(w) for w in distinct]) if distinct else torch.zeros(0, SEMANTIC_DIM)
+        return table[torch.tensor([distinct[w] for w in words], dtype=torch.long)]
+
     def nearest(self, word: str, k: int = 5) -> list[tuple[str, float]]:
         """The ``k`` vocabulary units with the highest cosine to ``word`` (itself excluded)."""
         query = self.word_vector(word)
@@ -322,8 +343,7 @@ class StateModel:
             self._check_tokenizer(tokenizer)
             states = self.vectors[torch.tensor(spans.ids, dtype=torch.long)]          # (T, 64)
         else:
-            word_states = torch.stack([self.word_vector(w) for w in spans.words]) if spans.words \
-                else torch.zeros(0, SEMANTIC_DIM)
+            word_states = self.word_vectors(spans.words)                              # (W, 64)
             states = torch.zeros(len(spans.ids), SEMANTIC_DIM)
             owner = torch.tensor(spans.token_word, dtype=torch.long)
             has_word = owner >= 0

@@ -58,7 +58,7 @@ def test_out_of_vocabulary_words_use_character_ngrams():
 
 
 def test_token_unit_with_bpe_and_save_load(tmp_path):
-    corpus = default_corpus()[:60_000]
+    corpus = default_corpus()[:30_000]
     tok = BPETokenizer.train(corpus, vocab_size=400)
     model = StateModel.fit(corpus, tok, StateModelConfig(unit="token", window=2))
     states = model.encode("the value of the object", tok)
@@ -93,3 +93,12 @@ def test_temporal_states_are_sinusoids():
     assert torch.allclose(t[:, 0], torch.arange(10.0).sin())
     assert torch.allclose(t[:, 16], torch.arange(10.0).cos())
     assert torch.allclose(t[:, :16] ** 2 + t[:, 16:] ** 2, torch.ones(10, 16), atol=1e-6)
+
+
+def test_subset_keeps_chosen_nodes():
+    words = corpus_states("A function returns a value.", ByteTokenizer()).word_level()
+    part = words.subset([1, 2, 4])
+    assert part.labels == ["function", "returns", "value"]
+    assert torch.equal(part.states[2], words.states[4]) and part.temporal.shape == (3, TEMPORAL_DIM)
+    with pytest.raises(ValueError, match="ascending"):
+        words.subset([2, 1])

@@ -20,6 +20,9 @@ SAMPLE_PASSAGE = (
     "and a dictionary maps each key to a value."
 )
 
+#: function words left out of the demo picture (they are similar to almost everything)
+STOP_WORDS = frozenset("a an the of to and or as on in is be can its that with each when first next".split())
+
 #: the demo's graph: causal, predecessor edge, up to 3 semantic neighbours by full 64-d cosine above 0.45
 DEMO_GRAPH = {"causal": True, "window": 1, "k": 3, "similarity": "full", "threshold": 0.45}
 
@@ -42,10 +45,12 @@ def run(args) -> int:
 
     out = Path(args.out)
     model = default_state_model()
-    states = model.encode(SAMPLE_PASSAGE, ByteTokenizer()).word_level()
+    words = model.encode(SAMPLE_PASSAGE, ByteTokenizer()).word_level()
+    states = words.subset([i for i, w in enumerate(words.labels) if w.isalpha() and w.lower() not in STOP_WORDS])
     graph = build_graph(GraphConfig(**DEMO_GRAPH), states.states, states.temporal, states.labels, progress=False)
     written = write_outputs(graph, str(out / "graph.json"), html=str(out / "graph.html"), png=str(out / "graph.png"))
-    print(f"sosm demo: {len(SAMPLE_PASSAGE)} characters -> {len(states.ids)} word nodes; states from "
-          f"{len(model.vocab)} words of the embedded pydoc corpus (PPMI + SVD, 16 blocks x 4)")
+    print(f"sosm demo: {len(SAMPLE_PASSAGE)} characters -> {len(words.ids)} words -> {len(states.ids)} content-word "
+          f"nodes (function words and punctuation left out); states from {len(model.vocab)} words of the "
+          f"embedded pydoc corpus (PPMI + SVD, 16 blocks x 4)")
     print_report(graph, written)
     return 0
