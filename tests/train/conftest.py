@@ -36,3 +36,15 @@ def make_config(text_file):
                 base[key] = value
         return TrainConfig.from_dict(base)
     return make
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Run these tests on one intra-op thread: on a shared 2-core machine, two threads that compete
+    with other processes make tiny models several times slower. Restored after each test."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,0 +1,50 @@
+"""``sosm train``: train a model from a YAML config (resumable, logged, checkpointed)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "train", help="train a model from a YAML config",
+        description="Train the model described by a TrainConfig YAML file (see experiments/configs/). Writes "
+                    "checkpoints (atomic, newest N kept), log.jsonl, TensorBoard logs (when installed) and "
+                    "summary.json into the output folder. --resume continues the newest checkpoint on exactly "
+                    "the trajectory an uninterrupted run takes.")
+    parser.add_argument("--config", required=True, metavar="YAML", help="training config (TrainConfig) file")
+    parser.add_argument("--out", metavar="DIR", help="output folder (default: runs/<config file name>)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the newest checkpoint in --out (starts fresh if there is none)")
+    parser.add_argument("--max-steps", type=int, metavar="N", help="override max_steps of the config")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override the config's device")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    return parser
+
+
+def run(args) -> int:
+    from ..train import TrainConfig, Trainer
+
+    config = TrainConfig.from_yaml(args.config)
+    changes = {}
+    if args.max_steps is not None:
+        if args.max_steps < 1:
+            raise ValueError(f"--max-steps={args.max_steps} is invalid; accepted: an int >= 1")
+        changes["max_steps"] = args.max_steps
+    if args.device is not None:
+        changes["device"] = args.device
+    if args.no_progress:
+        changes["progress_bar"] = False
+    if changes:
+        config = config.replace(**changes)
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    trainer = Trainer(config, out, resume=args.resume)
+    print(f"training {config.display_name}: {trainer.parameters:,} parameters, device {trainer.device}, "
+          f"steps {trainer.step} -> {config.max_steps}, output {out}")
+    result = trainer.train()
+    last = result.evals[-1] if result.evals else {}
+    tag = "  [LEAKY: non-causal graph, not a valid LM result]" if result.leaky else ""
+    print(f"done: step {result.final_step}, train loss {last.get('train_loss', float('nan')):.4f}, "
+          f"val loss {last.get('val_loss', float('nan')):.4f}, {result.tokens_per_s:,.0f} tokens/s, "
+          f"wall {result.wall_s:.1f} s, checkpoint {result.checkpoint}{tag}")
+    return 0

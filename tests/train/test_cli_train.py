@@ -1,0 +1,85 @@
+"""``sosm train`` / ``eval`` / ``generate`` end to end, in process, on tiny real models."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sosm.cli import main
+
+SMOKE = Path(__file__).resolve().parents[2] / "experiments" / "configs" / "smoke.yaml"
+
+
+def write_config(tmp_path, text_file, **model) -> Path:
+    """smoke.yaml pointed at the small text file, with model overrides."""
+    config = yaml.safe_load(SMOKE.read_text())
+    config["data"] = {"dataset": "text_file", "path": str(text_file), "block_size": 24}
+    config.update(max_steps=6, eval_interval=3, checkpoint_interval=3, progress_bar=False, tensorboard=False,
+                  device="cpu")
+    config["model"].update(model)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize("model", ["transformer", "hybrid"])
+def test_train_resume_eval_generate(tmp_path, text_file, capsys, model):
+    overrides = {"model": model} if model != "hybrid" else {}
+    config = write_config(tmp_path, text_file, **overrides)
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--out", str(out), "--max-steps", "4"]) == 0
+    assert main(["train", "--config", str(config), "--out", str(out), "--resume"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["model"] == model and summary["leaky"] is False
+
+    report = tmp_path / "eval.json"
+    assert main(["eval", "--checkpoint", str(out), "--leak-check", "--max-tokens", "200", "--json", str(report)]) == 0
+    result = json.loads(report.read_text())
+    assert result["tokens"] == 200 and result["leak_check"]["passed"] is True
+    assert result["bits_per_byte"] == pytest.approx(result["loss"] / 0.6931471805599453, rel=1e-6)
+    assert main(["eval", "--checkpoint", str(out), "--text-file", str(text_file), "--max-tokens", "100"]) == 0
+    assert "PASS" in capsys.readouterr().out
+
+    args = ["generate", "--checkpoint", str(out), "--prompt", "ROMEO:", "--max-new-tokens", "12", "--seed", "3"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert main(args) == 0
+    assert capsys.readouterr().out == first and first.startswith("ROMEO:")
+
+
+def test_leaky_graph_is_labelled_and_caught(tmp_path, text_file, capsys):
+    config = write_config(tmp_path, text_file, graph={"causal": False})
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--out", str(out), "--max-steps", "3"]) == 0
+    assert "LEAKY" in capsys.readouterr().out
+    report = tmp_path / "eval.json"
+    status = main(["eval", "--checkpoint", str(out), "--leak-check", "--max-tokens", "100", "--json", str(report)])
+    printed = capsys.readouterr().out
+    assert status == 1, "the leak check must fail (exit 1) for a non-causal graph"
+    assert "LEAK DETECTED" in printed and "LEAKY" in printed
+    assert json.loads(report.read_text())["leak_check"]["passed"] is False
+
+
+def test_cli_errors_are_clear(tmp_path, text_file, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("max_steps: 3\nlearning_rate: 0.1\n")
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r")]) == 2
+    assert "bad.yaml: unknown keys ['learning_rate']" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(tmp_path / "missing")]) == 2
+    assert "no checkpoint found" in capsys.readouterr().err
+    config = write_config(tmp_path, text_file, model="transformer")
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "r"), "--max-steps", "0"]) == 2
+    assert "--max-steps=0 is invalid" in capsys.readouterr().err
+
+
+def test_help_lists_the_documented_flags(capsys):
+    for command, flags in (("train", ["--config", "--resume", "--out", "--max-steps", "--device"]),
+                           ("eval", ["--checkpoint", "--text-file", "--leak-check"]),
+                           ("generate", ["--checkpoint", "--prompt", "--max-new-tokens", "--seed"])):
+        with pytest.raises(SystemExit):
+            from sosm.cli import build_parser
+            build_parser().parse_args([command, "--help"])
+        text = capsys.readouterr().out
+        assert all(flag in text for flag in flags), (command, text)
