@@ -106,3 +106,14 @@ def test_graph_with_saved_state_model_and_bpe(capsys, tmp_path):
                  "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     assert json.loads(out.read_text())["edges"]
+
+
+def test_readme_python_example_runs():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    assert blocks
+    for code in blocks:
+        exec(compile(code, "README.md", "exec"), {})
