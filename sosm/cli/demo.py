@@ -32,7 +32,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "demo", help="offline demo: default corpus -> states -> graph of a sample passage",
         description="Fits word states on the embedded default corpus, builds the graph of a sample passage and "
                     "writes DIR/graph.json, DIR/graph.html and DIR/graph.png.")
-    parser.add_argument("--out", default="sosm-demo", metavar="DIR", help="output folder (default ./sosm-demo)")
+    parser.add_argument("--out", default="out/demo", metavar="DIR", help="output folder (default ./out/demo)")
     return parser
 
 
