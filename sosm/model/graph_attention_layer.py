@@ -129,8 +129,9 @@ class GraphAttentionBlock(AttentionBlock):
         if ctx.neighbors is None:
             raise ValueError("GraphAttentionBlock needs ctx.neighbors [B, T, Kn] (the model builds them)")
         slopes, coords = (self.alibi_slopes, ctx.alibi_coords) if self.use_alibi else (None, None)
-        return graph_attention(q, k, v, ctx.neighbors, alibi_slopes=slopes, alibi_coords=coords,
-                               layout=ctx.layout)  # [B, T, H, d]
+        with torch.autocast(q.device.type, enabled=False):  # the kernel computes the softmax in fp32 itself
+            return graph_attention(q, k, v, ctx.neighbors, alibi_slopes=slopes, alibi_coords=coords,
+                                   layout=ctx.layout)  # [B, T, H, d]
 
     def attend_step(self, q: torch.Tensor, cache: dict, ctx: LayerContext) -> torch.Tensor:
         """Softmax over self + neighbours (``ctx.neighbors [B, 1, Kn]``) of the cached K/V; ``q [B, H, d]``."""

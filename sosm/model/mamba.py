@@ -90,9 +90,10 @@ class TopologicalMamba(nn.Module):
         xs, z = self.in_proj(self.norm(x)).chunk(2, dim=-1)  # [B, T, E] each
         xs = F.silu(self.conv(xs.transpose(1, 2))[..., :T])  # [B, E, T], causal: left padding only
         delta, Bm, Cm = self._ssm_inputs(xs.transpose(1, 2), ctx.structure)  # [B, T, E], [B, T, N] x2
-        y = selective_scan(xs, delta.transpose(1, 2), -torch.exp(self.A_log.float()), Bm.transpose(1, 2),
-                           Cm.transpose(1, 2), D=self.D.float(), z=z.transpose(1, 2),
-                           delta_bias=self.dt_proj.bias.float(), delta_softplus=True)  # [B, E, T]
+        with torch.autocast(x.device.type, enabled=False):  # the scan manages its own precision (fp32 state)
+            y = selective_scan(xs, delta.transpose(1, 2).to(xs.dtype), -torch.exp(self.A_log.float()),
+                               Bm.transpose(1, 2), Cm.transpose(1, 2), D=self.D.float(), z=z.transpose(1, 2),
+                               delta_bias=self.dt_proj.bias.float(), delta_softplus=True)  # [B, E, T]
         return x + self.dropout(self.out_proj(y.transpose(1, 2)))  # [B, T, d_model]
 
     def step(self, x: torch.Tensor, ctx: LayerContext, cache: dict) -> torch.Tensor:

@@ -90,3 +90,21 @@ def test_semantic_state_is_position_invariant():
     _, shifted = model(torch.roll(ids, 3, dims=1))
     torch.testing.assert_close(torch.roll(state.semantic, 3, dims=1), shifted.semantic, rtol=0, atol=0)
     assert not torch.equal(torch.roll(state.temporal, 3, dims=1), shifted.temporal)
+
+
+@pytest.mark.parametrize("model_name", ["transformer", "mamba", "hybrid"])
+def test_bf16_autocast_forward_and_backward(model_name):
+    model = tiny_model(model_name, "graph_rope" if model_name == "hybrid" else "rope").train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, _ = model(random_ids())
+    logits.float().logsumexp(-1).mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_leaky_non_causal_graph_is_caught_by_the_perturbation_check():
+    model = tiny_model("graph_attention", "rope", graph={"k": 4, "causal": False}, num_landmarks=0)
+    ids = random_ids()
+    changed = ids.clone()
+    changed[:, 8:] = (changed[:, 8:] + 1) % VOCAB
+    assert not torch.equal(model(ids)[0][:, :8], model(changed)[0][:, :8])
