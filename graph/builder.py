@@ -199,13 +199,16 @@ def _part(edge_index: torch.Tensor, edge_type: str, stage: Optional[str]) -> dic
 
 
 def _merge_parts(parts: list, num_nodes: int) -> dict:
-    """Concatenate stage outputs; one edge per (src, dst) by type priority; order by (dst, src)."""
+    """Concatenate stage outputs; one edge per (src, dst) by type priority; order by (dst, src).
+
+    Two stages of the same type proposing one pair: the one listed first in ``parts`` wins.
+    """
     cat = {key: torch.cat([p[key] for p in parts], -1) for key in parts[0]}
     src, dst = cat["edge_index"]
     src_span = num_nodes + 1 + int(src.max()) if src.numel() else 1  # memory sources may exceed B*T
     pair = dst * src_span + src
     key = pair * len(EDGE_TYPE_ID) + cat["edge_type"]
-    key, order = torch.sort(key)
+    key, order = torch.sort(key, stable=True)  # same type: the earlier stage wins (fibonacci before betweenness)
     pair = pair[order]
     first = torch.ones_like(pair, dtype=torch.bool)
     first[1:] = pair[1:] != pair[:-1]
