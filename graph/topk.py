@@ -117,15 +117,18 @@ def _exact_rows(f, b_rows, i_rows, k, causal, window, key_ok, key_end):
 def _merge(best_v, best_i, scores, k0):
     """Merge a key tile's float32 ``scores [R, tk]`` into running ``best_v/best_i [R, kk]`` in place.
 
-    Rows whose tile maximum cannot beat their current worst are skipped. When the tile splits
-    into at least ``kk`` groups of ``_GROUP`` columns, only the ``kk`` groups with the largest
-    maxima can hold the tile's top ``kk`` (any other group's max is <= the kk-th group max, a
-    value reached by kk distinct entries), so top-k runs over ``kk * _GROUP`` entries per row.
+    Rows whose tile maximum cannot beat their current worst are skipped. Columns are split into
+    ``width / _GROUP`` strided groups (group g = columns ``g, g + width/_GROUP, ...``: a vertical
+    max over ``_GROUP`` contiguous slices, which vectorises); when there are at least ``kk``
+    groups, only the ``kk`` groups with the largest maxima can hold the tile's top ``kk`` (any
+    other group's max is <= the kk-th group max, a value reached by kk distinct entries), so
+    top-k runs over ``kk * _GROUP`` entries per row.
     """
     rows, width = scores.shape
     kk = best_v.shape[1]
-    grouped = width % _GROUP == 0 and width // _GROUP >= kk
-    group_max = scores.view(rows, width // _GROUP, _GROUP).amax(-1) if grouped else None
+    stride = width // _GROUP
+    grouped = width % _GROUP == 0 and stride >= kk
+    group_max = scores.view(rows, _GROUP, stride).amax(1) if grouped else None  # [R, stride]
     row_max = (group_max if grouped else scores).amax(-1)
     hit = (row_max > best_v[:, -1]).nonzero().squeeze(1)
     if hit.numel() == 0:
@@ -135,7 +138,7 @@ def _merge(best_v, best_i, scores, k0):
     tile = scores if every else scores[hit]
     if grouped:
         groups = (group_max if every else group_max[hit]).topk(kk, dim=1).indices  # [R', kk]
-        cols = (groups[:, :, None] * _GROUP + torch.arange(_GROUP, device=scores.device)).flatten(1)
+        cols = (groups[:, :, None] + stride * torch.arange(_GROUP, device=scores.device)).flatten(1)
         tile = tile.gather(1, cols)  # [R', kk * _GROUP]
     else:
         cols = None
@@ -175,6 +178,7 @@ def streaming_topk(features: torch.Tensor, k: int, *, causal: bool = True, windo
     f_t = f.permute(2, 0, 1).contiguous()  # [d, B, T] feature-major for exact re-scoring
     out_idx = torch.full((batch, length, k), -1, dtype=torch.long, device=f.device)
     out_val = torch.zeros(batch, length, k, device=f.device)
+    buffer = None
     for q0 in range(0, length, block_size):
         q1 = min(length, q0 + block_size)
         tq = q1 - q0
@@ -186,7 +190,9 @@ def streaming_topk(features: torch.Tensor, k: int, *, causal: bool = True, windo
         best_i = torch.full((batch * tq, kk), -1, dtype=torch.long, device=f.device)
         for k0 in range(0, key_end, block_size):
             k1 = min(key_end, k0 + block_size)
-            scores = torch.bmm(fq, f[:, k0:k1].transpose(1, 2))  # [B, tq, tk]
+            if buffer is None or buffer.shape != (batch, tq, k1 - k0):
+                buffer = torch.empty(batch, tq, k1 - k0, device=f.device)
+            scores = torch.bmm(fq, f[:, k0:k1].transpose(1, 2), out=buffer)  # [B, tq, tk]
             near = (k1 - 1 > q0 - window - 1) if causal else (k0 <= q1 - 1 + window and k1 - 1 >= q0 - window)
             if near:
                 scores.masked_fill_(_not_candidate(q0, q1, k0, k1, causal, window, f.device)[None], NEG_INF)
