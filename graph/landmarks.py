@@ -1,0 +1,329 @@
+"""Landmarks: selection, batched multi-source BFS hop distances, distance bounds, random-walk encoding.
+
+Distances are ``LongTensor[B, T, L]`` with :data:`~sosm.graph.types.UNREACHABLE` where a
+landmark does not reach a position within ``max_distance`` hops (docs/CONTRACTS.md,
+"Landmarks"). Causal mode runs a directed BFS along edge direction (source -> target) over
+edges with ``source position < target position`` only, so the path to i visits only
+positions ``<= i`` and a position before a landmark sees UNREACHABLE for it. Bidirectional
+mode runs an undirected BFS.
+
+The BFS expands the frontiers of all ``B * L`` landmarks at once: each node carries its
+frontier and visited sets as bit masks (``ceil(L / 64)`` int64 words, bit l for landmark
+slot l; samples never share edges, so one bit serves every sample). One level is a gather
+of the sources' frontier words along the target-sorted edge list and a segmented OR per
+target (a log-step scan). Edges whose target was reached by every landmark of its sample,
+or whose source has no further news, are dropped as the search goes. Everything is torch,
+so the same code runs on GPU. Memory: O(E + N * L).
+
+Example:
+    >>> import torch
+    >>> from sosm.graph.landmarks import landmark_distances, select_landmarks
+    >>> chain = torch.tensor([[0, 1, 2], [1, 2, 3]])  # 0 -> 1 -> 2 -> 3
+    >>> marks = select_landmarks(chain, 1, 4, num_landmarks=2, rule="stride", causal=True)
+    >>> marks.tolist()
+    [[0, 2]]
+    >>> landmark_distances(chain, 1, 4, marks, max_distance=8, causal=True)[0].tolist()
+    [[0, 32767], [1, 32767], [2, 0], [3, 1]]
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .types import UNREACHABLE
+
+LANDMARK_RULES = ("auto", "stride", "degree")
+
+
+def _check_edge_index(edge_index: torch.Tensor) -> None:
+    if not isinstance(edge_index, torch.Tensor) or edge_index.dim() != 2 or edge_index.shape[0] != 2 \
+            or edge_index.dtype != torch.long:
+        got = (tuple(edge_index.shape), edge_index.dtype) if isinstance(edge_index, torch.Tensor) else type(edge_index)
+        raise TypeError(f"edge_index must be LongTensor[2, E], got {got}")
+
+
+def _check_sizes(batch_size: int, seq_len: int) -> None:
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} is invalid; accepted: an int >= 1")
+    if not isinstance(seq_len, int) or seq_len < 1:
+        raise ValueError(f"seq_len={seq_len!r} is invalid; accepted: an int >= 1")
+
+
+def _token_edges(edge_index: torch.Tensor, seq_len: int, num_nodes: int, causal: bool) -> torch.Tensor:
+    """Token-to-token edges within one sample, no self-loops; causal keeps source pos < target pos."""
+    src, dst = edge_index
+    keep = (src < num_nodes) & (dst < num_nodes) & (src >= 0) & (dst >= 0) & (src // seq_len == dst // seq_len)
+    keep &= (src % seq_len < dst % seq_len) if causal else (src != dst)
+    return edge_index[:, keep]
+
+
+def select_landmarks(edge_index: torch.Tensor, batch_size: int, seq_len: int, num_landmarks: int, rule: str = "auto",
+                     causal: bool = True, padding_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Landmark positions ``LongTensor[B, L]`` (within each sample).
+
+    Rules:
+        - ``"stride"``: slot l is position ``l * (T // L)`` in every sample (content-independent,
+          causal-safe; padding is ignored, a padded landmark simply reaches nothing).
+        - ``"degree"``: the L positions of highest undirected degree (distinct neighbours over
+          token edges between real tokens), ties to the lower position, padded tokens last. Bidirectional only.
+        - ``"auto"``: ``"stride"`` when ``causal`` else ``"degree"``.
+
+    Args:
+        edge_index: ``LongTensor[2, E]`` (only read by ``"degree"``).
+        batch_size, seq_len: B and T.
+        num_landmarks: L with ``0 <= L <= T``.
+        rule: one of ``"auto"``, ``"stride"``, ``"degree"``.
+        causal: the graph's mode; ``"degree"`` with ``causal=True`` raises ``ValueError``.
+        padding_mask: optional ``BoolTensor[B, T]``, True for real tokens.
+
+    Example:
+        >>> import torch
+        >>> star = torch.tensor([[0, 0, 0, 1], [1, 2, 3, 2]])
+        >>> select_landmarks(star, 1, 4, 2, rule="degree", causal=False).tolist()
+        [[0, 1]]
+    """
+    _check_edge_index(edge_index)
+    _check_sizes(batch_size, seq_len)
+    if not isinstance(num_landmarks, int) or not 0 <= num_landmarks <= seq_len:
+        raise ValueError(f"num_landmarks={num_landmarks!r} is invalid; accepted: an int in [0, seq_len={seq_len}]")
+    if rule not in LANDMARK_RULES:
+        raise ValueError(f"rule={rule!r} is invalid; accepted: one of {LANDMARK_RULES}")
+    if rule == "auto":
+        rule = "stride" if causal else "degree"
+    if rule == "degree" and causal:
+        raise ValueError("rule='degree' looks at the whole sequence and is only valid with causal=False; "
+                         "use 'stride' or 'auto' in causal mode")
+    device = edge_index.device
+    L = num_landmarks
+    if rule == "stride" or L == 0:
+        stride = seq_len // L if L else 0
+        return (torch.arange(L, device=device) * stride)[None].expand(batch_size, -1).clone()
+    N = batch_size * seq_len
+    ei = _token_edges(edge_index, seq_len, N, causal=False)
+    if padding_mask is not None:
+        real = padding_mask.to(device).reshape(-1)
+        ei = ei[:, real[ei[0]] & real[ei[1]]]
+    pairs = torch.unique(torch.cat([ei, ei.flip(0)], dim=1), dim=1)
+    degree = torch.bincount(pairs[0], minlength=N).reshape(batch_size, seq_len)
+    if padding_mask is not None:
+        degree = degree.masked_fill(~padding_mask.to(device), -1)
+    order = torch.sort(degree, dim=1, descending=True, stable=True).indices  # ties keep the lower position first
+    return order[:, :L].contiguous()
+
+
+def _landmark_bits(landmarks: torch.Tensor, seq_len: int, words: int) -> torch.Tensor:
+    """``[words, N]`` int64 with bit l % 64 of word l // 64 set at the node of landmark slot l."""
+    B, L = landmarks.shape
+    device = landmarks.device
+    bits = torch.zeros(words, B * seq_len, dtype=torch.long, device=device)
+    slot = torch.arange(L, device=device)
+    value = torch.ones(L, dtype=torch.long, device=device) << (slot % 64)
+    nodes = (torch.arange(B, device=device)[:, None] * seq_len + landmarks).reshape(-1)
+    bits.index_put_(((slot // 64).repeat(B), nodes), value.repeat(B), accumulate=True)  # distinct bits: sum == OR
+    return bits
+
+
+def _possible_bits(landmarks: torch.Tensor, seq_len: int, words: int, full: torch.Tensor,
+                   causal: bool) -> torch.Tensor:
+    """``[W, N]`` bits of the landmarks that can reach each node at all (causal: those at positions <= it)."""
+    B = landmarks.shape[0]
+    if not causal:
+        return full.expand(-1, B * seq_len)
+    bits = _landmark_bits(landmarks, seq_len, words).reshape(words, B, seq_len)
+    # one bit per slot within a sample, so a running sum is a running OR (int64 wrap-around keeps bit 63 right)
+    return torch.cumsum(bits, dim=2).reshape(words, B * seq_len)
+
+
+class _TargetSortedEdges:
+    """Edges sorted by target with what the segmented OR scan needs (rebuilt after pruning)."""
+
+    def __init__(self, src: torch.Tensor, dst: torch.Tensor):
+        self.src, self.dst = src, dst
+        self.targets, counts = torch.unique_consecutive(dst, return_counts=True)
+        ends = torch.cumsum(counts, 0)
+        rank = torch.arange(dst.numel(), device=dst.device) - torch.repeat_interleave(ends - counts, counts)
+        self.last = ends - 1  # last edge of each target's segment
+        max_rank = int(counts.max()) - 1 if dst.numel() else 0
+        self.steps = []  # Hillis-Steele scan: (step, -1 where the entry `step` back is in the same segment else 0)
+        step = 1
+        while step <= max_rank:
+            self.steps.append((step, -(rank[step:] >= step).long()))
+            step *= 2
+
+    def segment_or(self, node_bits: torch.Tensor) -> torch.Tensor:
+        """OR of ``node_bits[src]`` over each target's in-edges: ``[len(targets)]`` int64."""
+        values = node_bits.index_select(0, self.src)
+        for step, same_segment in self.steps:
+            values[step:] |= values[:-step] & same_segment  # right side is a new tensor: no aliasing
+        return values.index_select(0, self.last)
+
+
+def landmark_distances(edge_index: torch.Tensor, batch_size: int, seq_len: int, landmarks: torch.Tensor,
+                       max_distance: int, causal: bool) -> torch.Tensor:
+    """Hop distances from every landmark: ``LongTensor[B, T, L]``, UNREACHABLE beyond ``max_distance``.
+
+    Args:
+        edge_index: ``LongTensor[2, E]`` global ids ``b * T + t`` (memory sources ``>= B*T`` ignored).
+        batch_size, seq_len: B and T.
+        landmarks: ``LongTensor[B, L]`` positions within each sample.
+        max_distance: BFS depth cap, ``>= 0``.
+        causal: directed BFS along source -> target over forward edges (True) or undirected (False).
+
+    Returns:
+        ``LongTensor[B, T, L]`` on ``edge_index``'s device. Syncs host and device a few times per BFS level.
+
+    Example:
+        >>> import torch
+        >>> ring = torch.tensor([[0, 1, 2, 3], [1, 2, 3, 0]])
+        >>> landmark_distances(ring, 1, 4, torch.tensor([[0]]), max_distance=8, causal=False)[0, :, 0].tolist()
+        [0, 1, 2, 1]
+    """
+    _check_edge_index(edge_index)
+    _check_sizes(batch_size, seq_len)
+    if not isinstance(landmarks, torch.Tensor) or landmarks.dtype != torch.long or landmarks.dim() != 2 \
+            or landmarks.shape[0] != batch_size:
+        raise TypeError(f"landmarks must be LongTensor[{batch_size}, L], got "
+                        f"{tuple(landmarks.shape) if isinstance(landmarks, torch.Tensor) else type(landmarks)}")
+    if landmarks.numel() and (landmarks.min() < 0 or landmarks.max() >= seq_len):
+        raise ValueError(f"landmarks must be positions in [0, seq_len={seq_len}), got range "
+                         f"[{int(landmarks.min())}, {int(landmarks.max())}]")
+    if not isinstance(max_distance, int) or max_distance < 0:
+        raise ValueError(f"max_distance={max_distance!r} is invalid; accepted: an int >= 0")
+    device = edge_index.device
+    landmarks = landmarks.to(device)
+    B, L, N = batch_size, landmarks.shape[1], batch_size * seq_len
+    dist = torch.full((N, L), UNREACHABLE, dtype=torch.int16, device=device)  # UNREACHABLE fits int16
+    if L == 0:
+        return dist.long().reshape(B, seq_len, L)
+    words = (L + 63) // 64
+    frontier = _landmark_bits(landmarks, seq_len, words)  # [W, N]
+    visited = frontier.clone()
+    nodes = (torch.arange(B, device=device)[:, None] * seq_len + landmarks).reshape(-1)
+    dist[nodes, torch.arange(L, device=device).repeat(B)] = 0
+    full = torch.full((words, 1), -1, dtype=torch.long, device=device)
+    if L % 64:
+        full[-1] = (1 << (L % 64)) - 1
+
+    ei = _token_edges(edge_index, seq_len, N, causal)
+    if not causal:
+        ei = torch.cat([ei, ei.flip(0)], dim=1)
+    by_target = torch.argsort(ei[1], stable=True)
+    pull = _TargetSortedEdges(ei[0].index_select(0, by_target), ei[1].index_select(0, by_target))
+    by_source = torch.argsort(ei[0], stable=True)
+    out_src, out_dst = ei[0].index_select(0, by_source), ei[1].index_select(0, by_source)
+    out_count = torch.bincount(out_src, minlength=N)
+    out_start = torch.cumsum(out_count, 0) - out_count
+    possible = _possible_bits(landmarks, seq_len, words, full, causal)  # [W, N] landmarks that may reach a node
+    shifts = torch.arange(64, device=device)
+    for level in range(1, max_distance + 1):
+        active = (frontier != 0).any(0).nonzero().flatten()
+        if active.numel() == 0 or pull.targets.numel() == 0:
+            break
+        degree = out_count.index_select(0, active)
+        pushed = int(degree.sum())
+        if 4 * pushed < pull.src.numel():  # small frontier: expand only its out-edges (push)
+            offset = torch.repeat_interleave(out_start.index_select(0, active) - (torch.cumsum(degree, 0) - degree),
+                                             degree) + torch.arange(pushed, device=device)
+            step_dst = out_dst.index_select(0, offset)
+            order = torch.argsort(step_dst, stable=True)
+            edges = _TargetSortedEdges(out_src.index_select(0, offset).index_select(0, order), step_dst[order])
+        else:  # large frontier: pull over every edge into a target that may still learn something
+            edges = pull
+        reached = torch.stack([edges.segment_or(frontier[w]) for w in range(words)])  # [W, n_targets]
+        reached &= ~visited.index_select(1, edges.targets)
+        news = (reached != 0).any(0)
+        targets, reached = edges.targets[news], reached[:, news]
+        frontier.zero_().index_copy_(1, targets, reached)
+        if targets.numel() == 0:
+            break
+        visited.index_copy_(1, targets, visited.index_select(1, targets) | reached)
+        bits = ((reached.T[:, :, None] >> shifts) & 1).bool().reshape(targets.numel(), words * 64)[:, :L]
+        dist.index_copy_(0, targets, dist.index_select(0, targets).masked_fill_(bits, level))
+        if edges is pull:
+            done = (visited == possible).all(0)  # reached by every landmark that could reach it
+            spent = done & (frontier == 0).all(0)  # and nothing left to pass on
+            keep = ~done.index_select(0, pull.dst) & ~spent.index_select(0, pull.src)
+            if int(torch.count_nonzero(keep)) < 0.8 * keep.numel():
+                pull = _TargetSortedEdges(pull.src[keep], pull.dst[keep])
+    return dist.long().reshape(B, seq_len, L)
+
+
+def landmark_distance_bounds(distances_i: torch.Tensor, distances_j: torch.Tensor,
+                             directed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Triangle-inequality bounds on the hop distance between i and j from landmark coordinates.
+
+    Only landmarks that reach both i and j (neither distance UNREACHABLE) count:
+    ``lower = max_l |d_il - d_jl|`` and ``upper = min_l (d_il + d_jl)``. They bound the
+    undirected hop distance when the distances come from an undirected BFS (bidirectional
+    mode). With directed (causal) distances ``upper`` still bounds the undirected distance,
+    and ``directed=True`` gives ``lower = max(0, max_l (d_il - d_jl))``, a lower bound on the
+    directed distance from j (key) to i (query). When no landmark reaches both:
+    ``lower = 0`` and ``upper = UNREACHABLE`` (no information).
+
+    Args:
+        distances_i, distances_j: ``LongTensor[..., L]`` rows of ``landmark_distances`` (broadcastable).
+        directed: see above.
+
+    Returns:
+        ``(lower, upper)``, ``LongTensor[...]`` each.
+
+    Example:
+        >>> import torch
+        >>> landmark_distance_bounds(torch.tensor([2, 5]), torch.tensor([3, 32767]))
+        (tensor(1), tensor(5))
+    """
+    if distances_i.shape[-1] != distances_j.shape[-1]:
+        raise ValueError(f"distances_i and distances_j must have the same number of landmarks, got "
+                         f"{distances_i.shape[-1]} and {distances_j.shape[-1]}")
+    di, dj = torch.broadcast_tensors(distances_i.long(), distances_j.long())
+    both = (di != UNREACHABLE) & (dj != UNREACHABLE)
+    diff = (di - dj) if directed else (di - dj).abs()
+    if di.shape[-1] == 0:
+        return torch.zeros(di.shape[:-1], dtype=torch.long), torch.full(di.shape[:-1], UNREACHABLE)
+    lower = torch.where(both, diff, 0).amax(-1).clamp(min=0)
+    upper = torch.where(both, di + dj, UNREACHABLE).amin(-1).clamp(max=UNREACHABLE)
+    return lower, upper
+
+
+def random_walk_encoding(edge_index: torch.Tensor, num_nodes: int, walk_length: int,
+                         causal: bool = False) -> torch.Tensor:
+    """Random-walk positional encoding: ``FloatTensor[N, walk_length]`` of return probabilities.
+
+    Column k-1 holds ``(P^k)[v, v]`` for ``k = 1..walk_length`` with ``P = D^-1 A`` the transition
+    matrix of the *undirected* view of ``edge_index`` (isolated nodes: all zeros). This is a
+    bidirectional-only encoding: a causal version would need one walk per prefix graph, so
+    ``causal=True`` raises ``ValueError``. Cost: ``walk_length`` sparse-dense products per block of
+    1024 columns, O(walk_length * E * N / 1024) multiply-adds in total; meant for analysis-sized graphs.
+
+    Example:
+        >>> import torch
+        >>> pair = torch.tensor([[0], [1]])
+        >>> random_walk_encoding(pair, 2, 3).tolist()
+        [[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]]
+    """
+    _check_edge_index(edge_index)
+    if causal:
+        raise ValueError("random_walk_encoding is bidirectional-only (causal=True is not supported): return "
+                         "probabilities of a prefix graph differ per query; use landmark distances in causal mode")
+    if not isinstance(num_nodes, int) or num_nodes < 0:
+        raise ValueError(f"num_nodes={num_nodes!r} is invalid; accepted: an int >= 0")
+    if not isinstance(walk_length, int) or walk_length < 1:
+        raise ValueError(f"walk_length={walk_length!r} is invalid; accepted: an int >= 1")
+    device = edge_index.device
+    ei = edge_index[:, (edge_index[0] != edge_index[1]) & (edge_index.max(0).values < num_nodes)] \
+        if edge_index.numel() else edge_index
+    ei = torch.unique(torch.cat([ei, ei.flip(0)], dim=1), dim=1)
+    degree = torch.bincount(ei[0], minlength=num_nodes).float()
+    weight = 1.0 / degree[ei[0]]
+    transition = torch.sparse_coo_tensor(ei, weight, (num_nodes, num_nodes), check_invariants=False).coalesce()
+    out = torch.zeros(num_nodes, walk_length, device=device)
+    block = 1024
+    for start in range(0, num_nodes, block):
+        cols = torch.arange(start, min(start + block, num_nodes), device=device)
+        walk = torch.zeros(num_nodes, cols.numel(), device=device)
+        walk[cols, torch.arange(cols.numel(), device=device)] = 1.0
+        for k in range(walk_length):
+            walk = transition @ walk  # column block of P^(k+1)
+            out[cols, k] = walk[cols, torch.arange(cols.numel(), device=device)]
+    return out
