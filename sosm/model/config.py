@@ -55,7 +55,7 @@ class SOSMConfig:
     dt_max: float = 1e-1
     graph: GraphConfig = field(default_factory=_default_graph)  # GraphBuilder options (nested dict in JSON/YAML)
     positional: str = "rope"            # attention positions: "rope" | "graph_rope" | "graph_alibi" | "none"
-    num_landmarks: int = 8              # L landmarks for structural encoding / graph positions (0: none); sets graph.num_landmarks
+    num_landmarks: int = 8              # L landmarks (0: none); graph.num_landmarks must be 0 or equal
     struct_dim: int = 16                # width of the structural (landmark) encoding fed to Mamba's Δ
     rope_base: float = 10000.0          # RoPE / Graph-RoPE frequency base
     dropout: float = 0.0                # dropout on embeddings, attention/MLP/Mamba outputs (training only)
