@@ -77,16 +77,14 @@ class DePassResult:
         return float((self.logits.sum(0) - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
 
 
-def edge_type_map(record: ForwardRecord) -> tuple[torch.Tensor, list]:
+def edge_type_map(graph, batch: int, seq_len: int, device=None) -> tuple[torch.Tensor, list]:
     """``[B, T, T]`` long map of the edge type of key j for query i, and the type names.
 
-    Graph models: index into ``EDGE_TYPES`` from the recorded graph (edges of the frame's
-    first T rows); the Transformer: ``"dense"`` for every j < i. ``-1`` where there is no edge.
-    The diagonal (self) is ``-1`` too: the router keeps self terms in place.
+    With a ``SemanticGraph``: index into ``EDGE_TYPES`` (edges among the frame's first T
+    positions). Without one (the Transformer): ``"dense"`` for every j < i. ``-1`` where there
+    is no edge; the diagonal (self) is ``-1`` too: the router keeps self terms in place.
     """
-    B, T = record.input_ids.shape
-    graph = record.state.graph
-    device = record.x0.device
+    B, T = batch, seq_len
     types = torch.full((B, T, T), -1, dtype=torch.long, device=device)
     if graph is None:
         types[:, torch.ones(T, T, dtype=torch.bool, device=device).tril(-1)] = 0
@@ -193,7 +191,7 @@ class DePass:
         names, xc = self.partition(record, by, group_names)
         router = None
         if by == "edge_type":
-            types, type_names = edge_type_map(record)
+            types, type_names = edge_type_map(record.state.graph, *input_ids.shape, record.x0.device)
             names = names + type_names
             xc = torch.cat([xc, xc.new_zeros(len(type_names), *xc.shape[1:])])
             router = make_edge_router(types, len(type_names), 1)
