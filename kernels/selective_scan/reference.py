@@ -150,8 +150,7 @@ def _recurrence(decay: torch.Tensor, drive: torch.Tensor, reverse: bool = False)
     order = range(drive.shape[0] - 1, -1, -1) if reverse else range(drive.shape[0])
     h = torch.zeros_like(drive[0])
     for t in order:
-        h = torch.addcmul(drive[t], decay[t], h)
-        out[t] = h
+        h = torch.addcmul(drive[t], decay[t], h, out=out[t])
     return out
 
 
