@@ -1,4 +1,4 @@
-"""Pure-PyTorch selective scan (Mamba-1): the sequential ground truth and a chunked CPU path.
+"""Pure-PyTorch selective scan (Mamba-1): the sequential ground truth and a vectorised CPU path.
 
 Both functions take mamba_ssm's arguments in mamba_ssm's order and compute, for every
 batch item b, channel d and state n (the state index is dropped below)::
