@@ -5,6 +5,12 @@ Entry points: :class:`DePass` (exact decomposition of the logits), :func:`block_
 :func:`deletion_curve` and :func:`write_report`.
 """
 from .depass import PARTITIONS, DePass, DePassResult
+from .ablation import ablation_markdown, run_ablations
+from .attribution import (BlockAttribution, GradientBlockAttributionCallback, block_attribution,
+                          gradient_block_shares, token_attribution)
+from .provenance import provenance_report
 from .recording import ForwardRecord, logits_from_stack_input, record_forward
 
-__all__ = ["DePass", "DePassResult", "PARTITIONS", "ForwardRecord", "record_forward", "logits_from_stack_input"]
+__all__ = ["DePass", "DePassResult", "PARTITIONS", "block_attribution", "BlockAttribution", "token_attribution",
+           "gradient_block_shares", "GradientBlockAttributionCallback", "run_ablations", "ablation_markdown",
+           "provenance_report", "ForwardRecord", "record_forward", "logits_from_stack_input"]
