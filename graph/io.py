@@ -18,7 +18,7 @@ Example:
     >>> g = SemanticGraph(edge_index=torch.tensor([[0], [1]]), **empty_edge_columns(1), batch_size=1, seq_len=2)
     >>> to_json(g)["edges"][0]["type"]
     'sequential'
-    >>> path = os.path.join(tempfile.mkdtemp(), "g.json"); save_json(g, path)
+    >>> path = save_json(g, os.path.join(tempfile.mkdtemp(), "g.json"))
     >>> load_json(path).edge_index.tolist()
     [[0], [1]]
 """
