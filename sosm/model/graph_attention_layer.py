@@ -137,7 +137,7 @@ class GraphAttentionBlock(AttentionBlock):
         """Softmax over self + neighbours (``ctx.neighbors [B, 1, Kn]``) of the cached K/V; ``q [B, H, d]``."""
         B, t = q.shape[0], ctx.position
         nbrs = ctx.neighbors[:, 0].long()  # [B, Kn]
-        keys_at = torch.cat([nbrs, torch.full_like(nbrs[:, :1], t)], dim=1)  # [B, Kn+1], self last
+        keys_at = torch.cat([nbrs, nbrs.new_full((B, 1), t)], dim=1)  # [B, Kn+1], self last (Kn may be 0)
         valid = keys_at >= 0
         batch = torch.arange(B, device=q.device)[:, None]
         keys = cache["k"][batch, keys_at.clamp_min(0)].float()  # [B, Kn+1, H, d]
