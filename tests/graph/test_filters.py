@@ -13,8 +13,8 @@ def test_hand_checked():
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.lists(st.tuples(st.floats(-1, 1), st.floats(0, 1)), min_size=0, max_size=20),
-       st.floats(-1, 1), st.floats(0, 1), st.floats(-1, 1))
+@given(st.lists(st.tuples(st.floats(-1, 1, width=32), st.floats(0, 1, width=32)), min_size=0, max_size=20),
+       st.floats(-1, 1, width=32), st.floats(0, 1, width=32), st.floats(-1, 1, width=32))
 def test_matches_rule(pairs, tau_mu, tau_t, tau_high):
     sim = torch.tensor([p[0] for p in pairs], dtype=torch.float32)
     gate = torch.tensor([p[1] for p in pairs], dtype=torch.float32)

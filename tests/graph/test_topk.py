@@ -35,7 +35,7 @@ def _random_features(seed, batch, length, dim, dup):
     return f
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 2 ** 31 - 1), length=st.integers(1, 45), dim=st.sampled_from([3, 16, 64]),
        k=st.integers(1, 6), window=st.integers(0, 3), causal=st.booleans(), dup=st.sampled_from([0, 2, 3]),
        pad=st.booleans(), block=st.sampled_from([16, 32]))
@@ -53,14 +53,14 @@ def test_streaming_matches_bruteforce_oracle(seed, length, dim, k, window, causa
 
 
 @pytest.mark.parametrize("causal", [True, False])
-@pytest.mark.parametrize("dup", [0, 2, 7])
+@pytest.mark.parametrize("dup", [0, 7])
 def test_streaming_equals_dense_exactly_with_ties(causal, dup):
     f = _random_features(5, 2, 200, 16, dup)
     f[1, 100:140] = f[1, 50]  # a long run of identical vectors
     mask = torch.ones(2, 200, dtype=torch.bool)
     mask[0, 170:] = False
     dense = dense_topk(f, 8, causal=causal, window=1, padding_mask=mask)
-    for block in (16, 48, 1024):
+    for block in (16, 1024):
         stream = streaming_topk(f, 8, causal=causal, window=1, padding_mask=mask, block_size=block)
         assert torch.equal(stream[0], dense[0]) and torch.equal(stream[1], dense[1])
 
@@ -68,7 +68,7 @@ def test_streaming_equals_dense_exactly_with_ties(causal, dup):
 def test_streaming_equals_dense_on_quantised_states():
     # few distinct values: many near-ties inside the float32 matmul error take the exact path
     gen = torch.Generator().manual_seed(2)
-    f = torch.nn.functional.normalize(torch.randint(-2, 3, (1, 400, 8), generator=gen).float(), dim=-1)
+    f = torch.nn.functional.normalize(torch.randint(-2, 3, (1, 250, 8), generator=gen).float(), dim=-1)
     for causal in (True, False):
         dense = dense_topk(f, 5, causal=causal, window=2)
         stream = streaming_topk(f, 5, causal=causal, window=2, block_size=64)
