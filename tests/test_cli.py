@@ -99,7 +99,7 @@ def test_graph_with_saved_state_model_and_bpe(capsys, tmp_path):
     from sosm.data import default_corpus
     from sosm.text_states import StateModel
 
-    StateModel.fit(default_corpus()[:40_000]).save(tmp_path / "sm")
+    StateModel.fit(default_corpus()[:20_000]).save(tmp_path / "sm")
     out = tmp_path / "g.json"
     code = main(["graph", "--text", "A class defines a method; an instance calls the method.", "--k", "2",
                  "--states", str(tmp_path / "sm"), "--tokenizer", "bpe", "--bpe-vocab", "300", "--quiet",
