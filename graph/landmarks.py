@@ -10,10 +10,10 @@ mode runs an undirected BFS.
 The BFS expands the frontiers of all ``B * L`` landmarks at once: each node carries its
 frontier and visited sets as bit masks (``ceil(L / 64)`` int64 words, bit l for landmark
 slot l; samples never share edges, so one bit serves every sample). One level is a gather
-of the sources' frontier words along the target-sorted edge list and a segmented OR per
-target (a log-step scan). Edges whose target was reached by every landmark of its sample,
-or whose source has no further news, are dropped as the search goes. Everything is torch,
-so the same code runs on GPU. Memory: O(E + N * L).
+of the sources' frontier words and an OR per target (an ELLPACK table of the first 32
+in-edges, a log-step segmented scan for the rest); small frontiers push along their
+out-edges instead of pulling over all edges. Everything is torch, so the same code runs on
+GPU. Memory: O(E + N * L).
 
 Example:
     >>> import torch
@@ -27,6 +27,7 @@ Example:
 """
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 import torch
@@ -124,39 +125,63 @@ def _landmark_bits(landmarks: torch.Tensor, seq_len: int, words: int) -> torch.T
     return bits
 
 
-def _possible_bits(landmarks: torch.Tensor, seq_len: int, words: int, full: torch.Tensor,
-                   causal: bool) -> torch.Tensor:
-    """``[W, N]`` bits of the landmarks that can reach each node at all (causal: those at positions <= it)."""
-    B = landmarks.shape[0]
-    if not causal:
-        return full.expand(-1, B * seq_len)
-    bits = _landmark_bits(landmarks, seq_len, words).reshape(words, B, seq_len)
-    # one bit per slot within a sample, so a running sum is a running OR (int64 wrap-around keeps bit 63 right)
-    return torch.cumsum(bits, dim=2).reshape(words, B * seq_len)
+def _byte_bits(device) -> torch.Tensor:
+    """``BoolTensor[256, 8]``: the bits of every byte value, least significant first."""
+    return (torch.arange(256, device=device)[:, None] >> torch.arange(8, device=device)) & 1 == 1
+
+
+def _sorted_by(first: torch.Tensor, second: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(first, second)`` reordered so that ``first`` ascends (no sort when it already does)."""
+    if first.numel() < 2 or bool((first[1:] >= first[:-1]).all()):
+        return first, second
+    order = torch.sort(first).indices
+    return first.index_select(0, order), second.index_select(0, order)
 
 
 class _TargetSortedEdges:
-    """Edges sorted by target with what the segmented OR scan needs (rebuilt after pruning)."""
+    """Edges grouped by target for a per-target OR of the sources' bits (rebuilt after pruning).
 
-    def __init__(self, src: torch.Tensor, dst: torch.Tensor):
-        self.src, self.dst = src, dst
+    The first ``ell_width`` in-edges of every target form an ELLPACK table ``[width, n_targets]``
+    (missing slots point at a sentinel node whose bits are 0), so the bulk of the OR is
+    ``width`` dense gathers; the in-edges past ``ell_width`` (hubs) go through a segmented
+    OR scan (Hillis-Steele, log2(max in-degree) steps).
+    """
+
+    def __init__(self, src: torch.Tensor, dst: torch.Tensor, num_nodes: int, ell_width: int = 32):
+        device = dst.device
+        self.src, self.dst, self.num_nodes = src, dst, num_nodes
         self.targets, counts = torch.unique_consecutive(dst, return_counts=True)
-        ends = torch.cumsum(counts, 0)
-        rank = torch.arange(dst.numel(), device=dst.device) - torch.repeat_interleave(ends - counts, counts)
-        self.last = ends - 1  # last edge of each target's segment
-        max_rank = int(counts.max()) - 1 if dst.numel() else 0
-        self.steps = []  # Hillis-Steele scan: (step, -1 where the entry `step` back is in the same segment else 0)
+        segment = torch.repeat_interleave(torch.arange(self.targets.numel(), device=device), counts)
+        rank = torch.arange(dst.numel(), device=device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts,
+                                                                                  counts)
+        width = min(int(counts.max()), ell_width) if dst.numel() else 0
+        in_table = rank < width
+        self.table = torch.full((width, self.targets.numel()), num_nodes, dtype=torch.long, device=device)
+        self.table[rank[in_table], segment[in_table]] = src[in_table]
+        over = ~in_table
+        self.over_src, over_rank = src[over], rank[over] - width
+        over_segment = segment[over]
+        self.over_targets, over_counts = torch.unique_consecutive(over_segment, return_counts=True)
+        self.over_last = torch.cumsum(over_counts, 0) - 1
+        self.steps = []  # (step, -1 where the entry `step` back is in the same segment else 0)
         step = 1
-        while step <= max_rank:
-            self.steps.append((step, -(rank[step:] >= step).long()))
+        while step < (int(over_counts.max()) if over_counts.numel() else 0):
+            self.steps.append((step, -(over_rank[step:] >= step).long()))
             step *= 2
 
     def segment_or(self, node_bits: torch.Tensor) -> torch.Tensor:
         """OR of ``node_bits[src]`` over each target's in-edges: ``[len(targets)]`` int64."""
-        values = node_bits.index_select(0, self.src)
-        for step, same_segment in self.steps:
-            values[step:] |= values[:-step] & same_segment  # right side is a new tensor: no aliasing
-        return values.index_select(0, self.last)
+        bits = torch.cat([node_bits, node_bits.new_zeros(1)])  # sentinel node -> 0
+        out = bits.index_select(0, self.table[0]) if self.table.shape[0] else bits.new_zeros(self.targets.numel())
+        for row in self.table[1:]:
+            out |= bits.index_select(0, row)
+        if self.over_src.numel():
+            values = node_bits.index_select(0, self.over_src)
+            for step, same_segment in self.steps:
+                values[step:] |= values[:-step] & same_segment  # right side is a new tensor: no aliasing
+            out.index_copy_(0, self.over_targets,
+                            out.index_select(0, self.over_targets) | values.index_select(0, self.over_last))
+        return out
 
 
 def landmark_distances(edge_index: torch.Tensor, batch_size: int, seq_len: int, landmarks: torch.Tensor,
@@ -201,21 +226,17 @@ def landmark_distances(edge_index: torch.Tensor, batch_size: int, seq_len: int, 
     visited = frontier.clone()
     nodes = (torch.arange(B, device=device)[:, None] * seq_len + landmarks).reshape(-1)
     dist[nodes, torch.arange(L, device=device).repeat(B)] = 0
-    full = torch.full((words, 1), -1, dtype=torch.long, device=device)
-    if L % 64:
-        full[-1] = (1 << (L % 64)) - 1
 
     ei = _token_edges(edge_index, seq_len, N, causal)
     if not causal:
         ei = torch.cat([ei, ei.flip(0)], dim=1)
-    by_target = torch.argsort(ei[1], stable=True)
-    pull = _TargetSortedEdges(ei[0].index_select(0, by_target), ei[1].index_select(0, by_target))
-    by_source = torch.argsort(ei[0], stable=True)
-    out_src, out_dst = ei[0].index_select(0, by_source), ei[1].index_select(0, by_source)
+    in_dst, in_src = _sorted_by(ei[1], ei[0])
+    pull = _TargetSortedEdges(in_src, in_dst, N)
+    out_src, out_dst = _sorted_by(ei[0], ei[1])
     out_count = torch.bincount(out_src, minlength=N)
     out_start = torch.cumsum(out_count, 0) - out_count
-    possible = _possible_bits(landmarks, seq_len, words, full, causal)  # [W, N] landmarks that may reach a node
-    shifts = torch.arange(64, device=device)
+    byte_bits = _byte_bits(device)
+    flat = dist.view(-1)
     for level in range(1, max_distance + 1):
         active = (frontier != 0).any(0).nonzero().flatten()
         if active.numel() == 0 or pull.targets.numel() == 0:
@@ -225,10 +246,9 @@ def landmark_distances(edge_index: torch.Tensor, batch_size: int, seq_len: int, 
         if 4 * pushed < pull.src.numel():  # small frontier: expand only its out-edges (push)
             offset = torch.repeat_interleave(out_start.index_select(0, active) - (torch.cumsum(degree, 0) - degree),
                                              degree) + torch.arange(pushed, device=device)
-            step_dst = out_dst.index_select(0, offset)
-            order = torch.argsort(step_dst, stable=True)
-            edges = _TargetSortedEdges(out_src.index_select(0, offset).index_select(0, order), step_dst[order])
-        else:  # large frontier: pull over every edge into a target that may still learn something
+            step_dst, step_src = _sorted_by(out_dst.index_select(0, offset), out_src.index_select(0, offset))
+            edges = _TargetSortedEdges(step_src, step_dst, N)
+        else:  # large frontier: pull over every edge
             edges = pull
         reached = torch.stack([edges.segment_or(frontier[w]) for w in range(words)])  # [W, n_targets]
         reached &= ~visited.index_select(1, edges.targets)
@@ -238,14 +258,10 @@ def landmark_distances(edge_index: torch.Tensor, batch_size: int, seq_len: int, 
         if targets.numel() == 0:
             break
         visited.index_copy_(1, targets, visited.index_select(1, targets) | reached)
-        bits = ((reached.T[:, :, None] >> shifts) & 1).bool().reshape(targets.numel(), words * 64)[:, :L]
-        dist.index_copy_(0, targets, dist.index_select(0, targets).masked_fill_(bits, level))
-        if edges is pull:
-            done = (visited == possible).all(0)  # reached by every landmark that could reach it
-            spent = done & (frontier == 0).all(0)  # and nothing left to pass on
-            keep = ~done.index_select(0, pull.dst) & ~spent.index_select(0, pull.src)
-            if int(torch.count_nonzero(keep)) < 0.8 * keep.numel():
-                pull = _TargetSortedEdges(pull.src[keep], pull.dst[keep])
+        as_bytes = reached.T.reshape(-1).view(torch.uint8).reshape(-1, 8)  # little-endian: bit l in byte l // 8
+        as_bytes = (as_bytes if sys.byteorder == "little" else as_bytes.flip(1)).reshape(-1)
+        row, slot = byte_bits.index_select(0, as_bytes.long()).reshape(targets.numel(), words * 64).nonzero().unbind(1)
+        flat.index_fill_(0, targets.index_select(0, row) * L + slot, level)  # slots >= L never have bits
     return dist.long().reshape(B, seq_len, L)
 
 

@@ -175,3 +175,16 @@ def test_random_walk_encoding_matches_dense():
         random_walk_encoding(ei, N, 5, causal=True)
     with pytest.raises(ValueError, match="walk_length"):
         random_walk_encoding(ei, N, 0)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_distances_with_hubs_beyond_the_ell_table(causal):
+    gen = torch.Generator().manual_seed(2)
+    T = 120
+    ei = random_edges(1, T, 150, gen, causal)
+    hub_in = torch.stack([torch.arange(0, 90), torch.full((90,), 100)])  # 90 in-edges into 100
+    hub_out = torch.stack([torch.full((60,), 5), torch.arange(6, 66)])  # 60 out-edges of 5
+    ei = torch.cat([ei, hub_in, hub_out], dim=1)
+    marks = torch.tensor([[0, 3, 50, 101]])
+    got = landmark_distances(ei, 1, T, marks, max_distance=40, causal=causal)
+    assert torch.equal(got, oracle(ei, 1, T, marks, 40, causal))
