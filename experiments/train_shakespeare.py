@@ -122,6 +122,8 @@ def main(argv=None) -> int:
                         help="score only the first N validation tokens in the final eval (default: all 111,539)")
     parser.add_argument("--name", default="shakespeare_char_cpu", help="results file stem")
     parser.add_argument("--table", action="store_true", help="only print the Markdown table of the existing JSON")
+    parser.add_argument("--append", action="store_true",
+                        help="keep the existing JSON's runs of other models (run the models in several invocations)")
     args = parser.parse_args(argv)
     if args.table:
         print(render_table(json.loads((ROOT / args.results / f"{args.name}.json").read_text())))
@@ -129,8 +131,12 @@ def main(argv=None) -> int:
     results_dir = ROOT / args.results
     results_dir.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    rows = []
     json_path = results_dir / f"{args.name}.json"
+    rows = []
+    if args.append and json_path.exists():
+        previous = json.loads(json_path.read_text())
+        started = previous["started_utc"]
+        rows = [r for r in previous["runs"] if r["model"] not in args.models]
     for model in args.models:
         rows.append(run_model(model, ROOT / args.out, args.max_steps, results_dir, args.device, args.threads,
                               args.eval_tokens))
