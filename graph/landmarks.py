@@ -54,8 +54,12 @@ def _check_sizes(batch_size: int, seq_len: int) -> None:
 def _token_edges(edge_index: torch.Tensor, seq_len: int, num_nodes: int, causal: bool) -> torch.Tensor:
     """Token-to-token edges within one sample, no self-loops; causal keeps source pos < target pos."""
     src, dst = edge_index
-    keep = (src < num_nodes) & (dst < num_nodes) & (src >= 0) & (dst >= 0) & (src // seq_len == dst // seq_len)
-    keep &= (src % seq_len < dst % seq_len) if causal else (src != dst)
+    keep = (src < num_nodes) & (dst < num_nodes) & (src >= 0) & (dst >= 0)
+    if num_nodes == seq_len:  # one sample: no divisions needed
+        keep &= (src < dst) if causal else (src != dst)
+    else:
+        keep &= src // seq_len == dst // seq_len
+        keep &= (src % seq_len < dst % seq_len) if causal else (src != dst)
     return edge_index[:, keep]
 
 
