@@ -55,10 +55,10 @@ def test_streaming_matches_bruteforce_oracle(seed, length, dim, k, window, causa
 @pytest.mark.parametrize("causal", [True, False])
 @pytest.mark.parametrize("dup", [0, 7])
 def test_streaming_equals_dense_exactly_with_ties(causal, dup):
-    f = _random_features(5, 2, 200, 16, dup)
+    f = _random_features(5, 2, 150, 16, dup)
     f[1, 100:140] = f[1, 50]  # a long run of identical vectors
-    mask = torch.ones(2, 200, dtype=torch.bool)
-    mask[0, 170:] = False
+    mask = torch.ones(2, 150, dtype=torch.bool)
+    mask[0, 130:] = False
     dense = dense_topk(f, 8, causal=causal, window=1, padding_mask=mask)
     for block in (16, 1024):
         stream = streaming_topk(f, 8, causal=causal, window=1, padding_mask=mask, block_size=block)
