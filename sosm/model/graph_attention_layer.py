@@ -3,7 +3,7 @@
 Each layer is pre-norm (RMSNorm per token) with residuals. Attention runs through
 ``sosm.kernels.graph_attention`` over the neighbour lists that the model builds once per
 forward (``LayerContext.neighbors`` and the shared ``GraphLayout``); nothing here calls a
-Triton kernel directly. For incremental decoding, :meth:`GraphAttentionBlock.step` attends
+GPU kernel directly. For incremental decoding, :meth:`GraphAttentionBlock.step` attends
 from the new token over itself and its neighbours' cached K/V.
 """
 from __future__ import annotations

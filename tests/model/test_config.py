@@ -62,3 +62,13 @@ def test_matched_config_within_five_percent(model):
     matched = matched_config(hybrid, model)
     assert matched.model == model
     assert abs(matched.param_count() - hybrid.param_count()) <= 0.05 * hybrid.param_count()
+
+
+def test_model_code_calls_no_triton_kernel_directly():
+    from pathlib import Path
+
+    import sosm.model
+
+    for path in Path(sosm.model.__file__).parent.glob("*.py"):
+        source = path.read_text()
+        assert "import triton" not in source and "triton." not in source, f"{path.name} uses triton directly"
