@@ -79,3 +79,19 @@ def test_to_networkx_attributes():
 def test_type_errors():
     with pytest.raises(TypeError, match="SemanticGraph"):
         to_dense_mask("graph")
+
+
+def test_block_mask_multiblock_random_graph():
+    from torch.nn.attention.flex_attention import flex_attention
+
+    gen = torch.Generator().manual_seed(3)
+    T, E = 150, 600
+    dst = torch.randint(1, T, (E,), generator=gen)
+    src = (torch.rand(E, generator=gen) * dst).long()
+    key = torch.unique(dst * T + src)
+    g = SemanticGraph(edge_index=torch.stack([key % T, key // T]), **empty_edge_columns(key.numel()),
+                      batch_size=1, seq_len=T).validate()
+    q, k, v = (torch.randn(1, 1, T, 16, generator=gen) for _ in range(3))
+    got = flex_attention(q, k, v, block_mask=to_block_mask(g, block_size=64))
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=to_dense_mask(g)[:, None])
+    assert torch.allclose(got, want, atol=1e-5)
