@@ -20,11 +20,11 @@ def single_thread():
     torch.set_num_threads(threads)
 
 
-def tiny_model(model: str, positional: str = "rope", seed: int = 0, n_layers: int = 2) -> SOSMModel:
+def tiny_model(model: str, positional: str = "rope", seed: int = 0, n_layers: int = 2, vocab: int = VOCAB) -> SOSMModel:
     """A small random model with perturbed weights (so no component is trivially zero), in eval mode."""
     torch.manual_seed(seed)
     graph = model in ("hybrid", "graph_attention")
-    config = SOSMConfig(model=model, vocab_size=VOCAB, max_seq_len=24, d_model=16, n_heads=2, n_layers=n_layers,
+    config = SOSMConfig(model=model, vocab_size=vocab, max_seq_len=24, d_model=16, n_heads=2, n_layers=n_layers,
                         d_state=4, expand=2, struct_dim=4, num_landmarks=3 if graph else 0,
                         positional=positional, graph={"k": 3, "window": 1})
     net = SOSMModel(config).eval()

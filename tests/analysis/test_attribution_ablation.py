@@ -102,3 +102,28 @@ def test_provenance_report_counts_and_attention_mass():
     assert abs(row["self"] + sum(row[name] for name in EDGE_TYPES) - 1) < 1e-5
     with pytest.raises(ValueError, match="seq_len"):
         provenance_report(graph, seq_len=10_000)
+
+
+def test_deletion_curve_and_probe():
+    from sosm.analysis.faithfulness import deletion_curve, resample
+    from sosm.analysis.probe import compare_senses, probe_sentence
+    from sosm.tokenizers import ByteTokenizer
+
+    model = tiny_model("hybrid")
+    ids = tiny_ids(batch=1)
+    scores = torch.arange(12, dtype=torch.float32)
+    curve = deletion_curve(model, ids, scores, position=5, target=2)
+    assert curve["order"] == [5, 4, 3, 2, 1, 0] and len(curve["logits"]) == 7
+    assert curve["logits"][0] == pytest.approx(model(ids)[0][0, 5, 2].item(), abs=1e-5)
+    assert resample([0.0, 1.0, 2.0], points=5) == [0.0, 0.5, 1.0, 1.5, 2.0]
+    with pytest.raises(ValueError, match="scores"):
+        deletion_curve(model, ids, scores[:3], position=5, target=2)
+    model = tiny_model("hybrid", vocab=256)
+    probes = [probe_sentence(model, ByteTokenizer(), text, "bank", cue=cue)
+              for text, cue in (("the river bank", "river"), ("a muddy bank", "muddy"), ("money bank", "money"))]
+    assert probes[0]["position"] == len("the river bank") - 1
+    assert 0 < probes[0]["cue_share"] < 1 and "river" in probes[0]["attribution_by_word"]
+    stats = compare_senses(probes[:2], probes[2:])
+    assert 0 <= stats["neighbor_jaccard_across"] <= 1 and stats["js_next_within"] >= 0
+    with pytest.raises(ValueError, match="does not occur"):
+        probe_sentence(model, ByteTokenizer(), "no such word", "bank")

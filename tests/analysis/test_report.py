@@ -34,17 +34,34 @@ def trained_run(tmp_path_factory):
     return root / "run"
 
 
-def test_inspect_writes_the_report(trained_run, tmp_path, capsys):
-    out = tmp_path / "report"
-    assert main(["inspect", "--checkpoint", str(trained_run), "--text", UNSEEN, "--out", str(out)]) == 0
-    assert "inspecting the first 24" in capsys.readouterr().out  # the text is longer than the context: said so
+@pytest.fixture(scope="module")
+def report_dir(trained_run, tmp_path_factory):
+    """``sosm inspect`` run once on unseen text longer than the model's context."""
+    out = tmp_path_factory.mktemp("report") / "report"
+    import contextlib
+    import io
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["inspect", "--checkpoint", str(trained_run), "--text", UNSEEN, "--out", str(out)])
+    assert code == 0
+    assert "inspecting the first 24" in printed.getvalue()  # the text is longer than the context: said so
+    return out
+
+
+def test_inspect_writes_the_report(report_dir):
+    out = report_dir
     names = {p.name for p in out.iterdir()}
     assert {"index.html", "report.json", "graph.html", "degree.png", "similarity.png", "attention_mass.png",
             "block_attribution.png"} <= names
     report = json.loads((out / "report.json").read_text())
     assert report["meta"]["seq_len"] == 24 and len(report["token_attribution"]["matrix"]) == 24
+    assert report["tokens"][:3] == ["T", "h", "e"] and report["tokens"][3] == "\u2423"
     assert abs(sum(report["block_attribution"]["mean_shares"]) - 1) < 1e-5
-    assert report["ablations"][0]["delta_loss"] == 0.0
+    kinds = [row["kind"] for row in report["ablations"]]
+    assert report["ablations"][0]["delta_loss"] == 0.0 and kinds.count("block") == 16 and kinds.count("layer") == 2
+    for png in ("degree.png", "block_attribution.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
     page = (out / "index.html").read_text()
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", "") and "https://" not in page
 
@@ -68,17 +85,14 @@ def _dump_dom(path) -> str:
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (apt-get install -y chromium)")
-def test_report_renders_in_headless_chromium(trained_run, tmp_path):
-    out = tmp_path / "report"
-    assert main(["inspect", "--checkpoint", str(trained_run), "--text", "the bank of the river", "--out", str(out),
-                 "--no-ablations"]) == 0
-    dom = _dump_dom(out / "index.html")
-    report = json.loads((out / "report.json").read_text())
+def test_report_renders_in_headless_chromium(report_dir):
+    dom = _dump_dom(report_dir / "index.html")
+    report = json.loads((report_dir / "report.json").read_text())
+    T = len(report["tokens"])
     svg = re.search(r'<svg id="token-graph".*?</svg>', dom, re.S).group(0)
-    assert svg.count('class="node') == len(report["tokens"]) == 21
+    assert svg.count('class="node') == T == 24
     assert svg.count('class="edge') == len(report["graph"]["edges"]) > 0
-    assert dom.count("<table") >= 6 and "Edges by type" in dom and "Hub tokens" in dom
-    # the script ran: the last position is selected and its tokens are shaded
-    assert re.search(r'<b id="attr-pos">20 ', dom)
-    shaded = re.findall(r"<span class=\"tok\"[^>]*style=\"background: rgba\(", dom)
-    assert len(shaded) == 21
+    assert dom.count("<table") >= 7 and "Edges by type" in dom and "Hub tokens" in dom and "block:I" in dom
+    # the script ran: the last position is selected and every token of the text view is shaded
+    assert re.search(rf'<b id="attr-pos">{T - 1} ', dom)
+    assert len(re.findall(r"<span class=\"tok\"[^>]*style=\"background: rgba?\(", dom)) == T
