@@ -62,6 +62,9 @@ class SOSMConfig:
     tie_embeddings: bool = True         # share the token embedding with the LM head
     init_std: float = 0.02              # std of the normal init of linear and embedding weights
     gradient_checkpointing: bool = False  # recompute each layer's activations in backward (training only)
+    memory: bool = False                # long-term memory: graph-attention layers also attend to retrieved K/V (memory edges)
+    memory_k: int = 8                   # memory entries retrieved per token (memory=True)
+    memory_threshold: float = 0.0       # minimum retrieval similarity (cosine of semantic states) of a memory edge
 
     def __post_init__(self):
         if isinstance(self.graph, dict):
@@ -108,6 +111,13 @@ class SOSMConfig:
         need(isinstance(self.tie_embeddings, bool), "tie_embeddings", "true or false")
         need(self.init_std > 0, "init_std", "a float > 0")
         need(isinstance(self.gradient_checkpointing, bool), "gradient_checkpointing", "true or false")
+        need(isinstance(self.memory, bool), "memory", "true or false")
+        need(is_int(self.memory_k) and self.memory_k >= 1, "memory_k", "an int >= 1")
+        need(isinstance(self.memory_threshold, (int, float)) and not isinstance(self.memory_threshold, bool)
+             and -1.0 <= self.memory_threshold <= 1.0, "memory_threshold", "a float in [-1, 1] (cosine similarity)")
+        if self.memory:
+            need(self.uses_graph and "A" in self.layer_types, "memory",
+                 "false unless the model has graph-attention layers (model 'hybrid' or 'graph_attention' with an 'A' layer)")
         if self.positional in ("graph_rope", "graph_alibi"):
             need(self.uses_graph, "positional",
                  f"'rope' or 'none' for model={self.model!r} (graph positions need a graph-based model)")

@@ -5,6 +5,12 @@ Each layer is pre-norm (RMSNorm per token) with residuals. Attention runs throug
 forward (``LayerContext.neighbors`` and the shared ``GraphLayout``); nothing here calls a
 GPU kernel directly. For incremental decoding, :meth:`GraphAttentionBlock.step` attends
 from the new token over itself and its neighbours' cached K/V.
+
+Long-term memory (``SOSMConfig.memory``, see :mod:`sosm.model.memory_attention`): when
+``ctx.memory`` and ``ctx.memory_slots`` are set, each query also attends to its retrieved
+memory keys/values; the graph part (kernel) and the memory part are merged exactly by
+log-sum-exp. With no memory slots the kernel output is returned unchanged. Incremental
+decoding (:meth:`step`) does not read memory.
 """
 from __future__ import annotations
 
@@ -32,6 +38,10 @@ class LayerContext:
             coordinates of positions ``0..t``), or None.
         structure: ``[B, T, S]`` structural encoding for Mamba's Δ (None: absent).
         position: decoding only: the index t of the new token.
+        memory: a :class:`~sosm.model.memory_attention.ModelMemory` to read (None: no memory).
+        memory_slots: ``[B, T, Km]`` memory ids of each query's memory edges, -1 padded.
+        record_kv: when a list, each graph-attention layer appends its ``(k, v)`` ``[B, T, H, d]``
+            (k before rotary positions, detached), in layer order, for writing into memory.
     """
 
     angles: Optional[torch.Tensor] = None
@@ -40,6 +50,9 @@ class LayerContext:
     alibi_coords: Optional[torch.Tensor] = None
     structure: Optional[torch.Tensor] = None
     position: int = 0
+    memory: Optional[object] = None
+    memory_slots: Optional[torch.Tensor] = None
+    record_kv: Optional[list] = None
 
 
 class MLP(nn.Module):
@@ -124,14 +137,37 @@ class GraphAttentionBlock(AttentionBlock):
         super().__init__(config)
         self.use_alibi = config.positional == "graph_alibi"
         self.register_buffer("alibi_slopes", alibi_slopes(config.n_heads), persistent=False)
+        self.max_distance = config.graph.max_distance
+        self.attention_index = 0  # order among the model's graph-attention layers (set by SOSMModel): memory bank row
+
+    def _qkv(self, x: torch.Tensor, ctx: LayerContext):
+        B, T, _ = x.shape
+        q, k, v = self.qkv(self.norm_attn(x)).view(B, T, 3, self.n_heads, self.head_dim).unbind(2)  # [B, T, H, d]
+        if ctx.record_kv is not None:
+            ctx.record_kv.append((k.detach(), v.detach()))  # unrotated keys: memory keys carry no position
+        if ctx.angles is not None:
+            q, k = apply_rotary(q, ctx.angles), apply_rotary(k, ctx.angles)
+        return q, k, v
 
     def attend(self, q, k, v, ctx: LayerContext) -> torch.Tensor:
         if ctx.neighbors is None:
             raise ValueError("GraphAttentionBlock needs ctx.neighbors [B, T, Kn] (the model builds them)")
         slopes, coords = (self.alibi_slopes, ctx.alibi_coords) if self.use_alibi else (None, None)
         with torch.autocast(q.device.type, enabled=False):  # the kernel computes the softmax in fp32 itself
-            return graph_attention(q, k, v, ctx.neighbors, alibi_slopes=slopes, alibi_coords=coords,
-                                   layout=ctx.layout)  # [B, T, H, d]
+            out = graph_attention(q, k, v, ctx.neighbors, alibi_slopes=slopes, alibi_coords=coords,
+                                  layout=ctx.layout)  # [B, T, H, d]
+            slots = ctx.memory_slots
+            if ctx.memory is None or slots is None or slots.shape[-1] == 0 or not bool((slots >= 0).any()):
+                return out
+            from .memory_attention import (alibi_memory_penalty, graph_logsumexp, memory_attention,
+                                           merge_attention)
+            scale = self.head_dim ** -0.5
+            lse_g = graph_logsumexp(q, k, ctx.neighbors, scale, slopes, coords)  # [B, T, H]
+            mem_k, mem_v = ctx.memory.gather(self.attention_index, slots)  # [B, T, Km, H, d] each
+            penalty = alibi_memory_penalty(self.alibi_slopes, self.max_distance) if self.use_alibi else None
+            out_m, lse_m = memory_attention(q, mem_k.to(q.dtype), mem_v.to(q.dtype), slots, scale,
+                                            angles=ctx.angles, penalty=penalty)
+            return merge_attention(out, lse_g, out_m, lse_m).to(q.dtype)  # [B, T, H, d]
 
     def attend_step(self, q: torch.Tensor, cache: dict, ctx: LayerContext) -> torch.Tensor:
         """Softmax over self + neighbours (``ctx.neighbors [B, 1, Kn]``) of the cached K/V; ``q [B, H, d]``."""

@@ -11,6 +11,15 @@ One forward pass (graph-based models: ``hybrid``, ``graph_attention``)::
 
 The Transformer and Mamba baselines embed tokens with a plain ``nn.Embedding`` and build no graph.
 
+**Long-term memory** (``config.memory``; :mod:`sosm.model.memory_attention`): ``forward(ids,
+memory=bank, stream_offset=o)`` adds memory edges to the graph with
+``sosm.memory.integrate_into_graph`` (token t of the window is at stream position ``o + t``
+and sees only entries written at earlier positions) and every graph-attention layer also
+attends over the retrieved entries' stored K/V. ``record_kv=[]`` collects each
+graph-attention layer's ``(k, v)`` to write the window into memory afterwards.
+``mamba_state`` (one dict per layer) carries Mamba conv + SSM state from window to window
+(:func:`sosm.model.generation.mamba_window`); attention K/V are not carried.
+
 **Graph frame.** Graphs are built over a frame of ``max(T, graph.min_seq_len)`` positions, or
 of ``max_seq_len`` positions when landmarks are used (the causal landmark rule places slot l at
 ``l * (frame // L)``, so a fixed frame keeps landmark positions independent of T); positions
@@ -70,6 +79,9 @@ class SOSMModel(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.stack = GraphMambaHybrid(config, struct_dim)
         self._builders: dict = {}
+        attention = [layer for code, layer in zip(config.layer_types, self.stack.layers) if code == "A"]
+        for index, layer in enumerate(attention):
+            layer.attention_index = index  # row of the memory K/V bank this layer reads and writes
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -165,23 +177,40 @@ class SOSMModel(nn.Module):
             return self.lm_head(x).float()
         return F.linear(x, self.token_embedding.weight).float()  # tied
 
-    def forward(self, input_ids: torch.Tensor, return_hidden: bool = False):
+    def forward(self, input_ids: torch.Tensor, return_hidden: bool = False, *, memory=None,
+                stream_offset=0, record_kv: Optional[list] = None, mamba_state: Optional[list] = None):
         """Logits and the :class:`State` record.
 
         Args:
             input_ids: ``[B, T]`` integer token ids, ``1 <= T <= max_seq_len``.
             return_hidden: also keep the residual stream after every layer in ``State.hidden_states``.
+            memory: a :class:`~sosm.model.memory_attention.ModelMemory` to read (needs
+                ``config.memory=True``); None or an empty memory gives exactly the memory-off output.
+            stream_offset: stream position of token 0 (int) or of every token (``LongTensor[B, T]``);
+                causal retrieval sees entries written at positions before each token's.
+            record_kv: a list that receives each graph-attention layer's ``(k, v)`` ``[B, T, H, d]``.
+            mamba_state: one dict per layer (``len == n_layers``), updated in place: Mamba layers
+                start from and leave their conv + SSM state there (window-to-window carry).
 
         Returns:
-            ``(logits [B, T, V] float32, State)``.
+            ``(logits [B, T, V] float32, State)``; ``State.graph`` includes the memory edges.
         """
         input_ids = self.check_input_ids(input_ids)
         B, T = input_ids.shape
         state = State()
-        ctx = LayerContext()
+        ctx = LayerContext(record_kv=record_kv)
+        if memory is not None and not self.config.memory:
+            raise ValueError("memory was given but SOSMConfig.memory=False; accepted: memory=None, "
+                             "or a model built with memory=True")
+        if mamba_state is not None and (not isinstance(mamba_state, list) or len(mamba_state) != len(self.stack.layers)):
+            raise ValueError(f"mamba_state must be a list of {len(self.stack.layers)} dicts (one per layer), "
+                             f"got {type(mamba_state).__name__}")
         if self.config.uses_graph:
             _, semantic, temporal, x = self.front(input_ids)  # [B, T, 128], [B, T, 64], [B, T, 32], [B, T, d]
             graph, ctx.neighbors, distances = self.build_graph(semantic.detach(), temporal.detach())
+            if memory is not None and len(memory):
+                graph, ctx.memory_slots = self._retrieve(graph, semantic.detach(), memory, stream_offset)
+                ctx.memory = memory
             ctx.layout = GraphLayout.build(ctx.neighbors)
             state.semantic, state.temporal, state.graph = semantic, temporal, graph
             if self.use_landmarks:
@@ -192,8 +221,40 @@ class SOSMModel(nn.Module):
         else:
             x = self.embedding(input_ids)  # [B, T, d]
         ctx.angles = self.positions(T, 0, ctx.alibi_coords, input_ids.device)
-        x, state.hidden_states = self.stack(self.dropout(x), ctx, return_hidden)
+        if mamba_state is None:
+            x, state.hidden_states = self.stack(self.dropout(x), ctx, return_hidden)
+        else:
+            x, state.hidden_states = self._carry_forward(self.dropout(x), ctx, mamba_state, return_hidden)
         return self.logits_from_hidden(x), state
+
+    def _carry_forward(self, x, ctx, mamba_state: list, return_hidden: bool):
+        """The layer stack with Mamba layers run from (and advancing) ``mamba_state``."""
+        from .generation import mamba_window
+
+        hidden = [x] if return_hidden else None
+        for layer, cache in zip(self.stack.layers, mamba_state):
+            x = mamba_window(layer, x, ctx, cache) if isinstance(layer, TopologicalMamba) else layer(x, ctx)
+            if return_hidden:
+                hidden.append(x)
+        return self.stack.norm(x), hidden
+
+    @torch.no_grad()
+    def _retrieve(self, graph, semantic: torch.Tensor, memory, stream_offset):
+        """Memory edges for the T real rows: ``(graph with memory edges, slots [B, T, Km])``."""
+        from ..memory import integrate_into_graph
+        from .memory_attention import memory_slots
+
+        B, T, _ = semantic.shape
+        frame = graph.seq_len
+        positions = stream_offset
+        if isinstance(stream_offset, torch.Tensor) and frame > T:
+            if tuple(stream_offset.shape) != (B, T):
+                raise ValueError(f"stream_offset must be an int or LongTensor[B={B}, T={T}], got {tuple(stream_offset.shape)}")
+            positions = F.pad(stream_offset, (0, frame - T), value=0)  # padding rows retrieve nothing
+        padded = F.pad(semantic.float(), (0, 0, 0, frame - T))  # [B, frame, 64]
+        graph = integrate_into_graph(graph, padded, memory.index, self.config.memory_k, self.config.memory_threshold,
+                                     causal=True, positions=positions)
+        return graph, memory_slots(graph, B, T).to(semantic.device)
 
     def decoder(self, batch_size: int = 1):
         """A fresh :class:`~sosm.model.generation.IncrementalDecoder` over this model."""
