@@ -92,8 +92,10 @@ def run_model(model: str, out_root: Path, max_steps, results_dir: Path, device: 
 
 def render_table(record: dict) -> str:
     """The results table in Markdown (one row per run, LEAKY rows labelled)."""
-    lines = ["| model | params | steps | val loss (full val split) | val loss (estimate, 20 batches) | val bits/byte "
-             "| tokens/s | train wall s | leak check |",
+    scored = (f"first {record['eval_tokens']:,} val tokens" if record.get("eval_tokens")
+              else "whole val split, 111,539 tokens")
+    lines = [f"| model | params | steps | val loss ({scored}) | val loss (nanoGPT-style estimate, 20 batches) "
+             "| val bits/byte | tokens/s | train wall s | leak check |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in record["runs"]:
         if "error" in r:
