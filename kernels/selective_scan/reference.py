@@ -140,50 +140,85 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     return (out, h) if return_last_state else out
 
 
-def _recurrence(decay: torch.Tensor, drive: torch.Tensor, reverse: bool = False) -> torch.Tensor:
-    """All h_t = decay_t * h_{t-1} + drive_t over dim 0 (h before the first step = 0).
+CHUNK_ELEMENTS = 1 << 18  # state elements per time chunk (1 MiB in float32): stays in cache
 
-    One fused multiply-add per step on a contiguous ``[B, D, N]`` slab that stays in cache;
-    ``reverse`` runs from the last step to the first.
-    """
-    out = torch.empty_like(drive)
-    order = range(drive.shape[0] - 1, -1, -1) if reverse else range(drive.shape[0])
-    h = torch.zeros_like(drive[0])
-    for t in order:
-        h = torch.addcmul(drive[t], decay[t], h, out=out[t])
-    return out
+
+def _chunk_steps(slab: int) -> int:
+    """Time steps per chunk for a ``[B, G, H, N]`` slab of ``slab`` elements (at least one)."""
+    return max(1, CHUNK_ELEMENTS // max(1, slab))
 
 
 class _ScanCore(torch.autograd.Function):
-    """y[b, d, t] = sum_n C h, with h the recurrence above; float32, time-major ``[L, B, G, H, N]``."""
+    """y[b, d, t] = sum_n C h, with h the recurrence above; float32, time-major ``[L, B, G, H, N]``.
+
+    Both passes walk time in chunks of a few steps so that every ``[chunk, B, G, H, N]``
+    temporary (decay, drive, the state gradient, the decay-term gradient) stays in cache;
+    only the states ``[L, B, G, H, N]`` are written to memory (and saved for the backward).
+    Per step the recurrence is one in-place fused multiply-add; everything else is a
+    whole-chunk operation or a batched matmul over contiguous ``[H, N]`` slabs.
+    """
 
     @staticmethod
     def forward(ctx, delta, u, A, B, C):
         # delta, u: [L, B, G, H]; A: [G, H, N]; B, C: [L, B, G, N]
-        decay = torch.exp(delta[..., None] * A)  # [L, B, G, H, N]
-        drive = (delta * u)[..., None] * B[:, :, :, None, :]
-        states = _recurrence(decay, drive)
-        y = torch.einsum("lbghn,lbgn->lbgh", states, C)
+        L, nb, G, H = delta.shape
+        N = A.shape[-1]
+        step = _chunk_steps(nb * G * H * N)
+        du = delta * u
+        states = delta.new_empty(L, nb, G, H, N)
+        y = delta.new_empty(L, nb, G, H)
+        for t0 in range(0, L, step):
+            t1 = min(L, t0 + step)
+            decay = torch.exp(delta[t0:t1, ..., None] * A)  # [c, B, G, H, N]
+            h = states[t0:t1]
+            torch.mul(du[t0:t1, ..., None], B[t0:t1, :, :, None, :], out=h)  # drive
+            if t0 > 0:
+                h[0].addcmul_(decay[0], states[t0 - 1])
+            for i in range(1, t1 - t0):
+                h[i].addcmul_(decay[i], h[i - 1])
+            torch.bmm(h.view(-1, H, N), C[t0:t1].reshape(-1, N, 1), out=y[t0:t1].view(-1, H, 1))
         ctx.save_for_backward(delta, u, A, B, C, states)
         return y, states[-1]
 
     @staticmethod
     def backward(ctx, grad_y, grad_last):
         delta, u, A, B, C, states = ctx.saved_tensors
-        decay = torch.exp(delta[..., None] * A)
-        inject = grad_y[..., None] * C[:, :, :, None, :]  # dy/dh_t contribution
-        if grad_last is not None:
-            inject[-1] += grad_last
-        next_decay = torch.cat([decay[1:], torch.zeros_like(decay[:1])])
-        grad_h = _recurrence(next_decay, inject, reverse=True)  # total d loss / d h_t
-        prev = torch.cat([torch.zeros_like(states[:1]), states[:-1]])
-        grad_decay_term = grad_h * prev * decay  # d loss / d (delta A) per element
-        grad_C = torch.einsum("lbgh,lbghn->lbgn", grad_y, states)
-        grad_B = torch.einsum("lbghn,lbgh->lbgn", grad_h, delta * u)
-        grad_du = torch.einsum("lbghn,lbgn->lbgh", grad_h, B)  # d loss / d (delta u)
-        grad_delta = grad_du * u + torch.einsum("lbghn,ghn->lbgh", grad_decay_term, A)
-        grad_u = grad_du * delta
-        grad_A = torch.einsum("lbghn,lbgh->ghn", grad_decay_term, delta)
+        L, nb, G, H = delta.shape
+        N = A.shape[-1]
+        step = _chunk_steps(nb * G * H * N)
+        du = delta * u
+        grad_y = grad_y.contiguous()
+        grad_delta, grad_u = torch.empty_like(delta), torch.empty_like(u)
+        grad_B, grad_C = torch.empty_like(B), torch.empty_like(C)
+        grad_A = torch.zeros_like(A)
+        grad_du = torch.empty_like(delta)
+        g_next = decay_next = None  # d loss / d h and the decay of the step after this chunk
+        for t1 in range(L, 0, -step):
+            t0 = max(0, t1 - step)
+            decay = torch.exp(delta[t0:t1, ..., None] * A)
+            g = grad_y[t0:t1, ..., None] * C[t0:t1, :, :, None, :]  # dy/dh_t injected at each step
+            if t1 == L and grad_last is not None:
+                g[-1] += grad_last
+            if g_next is not None:
+                g[-1].addcmul_(decay_next, g_next)
+            for i in range(t1 - t0 - 2, -1, -1):
+                g[i].addcmul_(decay[i + 1], g[i + 1])  # total d loss / d h_t
+            g_next, decay_next = g[0], decay[0]
+            flat_g = g.view(-1, H, N)
+            torch.bmm(grad_y[t0:t1].reshape(-1, 1, H), states[t0:t1].view(-1, H, N),
+                      out=grad_C[t0:t1].view(-1, 1, N))
+            torch.bmm(du[t0:t1].reshape(-1, 1, H), flat_g, out=grad_B[t0:t1].view(-1, 1, N))
+            torch.bmm(flat_g, B[t0:t1].reshape(-1, N, 1), out=grad_du[t0:t1].view(-1, H, 1))
+            term = g * decay  # d loss / d (delta A) = g_t * decay_t * h_{t-1}
+            if t0 > 0:
+                term.mul_(states[t0 - 1:t1 - 1])
+            else:
+                term[1:].mul_(states[:t1 - 1])
+                term[0].zero_()
+            grad_delta[t0:t1] = (term * A).sum(-1)
+            grad_A += (term * delta[t0:t1, ..., None]).sum((0, 1))
+        grad_delta.addcmul_(grad_du, u)
+        torch.mul(grad_du, delta, out=grad_u)
         return grad_delta, grad_u, grad_A, grad_B, grad_C
 
 
@@ -191,10 +226,11 @@ def selective_scan_vectorized(u, delta, A, B, C, D=None, z=None, delta_bias=None
                               delta_softplus=False, return_last_state=False):
     """Same signature and numbers as :func:`selective_scan_ref` (to float32 rounding), for CPU.
 
-    Everything but the recurrence itself runs as whole-tensor operations; the recurrence is
-    one fused multiply-add per step on a cache-sized ``[B, D, N]`` slab, and the backward is
-    written out (a reverse recurrence plus whole-tensor products) instead of traced step by
-    step. Memory: a few ``[B, D, N, L]`` float32 tensors.
+    Time is walked in cache-sized chunks (``CHUNK_ELEMENTS``): within a chunk everything but
+    the recurrence runs as whole-chunk operations and batched matmuls; the recurrence is one
+    in-place fused multiply-add per step; the backward is written out (a reverse recurrence
+    plus the same chunked products) instead of traced step by step. Memory: the states, one
+    ``[B, D, N, L]`` float32 tensor, plus chunk temporaries.
     """
     batch, dim, length, d_state, groups = check_scan_args(u, delta, A, B, C, D, z, delta_bias)
     out_dtype = u.dtype

@@ -216,3 +216,20 @@ def test_triton_low_precision(device, dtype, nan_outputs):
     actual = run(selective_scan, inputs, True, True, backend="triton")
     assert actual[0].dtype == dtype and actual[2]["u"].dtype == dtype
     compare(actual, expected, dtype, baseline)
+
+
+@pytest.mark.parametrize("chunk_steps", [1, 3, 16, 1000])
+@pytest.mark.parametrize("length", [63, 77])
+@pytest.mark.parametrize("config", CONFIGS[:3])
+def test_vectorized_time_chunks_match_loop(monkeypatch, chunk_steps, length, config):
+    """The CPU path walks time in chunks: every chunk boundary (and one chunk) gives the loop's numbers."""
+    reference = importlib.import_module("sosm.kernels.selective_scan.reference")
+    groups, with_D, with_z, with_bias, softplus, last = config
+    inputs = make_inputs(length=length, groups=groups, with_D=with_D, with_z=with_z,
+                         with_bias=with_bias, positive_delta=not softplus)
+    slab = 2 * 8 * 4  # batch x dim x d_state of make_inputs
+    monkeypatch.setattr(reference, "CHUNK_ELEMENTS", chunk_steps * slab)
+    assert reference._chunk_steps(slab) == chunk_steps
+    expected = run(selective_scan_ref, inputs, softplus, last)
+    actual = run(selective_scan, inputs, softplus, last, backend="vectorized")
+    compare(actual, expected)

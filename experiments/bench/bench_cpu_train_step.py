@@ -1,0 +1,123 @@
+"""CPU training-step time (fwd + bwd + AdamW) per model at the shakespeare_char CPU config.
+
+Times one optimiser step of each model built from ``experiments/configs/shakespeare_char_cpu_<model>.yaml``
+(batch 12 x context 64, byte vocabulary) beside the Transformer in the same process (the anchor:
+ratio = model / transformer), models interleaved per repeat so machine-load drift hits all alike.
+Also times the CPU selective scan (``selective_scan_vectorized``) against the sequential
+reference loop (``selective_scan_ref``) at one Mamba layer's shape, fwd and fwd+bwd.
+One thread by default (the shared 2-core machine); the load average is recorded.
+
+Usage: ``python experiments/bench/bench_cpu_train_step.py [--repeats 7] [--threads 1] [--models ...]``
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from experiments.bench.common import median_time, write_result  # noqa: E402
+from sosm.kernels.selective_scan import selective_scan_ref, selective_scan_vectorized  # noqa: E402
+from sosm.train.components import count_parameters, sosm_model_factory  # noqa: E402
+from sosm.train.config import TrainConfig  # noqa: E402
+
+MODELS = ("transformer", "hybrid", "mamba", "graph_attention")
+VOCAB = 256
+
+
+def build(name: str):
+    cfg = TrainConfig.from_yaml(ROOT / "experiments" / "configs" / f"shakespeare_char_cpu_{name}.yaml")
+    torch.manual_seed(cfg.seed)
+    model = sosm_model_factory(cfg.model, VOCAB, cfg.data.block_size, False).train()
+    o = cfg.optim
+    opt = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, VOCAB, (cfg.batch_size, cfg.data.block_size + 1), generator=gen)
+
+    def step():
+        logits, _ = model(x[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, VOCAB), x[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+        opt.step()
+    return model, step
+
+
+def time_steps(models, repeats: int) -> dict:
+    built = {m: build(m) for m in models}
+    for _, step in built.values():  # warm-up
+        step()
+    wall = {m: [] for m in models}
+    cpu = {m: [] for m in models}
+    for _ in range(repeats):
+        for m, (_, step) in built.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            step()
+            wall[m].append(time.perf_counter() - t0)
+            cpu[m].append(time.process_time() - c0)
+    out = {}
+    for m in models:
+        out[m] = {"params": count_parameters(built[m][0]), "median_s": statistics.median(wall[m]),
+                  "median_cpu_s": statistics.median(cpu[m]), "samples_s": wall[m]}
+    if "transformer" in out:
+        for m in models:
+            out[m]["ratio_to_transformer"] = out[m]["median_s"] / out["transformer"]["median_s"]
+            out[m]["cpu_ratio_to_transformer"] = out[m]["median_cpu_s"] / out["transformer"]["median_cpu_s"]
+    return out
+
+
+def scan_bench(repeats: int) -> dict:
+    B, E, N, L = 12, 256, 16, 64  # one Mamba layer at d_model 128, expand 2
+    g = torch.Generator().manual_seed(0)
+    mk = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    u, dt, z = (mk(B, E, L).requires_grad_() for _ in range(3))
+    A = (-torch.rand(E, N, generator=g) - 0.5).requires_grad_()
+    Bm, Cm = mk(B, N, L).requires_grad_(), mk(B, N, L).requires_grad_()
+    D, bias = mk(E).requires_grad_(), mk(E).requires_grad_()
+    args = (u, dt, A, Bm, Cm, D, z, bias, True)
+    res = {"shape": {"batch": B, "dim": E, "d_state": N, "length": L}}
+    for name, fn in (("vectorized", selective_scan_vectorized), ("reference_loop", selective_scan_ref)):
+        with torch.no_grad():
+            fwd = median_time(lambda: fn(*args), repeats=repeats)
+        both = median_time(lambda: fn(*args).sum().backward(), repeats=repeats)
+        res[name] = {"fwd_s": fwd["median_s"], "fwd_bwd_s": both["median_s"],
+                     "fwd_cpu_s": fwd["median_cpu_s"], "fwd_bwd_cpu_s": both["median_cpu_s"]}
+    res["speedup_fwd_bwd"] = res["reference_loop"]["fwd_bwd_s"] / res["vectorized"]["fwd_bwd_s"]
+    return res
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    p.add_argument("--name", default="cpu_train_step")
+    p.add_argument("--no-write", action="store_true")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    load_before = os.getloadavg()
+    record = {"threads": a.threads, "repeats": a.repeats, "config": "shakespeare_char_cpu_*.yaml (batch 12 x 64)",
+              "step": "fwd + cross-entropy + bwd + clip + AdamW", "anchor": "transformer, same process, interleaved",
+              "train_step": time_steps(a.models, a.repeats), "selective_scan_cpu": scan_bench(a.repeats)}
+    record["load_average_before"], record["load_average_after"] = load_before, os.getloadavg()
+    for m, r in record["train_step"].items():
+        print(f"{m:16s} {r['median_s'] * 1e3:8.1f} ms  cpu {r['median_cpu_s'] * 1e3:8.1f} ms  "
+              f"x{r.get('cpu_ratio_to_transformer', float('nan')):.2f} of transformer (cpu)")
+    s = record["selective_scan_cpu"]
+    print(f"scan: vectorized fwd+bwd {s['vectorized']['fwd_bwd_s'] * 1e3:.1f} ms, "
+          f"reference loop {s['reference_loop']['fwd_bwd_s'] * 1e3:.1f} ms ({s['speedup_fwd_bwd']:.1f}x)")
+    print("load average", load_before, "->", record["load_average_after"])
+    if not a.no_write:
+        print(write_result(a.name, record))
+
+
+if __name__ == "__main__":
+    main()
