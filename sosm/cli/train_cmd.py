@@ -16,6 +16,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--out", metavar="DIR", help="output folder (default: runs/<config file name>)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the newest checkpoint in --out (starts fresh if there is none)")
+    parser.add_argument("--model", choices=("hybrid", "transformer", "mamba", "graph_attention"),
+                        help="train this model instead of the config's, sized to the config model's parameter "
+                             "count (sosm.model.matched_config); the rest of the config is kept")
     parser.add_argument("--max-steps", type=int, metavar="N", help="override max_steps of the config")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override the config's device")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
@@ -33,6 +36,8 @@ def run(args) -> int:
         changes["max_steps"] = args.max_steps
     if args.device is not None:
         changes["device"] = args.device
+    if args.model is not None:
+        changes["model"] = switch_model(config, args.model)
     if args.no_progress:
         changes["progress_bar"] = False
     if changes:
@@ -48,3 +53,16 @@ def run(args) -> int:
           f"val loss {last.get('val_loss', float('nan')):.4f}, {result.tokens_per_s:,.0f} tokens/s, "
           f"wall {result.wall_s:.1f} s, checkpoint {result.checkpoint}{tag}")
     return 0
+
+
+def switch_model(config, model: str) -> dict:
+    """The config's model section rebuilt as ``model``, matched to its parameter count."""
+    from ..model import SOSMConfig, matched_config
+
+    section = dict(config.model)
+    if section.get("model", "hybrid") == model:
+        return section
+    vocab_size = 256 if config.data.tokenizer == "byte" else config.data.bpe_vocab_size
+    reference = SOSMConfig.from_dict({**section, "vocab_size": vocab_size, "max_seq_len": config.data.block_size})
+    matched = matched_config(reference, model).to_dict()
+    return {key: value for key, value in matched.items() if key not in ("vocab_size", "max_seq_len")}
