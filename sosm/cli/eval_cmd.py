@@ -22,7 +22,44 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--leak-check", action="store_true", help="also run the causality leak check")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device (default cpu)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    stream = parser.add_argument_group(
+        "long-context streaming (--stream)",
+        "Score the text in consecutive windows of the model's context, once per mode: plain (as above), carry "
+        "(Mamba conv + SSM state carried from window to window; attention K/V are not carried), memory (each "
+        "scored window is written into an HNSW long-term memory that later windows' graph-attention layers "
+        "read along memory edges) and carry+memory. Reports the loss per window and per mode.")
+    stream.add_argument("--stream", action="store_true", help="run the streaming evaluation instead")
+    stream.add_argument("--stream-windows", type=int, metavar="N", help="score only the first N windows (default all)")
+    stream.add_argument("--stream-modes", default="plain,carry,memory,carry+memory", metavar="LIST",
+                        help="comma-separated modes (default plain,carry,memory,carry+memory)")
+    stream.add_argument("--memory-k", type=int, default=8, metavar="K", help="memory entries per token (default 8)")
+    stream.add_argument("--memory-threshold", type=float, default=0.0, metavar="S",
+                        help="minimum retrieval cosine similarity of a memory edge (default 0.0)")
     return parser
+
+
+def _run_stream(args, trained, ids, report) -> int:
+    """``--stream``: :func:`sosm.stream.stream_evaluate` over the scored text; prints a table, writes JSON."""
+    from ..stream import format_table, stream_evaluate
+
+    if args.stream_windows is not None and args.stream_windows < 1:
+        raise ValueError(f"--stream-windows={args.stream_windows} is invalid; accepted: an int >= 1")
+    modes = [m.strip() for m in args.stream_modes.split(",") if m.strip()]
+    if args.max_tokens is not None:
+        ids = ids[: args.max_tokens + 1]
+    result = stream_evaluate(trained.model, ids, trained.config.data.block_size, modes=modes,
+                             max_windows=args.stream_windows, memory_k=args.memory_k,
+                             memory_threshold=args.memory_threshold, device=args.device)
+    report["stream"] = result.to_dict()
+    print(f"{trained.label} (step {trained.checkpoint.step}) streamed over {report['source']}: {result.windows} windows "
+          f"of {result.window} tokens ({result.tokens:,} tokens), memory_k={args.memory_k}, "
+          f"threshold={args.memory_threshold}")
+    print(format_table(result))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump(report, handle, indent=2)
+            handle.write("\n")
+    return 0
 
 
 def _leak_input(ids, block_size):
@@ -57,6 +94,8 @@ def run(args) -> int:
     else:
         ids = build_splits(trained.config.data, trained.tokenizer)[1].val
         report["source"] = "validation split"
+    if getattr(args, "stream", False):
+        return _run_stream(args, trained, ids, report)
     result = evaluate_ids(trained.model, trained.tokenizer, ids, block, batch_size=args.batch_size,
                           device=args.device, max_tokens=args.max_tokens)
     report.update(result.to_dict())
