@@ -76,7 +76,7 @@ def _table(header: list, rows: list, cls: str = "") -> str:
 def _graph_svg(report: dict) -> str:
     graph, tokens, preds = report["graph"], report["tokens"], report["predictions"]
     T = len(tokens)
-    step = max(14.0, min(36.0, 1400.0 / max(T, 1)))
+    step = max(12.0, min(32.0, 1180.0 / max(T - 1, 1)))  # fits about 1250 px up to ~90 tokens
     span = max([e["t"] - e["s"] for e in graph["edges"]] + [1])
     rise = min(340.0, span * step / 2)  # the tallest arc's height; every arc is scaled by rise / (span * step / 2)
     scale, base = rise / (span * step / 2), rise + 20

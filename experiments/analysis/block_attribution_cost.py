@@ -54,10 +54,10 @@ def main(argv=None) -> int:
     plain = timed_run(config, None)
     callback = GradientBlockAttributionCallback(every=args.every, samples=args.samples)
     with_cb = timed_run(config, callback)
-    skip_first = lambda rows: [t for step, t in rows if step > 1]  # noqa: E731  (first step warms up)
-    base = statistics.fmean(skip_first(plain))
-    attributed = statistics.fmean([t for step, t in with_cb if step > 1 and step % args.every == 0])
-    others = statistics.fmean([t for step, t in with_cb if step > 1 and step % args.every])
+    inner = lambda step: 1 < step < args.steps  # noqa: E731  (the first step warms up, the last one evaluates)
+    base = statistics.fmean([t for step, t in plain if inner(step)])
+    attributed = statistics.fmean([t for step, t in with_cb if inner(step) and step % args.every == 0])
+    others = statistics.fmean([t for step, t in with_cb if inner(step) and step % args.every])
     cost = attributed - others
     result = {"command": "python experiments/analysis/block_attribution_cost.py " + " ".join(
                   sys.argv[1:] if argv is None else argv),
