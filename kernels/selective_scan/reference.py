@@ -149,34 +149,36 @@ def _chunk_steps(slab: int) -> int:
 
 
 class _ScanCore(torch.autograd.Function):
-    """y[b, d, t] = sum_n C h, with h the recurrence above; float32, time-major ``[L, B, G, H, N]``.
+    """y[b, d, t] = sum_n C h, with h the recurrence above; float32, time-major ``[L, B, G, N, H]``.
 
-    Both passes walk time in chunks of a few steps so that every ``[chunk, B, G, H, N]``
-    temporary (decay, drive, the state gradient, the decay-term gradient) stays in cache;
-    only the states ``[L, B, G, H, N]`` are written to memory (and saved for the backward).
-    Per step the recurrence is one in-place fused multiply-add; everything else is a
-    whole-chunk operation or a batched matmul over contiguous ``[H, N]`` slabs.
+    The channel axis H is innermost, so every broadcast (Δ·A, Δu·B, ∂y·C) runs along
+    contiguous rows of H and every sum over the state index N is a batched ``[N] x [N, H]``
+    product. Both passes walk time in chunks of a few steps so that every
+    ``[chunk, B, G, N, H]`` temporary (decay, drive, the state gradient, the decay-term
+    gradient) stays in cache; only the states ``[L, B, G, N, H]`` are written to memory (and
+    saved for the backward). Per step the recurrence is one in-place fused multiply-add.
     """
 
     @staticmethod
     def forward(ctx, delta, u, A, B, C):
-        # delta, u: [L, B, G, H]; A: [G, H, N]; B, C: [L, B, G, N]
+        # delta, u: [L, B, G, H]; A: [G, N, H]; B, C: [L, B, G, N]
         L, nb, G, H = delta.shape
-        N = A.shape[-1]
+        N = A.shape[1]
         step = _chunk_steps(nb * G * H * N)
-        du = delta * u
-        states = delta.new_empty(L, nb, G, H, N)
+        du = (delta * u)[:, :, :, None, :]  # [L, B, G, 1, H]
+        states = delta.new_empty(L, nb, G, N, H)
         y = delta.new_empty(L, nb, G, H)
+        decay_buf = delta.new_empty(min(step, L), nb, G, N, H)  # reused: no page faults per chunk
         for t0 in range(0, L, step):
             t1 = min(L, t0 + step)
-            decay = torch.exp(delta[t0:t1, ..., None] * A)  # [c, B, G, H, N]
+            decay = torch.mul(delta[t0:t1, :, :, None, :], A, out=decay_buf[:t1 - t0]).exp_()  # [c, B, G, N, H]
             h = states[t0:t1]
-            torch.mul(du[t0:t1, ..., None], B[t0:t1, :, :, None, :], out=h)  # drive
+            torch.mul(du[t0:t1], B[t0:t1, ..., None], out=h)  # drive
             if t0 > 0:
                 h[0].addcmul_(decay[0], states[t0 - 1])
             for i in range(1, t1 - t0):
                 h[i].addcmul_(decay[i], h[i - 1])
-            torch.bmm(h.view(-1, H, N), C[t0:t1].reshape(-1, N, 1), out=y[t0:t1].view(-1, H, 1))
+            torch.bmm(C[t0:t1].reshape(-1, 1, N), h.view(-1, N, H), out=y[t0:t1].view(-1, 1, H))
         ctx.save_for_backward(delta, u, A, B, C, states)
         return y, states[-1]
 
@@ -184,42 +186,42 @@ class _ScanCore(torch.autograd.Function):
     def backward(ctx, grad_y, grad_last):
         delta, u, A, B, C, states = ctx.saved_tensors
         L, nb, G, H = delta.shape
-        N = A.shape[-1]
+        N = A.shape[1]
         step = _chunk_steps(nb * G * H * N)
         du = delta * u
         grad_y = grad_y.contiguous()
-        grad_delta, grad_u = torch.empty_like(delta), torch.empty_like(u)
+        grad_delta, grad_du = torch.empty_like(delta), torch.empty_like(delta)
         grad_B, grad_C = torch.empty_like(B), torch.empty_like(C)
         grad_A = torch.zeros_like(A)
-        grad_du = torch.empty_like(delta)
-        g_next = decay_next = None  # d loss / d h and the decay of the step after this chunk
+        decay_buf, g_buf = (delta.new_empty(min(step, L), nb, G, N, H) for _ in range(2))  # reused per chunk
+        g_next, decay_next = (delta.new_empty(nb, G, N, H) for _ in range(2))  # carried from the later chunk
         for t1 in range(L, 0, -step):
             t0 = max(0, t1 - step)
-            decay = torch.exp(delta[t0:t1, ..., None] * A)
-            g = grad_y[t0:t1, ..., None] * C[t0:t1, :, :, None, :]  # dy/dh_t injected at each step
+            decay = torch.mul(delta[t0:t1, :, :, None, :], A, out=decay_buf[:t1 - t0]).exp_()
+            g = torch.mul(grad_y[t0:t1, :, :, None, :], C[t0:t1, ..., None], out=g_buf[:t1 - t0])  # dy/dh_t
             if t1 == L and grad_last is not None:
                 g[-1] += grad_last
-            if g_next is not None:
+            if t1 < L:
                 g[-1].addcmul_(decay_next, g_next)
             for i in range(t1 - t0 - 2, -1, -1):
                 g[i].addcmul_(decay[i + 1], g[i + 1])  # total d loss / d h_t
-            g_next, decay_next = g[0], decay[0]
-            flat_g = g.view(-1, H, N)
-            torch.bmm(grad_y[t0:t1].reshape(-1, 1, H), states[t0:t1].view(-1, H, N),
-                      out=grad_C[t0:t1].view(-1, 1, N))
-            torch.bmm(du[t0:t1].reshape(-1, 1, H), flat_g, out=grad_B[t0:t1].view(-1, 1, N))
-            torch.bmm(flat_g, B[t0:t1].reshape(-1, N, 1), out=grad_du[t0:t1].view(-1, H, 1))
-            term = g * decay  # d loss / d (delta A) = g_t * decay_t * h_{t-1}
+            g_next.copy_(g[0])
+            decay_next.copy_(decay[0])
+            flat_g = g.view(-1, N, H)
+            torch.bmm(states[t0:t1].view(-1, N, H), grad_y[t0:t1].reshape(-1, H, 1),
+                      out=grad_C[t0:t1].view(-1, N, 1))
+            torch.bmm(flat_g, du[t0:t1].reshape(-1, H, 1), out=grad_B[t0:t1].view(-1, N, 1))
+            torch.bmm(B[t0:t1].reshape(-1, 1, N), flat_g, out=grad_du[t0:t1].view(-1, 1, H))
+            term = g.mul_(decay)  # d loss / d (delta A) = g_t * decay_t * h_{t-1}; g is done
             if t0 > 0:
                 term.mul_(states[t0 - 1:t1 - 1])
             else:
                 term[1:].mul_(states[:t1 - 1])
                 term[0].zero_()
-            grad_delta[t0:t1] = (term * A).sum(-1)
-            grad_A += (term * delta[t0:t1, ..., None]).sum((0, 1))
+            torch.sum(torch.mul(term, A, out=decay), 3, out=grad_delta[t0:t1])
+            grad_A += term.mul_(delta[t0:t1, :, :, None, :]).sum((0, 1))
         grad_delta.addcmul_(grad_du, u)
-        torch.mul(grad_du, delta, out=grad_u)
-        return grad_delta, grad_u, grad_A, grad_B, grad_C
+        return grad_delta, grad_du.mul_(delta), grad_A, grad_B, grad_C
 
 
 def selective_scan_vectorized(u, delta, A, B, C, D=None, z=None, delta_bias=None,
@@ -249,11 +251,11 @@ def selective_scan_vectorized(u, delta, A, B, C, D=None, z=None, delta_bias=None
         return t.float().reshape(batch, groups, d_state, length).permute(3, 0, 1, 2)
 
     y, last = _ScanCore.apply(time_major(delta32).contiguous(), time_major(u32).contiguous(),
-                              A.float().reshape(groups, heads, d_state),
+                              A.float().reshape(groups, heads, d_state).transpose(1, 2).contiguous(),
                               time_major_bc(B).contiguous(), time_major_bc(C).contiguous())
     y = y.reshape(length, batch, dim).permute(1, 2, 0)
     out = _finish(y, u32, D, z, out_dtype)
-    return (out, last.reshape(batch, dim, d_state)) if return_last_state else out
+    return (out, last.transpose(-1, -2).reshape(batch, dim, d_state)) if return_last_state else out
 
 
 def selective_state_update(state, u, delta, A, B, C, D=None, z=None, delta_bias=None,
