@@ -221,3 +221,15 @@ def test_triton_backward_is_deterministic():
     second = run(graph_attention, q, k, v, nbrs, alibi_slopes=slopes, alibi_coords=coords)
     for a, b in zip(first, second):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("seq_len", [1, 63, 77, 200])
+@pytest.mark.parametrize("alibi", [False, True])
+@pytest.mark.parametrize("dense", [False, True])
+def test_vectorized_gather_and_dense_paths(seq_len, alibi, dense, monkeypatch):
+    """The CPU path's two forms (chunked gather; dense products for short sequences) both match the reference."""
+    from sosm.kernels.graph_attention import vectorized
+
+    monkeypatch.setattr(vectorized, "DENSE_ELEMENTS", 1 << 40 if dense else 0)
+    check_against_reference(graph_attention, torch.float32, "cpu", seq_len, alibi, batch=2,
+                            heads=3, head_dim=8, causal=seq_len != 77, backend="vectorized")
