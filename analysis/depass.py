@@ -18,7 +18,8 @@ Partitions (``by``):
   query i takes from key j != i is moved into the component of the edge type of (j -> i)
   (``sequential``, ``semantic``, ``shortcut``, ``memory``; ``dense`` for the Transformer's
   dense attention); the self term keeps its component. So a component holds what reached the
-  output most recently through that kind of edge; Mamba scans and MLPs keep the labels.
+  output most recently through that kind of edge; Mamba scans and MLPs keep the labels
+  (a model without attention layers has only ``"self"`` and ``"bias"``).
 - ``"landmark_group"``: tokens grouped by their nearest landmark slot (``"landmark_<l>"``, ties
   to the lower slot; ``"unreachable"`` for tokens no landmark reaches).
 - a ``LongTensor [B, T]`` of group ids in ``[0, G)`` (custom token partition, ``"group_<g>"``,
@@ -192,6 +193,8 @@ class DePass:
         router = None
         if by == "edge_type":
             types, type_names = edge_type_map(record.state.graph, *input_ids.shape, record.x0.device)
+            if "A" not in model.stack.layer_types and "T" not in model.stack.layer_types:
+                type_names = []  # no attention layer: nothing is routed along edges
             names = names + type_names
             xc = torch.cat([xc, xc.new_zeros(len(type_names), *xc.shape[1:])])
             router = make_edge_router(types, len(type_names), 1)
