@@ -143,6 +143,19 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None,
 CHUNK_ELEMENTS = 1 << 18  # state elements per time chunk (1 MiB in float32): stays in cache
 
 
+EXP_FLOOR = -87.0  # exp(-87) = 1.6e-38: just above float32's smallest normal number (1.2e-38)
+
+
+def _decay(delta: torch.Tensor, A: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``exp(delta A)`` into ``out`` ``[c, B, G, N, H]``; exponents floored at ``EXP_FLOOR``.
+
+    Below the floor exp() lands on subnormals, which CPUs evaluate tens of times slower; the
+    floor changes a decay by less than 2e-38 (absolute), far below float32 rounding of any
+    state it multiplies.
+    """
+    return torch.mul(delta[:, :, :, None, :], A, out=out).clamp_min_(EXP_FLOOR).exp_()
+
+
 def _chunk_steps(slab: int) -> int:
     """Time steps per chunk for a ``[B, G, H, N]`` slab of ``slab`` elements (at least one)."""
     return max(1, CHUNK_ELEMENTS // max(1, slab))
@@ -171,7 +184,7 @@ class _ScanCore(torch.autograd.Function):
         decay_buf = delta.new_empty(min(step, L), nb, G, N, H)  # reused: no page faults per chunk
         for t0 in range(0, L, step):
             t1 = min(L, t0 + step)
-            decay = torch.mul(delta[t0:t1, :, :, None, :], A, out=decay_buf[:t1 - t0]).exp_()  # [c, B, G, N, H]
+            decay = _decay(delta[t0:t1], A, decay_buf[:t1 - t0])  # [c, B, G, N, H]
             h = states[t0:t1]
             torch.mul(du[t0:t1], B[t0:t1, ..., None], out=h)  # drive
             if t0 > 0:
@@ -193,11 +206,11 @@ class _ScanCore(torch.autograd.Function):
         grad_delta, grad_du = torch.empty_like(delta), torch.empty_like(delta)
         grad_B, grad_C = torch.empty_like(B), torch.empty_like(C)
         grad_A = torch.zeros_like(A)
-        decay_buf, g_buf = (delta.new_empty(min(step, L), nb, G, N, H) for _ in range(2))  # reused per chunk
+        decay_buf, g_buf, tmp_buf = (delta.new_empty(min(step, L), nb, G, N, H) for _ in range(3))  # reused
         g_next, decay_next = (delta.new_empty(nb, G, N, H) for _ in range(2))  # carried from the later chunk
         for t1 in range(L, 0, -step):
             t0 = max(0, t1 - step)
-            decay = torch.mul(delta[t0:t1, :, :, None, :], A, out=decay_buf[:t1 - t0]).exp_()
+            decay = _decay(delta[t0:t1], A, decay_buf[:t1 - t0])
             g = torch.mul(grad_y[t0:t1, :, :, None, :], C[t0:t1, ..., None], out=g_buf[:t1 - t0])  # dy/dh_t
             if t1 == L and grad_last is not None:
                 g[-1] += grad_last
@@ -208,9 +221,10 @@ class _ScanCore(torch.autograd.Function):
             g_next.copy_(g[0])
             decay_next.copy_(decay[0])
             flat_g = g.view(-1, N, H)
-            torch.bmm(states[t0:t1].view(-1, N, H), grad_y[t0:t1].reshape(-1, H, 1),
-                      out=grad_C[t0:t1].view(-1, N, 1))
-            torch.bmm(flat_g, du[t0:t1].reshape(-1, H, 1), out=grad_B[t0:t1].view(-1, N, 1))
+            tmp = tmp_buf[:t1 - t0]  # sums over H: multiply, then reduce the contiguous rows (a bmm
+            torch.sum(torch.mul(states[t0:t1], grad_y[t0:t1, :, :, None, :], out=tmp), 4,  # matvec
+                      out=grad_C[t0:t1])  # of this shape is several times slower on CPU)
+            torch.sum(torch.mul(g, du[t0:t1, :, :, None, :], out=tmp), 4, out=grad_B[t0:t1])
             torch.bmm(B[t0:t1].reshape(-1, 1, N), flat_g, out=grad_du[t0:t1].view(-1, 1, H))
             term = g.mul_(decay)  # d loss / d (delta A) = g_t * decay_t * h_{t-1}; g is done
             if t0 > 0:

@@ -233,3 +233,13 @@ def test_vectorized_time_chunks_match_loop(monkeypatch, chunk_steps, length, con
     expected = run(selective_scan_ref, inputs, softplus, last)
     actual = run(selective_scan, inputs, softplus, last, backend="vectorized")
     compare(actual, expected)
+
+
+def test_vectorized_underflowing_decay_matches_loop():
+    """Steps with exp(delta A) below float32's normal range (floored on the CPU path) give the loop's numbers."""
+    inputs = make_inputs(length=63, positive_delta=True, with_bias=False)
+    with torch.no_grad():
+        inputs["delta"].mul_(60.0)  # delta A reaches about -300: exp underflows for many steps
+    expected = run(selective_scan_ref, inputs, False, True)
+    actual = run(selective_scan, inputs, False, True, backend="vectorized")
+    compare(actual, expected)
