@@ -42,11 +42,17 @@ VERSION = 1
 
 
 def atomic_write(path: Union[str, Path], write: Callable) -> Path:
-    """Call ``write(file)`` on a temp file beside ``path``, fsync it, then rename it over ``path``."""
+    """Call ``write(file)`` on a temp file beside ``path``, fsync it, rename it over ``path``, fsync the folder.
+
+    The one atomic file writer of the code base: a crash at any point leaves either the old
+    file or the new one, never a torn one. The file gets the usual permissions (0666 less
+    the umask), not the 0600 of a temp file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
@@ -56,7 +62,28 @@ def atomic_write(path: Union[str, Path], write: Callable) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    fsync_dir(path.parent)
     return path
+
+
+def fsync_dir(path: Union[str, Path]) -> None:
+    """fsync a folder, so that a rename inside it survives a crash (no-op where unsupported)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _float(value: float):

@@ -9,50 +9,25 @@ missing/unexpected tensors, wrong shapes or dtypes).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from ..graph.io import atomic_write
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(temp_path)``, fsync the file, rename it to ``path`` and fsync the folder."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def save_pretrained(model, directory) -> None:
     """Write ``config.json`` and ``model.safetensors`` of ``model`` into ``directory`` (created if needed)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
-    _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-
-    def write_config(tmp):
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(model.config.to_json())
-
-    _atomic_write(directory / CONFIG_NAME, write_config)
+    atomic_write(directory / WEIGHTS_NAME, lambda handle: handle.write(save(tensors, metadata={"format": "pt"})))
+    atomic_write(directory / CONFIG_NAME, lambda handle: handle.write(model.config.to_json().encode("utf-8")))
 
 
 def load_pretrained(cls, directory, map_location="cpu"):
