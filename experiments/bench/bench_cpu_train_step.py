@@ -29,6 +29,13 @@ from sosm.train.components import count_parameters, sosm_model_factory  # noqa: 
 from sosm.train.config import TrainConfig  # noqa: E402
 
 MODELS = ("transformer", "hybrid", "mamba", "graph_attention")
+# This script's figures at commit 5b1f4f1 (before the CPU scan / graph-attention work), one thread,
+# 3 repeats, load average 6.2-9.9 on the 2-core machine: median step CPU time in ms and ratio to
+# the Transformer's; the scan's fwd+bwd wall time in ms.
+BEFORE = {"commit": "5b1f4f1", "load_average": [6.21, 9.95, 9.92],
+          "train_step_cpu_ms": {"transformer": 133.1, "hybrid": 539.8, "mamba": 940.5, "graph_attention": 270.6},
+          "cpu_ratio_to_transformer": {"transformer": 1.0, "hybrid": 4.06, "mamba": 7.06, "graph_attention": 2.03},
+          "selective_scan_fwd_bwd_wall_ms": {"vectorized": 197.8, "reference_loop": 292.3}}
 VOCAB = 256
 
 
@@ -106,7 +113,8 @@ def main(argv=None) -> None:
     load_before = os.getloadavg()
     record = {"threads": a.threads, "repeats": a.repeats, "config": "shakespeare_char_cpu_*.yaml (batch 12 x 64)",
               "step": "fwd + cross-entropy + bwd + clip + AdamW", "anchor": "transformer, same process, interleaved",
-              "train_step": time_steps(a.models, a.repeats), "selective_scan_cpu": scan_bench(a.repeats)}
+              "train_step": time_steps(a.models, a.repeats), "selective_scan_cpu": scan_bench(a.repeats),
+              "before": BEFORE}
     record["load_average_before"], record["load_average_after"] = load_before, os.getloadavg()
     for m, r in record["train_step"].items():
         print(f"{m:16s} {r['median_s'] * 1e3:8.1f} ms  cpu {r['median_cpu_s'] * 1e3:8.1f} ms  "
