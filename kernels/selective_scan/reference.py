@@ -156,6 +156,9 @@ def _decay(delta: torch.Tensor, A: torch.Tensor, out: torch.Tensor) -> torch.Ten
     return torch.mul(delta[:, :, :, None, :], A, out=out).clamp_min_(EXP_FLOOR).exp_()
 
 
+SAVE_DECAY_ELEMENTS = 1 << 23  # states at most this large: the forward keeps exp(delta A) (32 MiB)
+
+
 def _chunk_steps(slab: int) -> int:
     """Time steps per chunk for a ``[B, G, H, N]`` slab of ``slab`` elements (at least one)."""
     return max(1, CHUNK_ELEMENTS // max(1, slab))
@@ -181,10 +184,11 @@ class _ScanCore(torch.autograd.Function):
         du = (delta * u)[:, :, :, None, :]  # [L, B, G, 1, H]
         states = delta.new_empty(L, nb, G, N, H)
         y = delta.new_empty(L, nb, G, H)
-        decay_buf = delta.new_empty(min(step, L), nb, G, N, H)  # reused: no page faults per chunk
+        keep = L * nb * G * N * H <= SAVE_DECAY_ELEMENTS  # keep every decay for the backward
+        decay_buf = delta.new_empty(L if keep else min(step, L), nb, G, N, H)  # reused: no page faults
         for t0 in range(0, L, step):
             t1 = min(L, t0 + step)
-            decay = _decay(delta[t0:t1], A, decay_buf[:t1 - t0])  # [c, B, G, N, H]
+            decay = _decay(delta[t0:t1], A, decay_buf[t0:t1] if keep else decay_buf[:t1 - t0])  # [c, B, G, N, H]
             h = states[t0:t1]
             torch.mul(du[t0:t1], B[t0:t1, ..., None], out=h)  # drive
             if t0 > 0:
@@ -192,12 +196,12 @@ class _ScanCore(torch.autograd.Function):
             for i in range(1, t1 - t0):
                 h[i].addcmul_(decay[i], h[i - 1])
             torch.bmm(C[t0:t1].reshape(-1, 1, N), h.view(-1, N, H), out=y[t0:t1].view(-1, 1, H))
-        ctx.save_for_backward(delta, u, A, B, C, states)
+        ctx.save_for_backward(delta, u, A, B, C, states, decay_buf if keep else None)
         return y, states[-1]
 
     @staticmethod
     def backward(ctx, grad_y, grad_last):
-        delta, u, A, B, C, states = ctx.saved_tensors
+        delta, u, A, B, C, states, saved_decay = ctx.saved_tensors
         L, nb, G, H = delta.shape
         N = A.shape[1]
         step = _chunk_steps(nb * G * H * N)
@@ -210,7 +214,8 @@ class _ScanCore(torch.autograd.Function):
         g_next, decay_next = (delta.new_empty(nb, G, N, H) for _ in range(2))  # carried from the later chunk
         for t1 in range(L, 0, -step):
             t0 = max(0, t1 - step)
-            decay = _decay(delta[t0:t1], A, decay_buf[:t1 - t0])
+            decay = (saved_decay[t0:t1] if saved_decay is not None
+                     else _decay(delta[t0:t1], A, decay_buf[:t1 - t0]))
             g = torch.mul(grad_y[t0:t1, :, :, None, :], C[t0:t1, ..., None], out=g_buf[:t1 - t0])  # dy/dh_t
             if t1 == L and grad_last is not None:
                 g[-1] += grad_last
@@ -232,7 +237,7 @@ class _ScanCore(torch.autograd.Function):
             else:
                 term[1:].mul_(states[:t1 - 1])
                 term[0].zero_()
-            torch.sum(torch.mul(term, A, out=decay), 3, out=grad_delta[t0:t1])
+            torch.sum(torch.mul(term, A, out=tmp), 3, out=grad_delta[t0:t1])
             grad_A += term.mul_(delta[t0:t1, :, :, None, :]).sum((0, 1))
         grad_delta.addcmul_(grad_du, u)
         return grad_delta, grad_du.mul_(delta), grad_A, grad_B, grad_C
