@@ -40,6 +40,8 @@ import torch
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
+from sosm.graph.io import fsync_dir
+
 FORMAT = "sosm-train-checkpoint"
 FORMAT_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
@@ -73,14 +75,6 @@ class Checkpoint:
 
 def step_dir_name(step: int) -> str:
     return f"{STEP_PREFIX}{step:07d}"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
@@ -161,7 +155,7 @@ def write_checkpoint(run_dir: PathLike, step: int, *, model_state: dict, config:
     for name, data in files.items():
         _write_bytes(tmp / name, data)
     _write_bytes(tmp / MANIFEST_FILE, _json_bytes(manifest))  # last: its presence marks a complete write
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
     if final.exists():
         trash = root / f"{TMP_PREFIX}old-{final.name}-{os.getpid()}"
         os.rename(final, trash)
@@ -169,7 +163,7 @@ def write_checkpoint(run_dir: PathLike, step: int, *, model_state: dict, config:
         shutil.rmtree(trash)
     else:
         os.rename(tmp, final)
-    _fsync_dir(root)
+    fsync_dir(root)
     prune_checkpoints(run_dir, keep_last)
     return final
 
