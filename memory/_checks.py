@@ -29,6 +29,12 @@ def as_float_matrix(value: Any, name: str, dim: int) -> np.ndarray:
             raise TypeError(f"{name} must be a floating-point tensor (float16, bfloat16, float32, float64), got {value.dtype}")
         array = value.detach().to("cpu", torch.float32).numpy()
     elif isinstance(value, np.ndarray):
+        if value.dtype == np.float32 and value.ndim == 2 and value.shape[1] == dim and value.flags.c_contiguous:
+            array = value  # fast path: already in the accepted layout; only the finiteness check below
+            if not math.isfinite(float(array.sum(dtype=np.float64))):
+                bad = int((~np.isfinite(array)).any(axis=1).nonzero()[0][0])
+                raise ValueError(f"{name} must be finite; row {bad} contains NaN or Inf")
+            return array
         if value.dtype.type not in _FLOAT_DTYPES:
             raise TypeError(f"{name} must be a floating-point array (float16, float32, float64), got {value.dtype}")
         array = value
@@ -85,6 +91,8 @@ def check_metadata(metadata: Optional[Sequence[dict]], count: int) -> list[dict]
 
 
 def check_positive_int(value: Any, name: str) -> int:
+    if type(value) is int and value > 0:  # fast path (hot: every retrieve)
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return int(value)

@@ -24,10 +24,12 @@ class ReadWriteLock:
     """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
         self._readers = 0
         self._writer = False
         self._writers_waiting = 0
+        self._readers_waiting = 0
         self._read = _ReadGuard(self)
         self._write = _WriteGuard(self)
 
@@ -37,20 +39,30 @@ class ReadWriteLock:
     def write(self) -> "_WriteGuard":
         return self._write
 
+    # The uncontended read path takes the plain mutex once per acquire/release and never
+    # touches the Condition (its Python-level wait/notify cost ~5 us per query); notify is
+    # only sent when someone waits.
     def acquire_read(self) -> None:
-        with self._cond:
-            while self._writer or self._writers_waiting:
-                self._cond.wait()
+        with self._mutex:
+            if not (self._writer or self._writers_waiting):
+                self._readers += 1
+                return
+            self._readers_waiting += 1
+            try:
+                while self._writer or self._writers_waiting:
+                    self._cond.wait()
+            finally:
+                self._readers_waiting -= 1
             self._readers += 1
 
     def release_read(self) -> None:
-        with self._cond:
+        with self._mutex:
             self._readers -= 1
-            if self._readers == 0:
+            if self._readers == 0 and self._writers_waiting:
                 self._cond.notify_all()
 
     def acquire_write(self) -> None:
-        with self._cond:
+        with self._mutex:
             self._writers_waiting += 1
             try:
                 while self._writer or self._readers:
@@ -60,9 +72,10 @@ class ReadWriteLock:
             self._writer = True
 
     def release_write(self) -> None:
-        with self._cond:
+        with self._mutex:
             self._writer = False
-            self._cond.notify_all()
+            if self._writers_waiting or self._readers_waiting:
+                self._cond.notify_all()
 
 
 class _ReadGuard:

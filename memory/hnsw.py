@@ -24,8 +24,10 @@ Example:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
 from typing import Any, Optional, Sequence, Union
+
+import itertools
 
 import hnswlib
 import numpy as np
@@ -35,26 +37,61 @@ from ._checks import as_float_matrix, as_positions, check_metadata, check_positi
 from ._rwlock import ReadWriteLock
 
 SPACES: tuple[str, ...] = ("cosine", "ip", "l2")
+_EMPTY_RECORD: dict = {}
 UNPOSITIONED: int = -1  #: write position of an entry added without positions
+EF_MIN: int = 128  #: smallest automatic query beam width
+EF_PER_SQRT_N: float = 0.75  #: automatic ef = max(EF_MIN, ceil(EF_PER_SQRT_N * sqrt(count)))
 
 
-@dataclass
+def auto_ef(count: int) -> int:
+    """The default query beam width for an index of ``count`` entries (``ef=None``).
+
+    Recall at a fixed ef falls as the index grows, so the default grows with it:
+    ``max(EF_MIN, ceil(EF_PER_SQRT_N * sqrt(count)))``: 128 up to 29k entries, 336 at 200k,
+    750 at 1M. Calibrated on i.i.d. Gaussian 64-d vectors (the hard case for HNSW: real
+    semantic states have a far lower intrinsic dimension) with M=32, ef_construction=200,
+    to keep recall@10 >= 0.95 up to 1M entries; figures in
+    ``experiments/bench/results/memory_hnsw*.json``. Query time grows about linearly with ef.
+
+    Example:
+        >>> auto_ef(1_000), auto_ef(1_000_000)
+        (128, 750)
+    """
+    return max(EF_MIN, math.ceil(EF_PER_SQRT_N * math.sqrt(max(int(count), 0))))
+
+
 class RetrievalResult:
     """Nearest entries per query; slot j of query q is empty when ``ids[q, j] == -1``.
 
-    Args:
+    Attributes:
         ids: ``LongTensor[Q, k]`` memory ids, best first, ``-1`` where fewer than k visible.
         similarities: ``FloatTensor[Q, k]`` (see the module docstring), ``-inf`` where empty.
         metadata: ``Q`` lists of ``k`` dicts (``None`` where empty), copies of the stored ones.
+            Built on first access (most callers never read it; copying k dicts per query was
+            the largest cost of a single-query retrieve); stored metadata never changes after
+            ``add``, so reading it later sees what the query saw.
         states: ``FloatTensor[Q, k, dim]`` the stored raw vectors, zeros where empty.
         positions: ``LongTensor[Q, k]`` write positions (``-1``: unpositioned or empty).
     """
 
-    ids: torch.Tensor
-    similarities: torch.Tensor
-    metadata: list[list[Optional[dict]]]
-    states: torch.Tensor
-    positions: torch.Tensor
+    __slots__ = ("ids", "similarities", "states", "positions", "_metadata", "_records", "_ids")
+
+    def __init__(self, ids: torch.Tensor, similarities: torch.Tensor, metadata: Optional[list],
+                 states: torch.Tensor, positions: torch.Tensor, *, records: Optional[Sequence[dict]] = None,
+                 raw_ids: Optional[np.ndarray] = None) -> None:
+        self.ids, self.similarities, self.states, self.positions = ids, similarities, states, positions
+        self._metadata, self._records, self._ids = metadata, records, raw_ids
+
+    @property
+    def metadata(self) -> list[list[Optional[dict]]]:
+        if self._metadata is None:
+            records = self._records
+            self._metadata = [[dict(records[i]) if i >= 0 else None for i in row] for row in self._ids.tolist()]
+            self._records = self._ids = None
+        return self._metadata
+
+    def __repr__(self) -> str:
+        return f"RetrievalResult(ids={self.ids!r}, similarities={self.similarities!r})"
 
 
 class HNSWMemory:
@@ -66,7 +103,9 @@ class HNSWMemory:
         M: graph degree (default 32: on random 64-d vectors M=16 needs ef≈200 for
             recall@10 0.95 at 20k entries; M=32 reaches 0.97 at ef=128).
         ef_construction: build-time beam width (default 200).
-        ef: query-time beam width (default 128; raised to k when k is larger).
+        ef: query-time beam width; None (default) follows the index size, :func:`auto_ef`
+            (128 up to 29k entries, 750 at 1M), re-set after each ``add``; an int fixes it.
+            hnswlib raises it to k when k is larger.
         max_elements: initial capacity (default 1024); doubled automatically when full.
         seed: hnswlib's level-generator seed.
         num_threads: threads for ``add``/unfiltered batched queries (default 1, which
@@ -76,7 +115,7 @@ class HNSWMemory:
     """
 
     def __init__(self, dim: int, space: str = "cosine", M: int = 32, ef_construction: int = 200,
-                 ef: int = 128, max_elements: int = 1024, seed: int = 0, num_threads: int = 1,
+                 ef: Optional[int] = None, max_elements: int = 1024, seed: int = 0, num_threads: int = 1,
                  exact_threshold: int = 4096) -> None:
         self.dim = check_positive_int(dim, "dim")
         if space not in SPACES:
@@ -84,7 +123,8 @@ class HNSWMemory:
         self.space = space
         self.M = check_positive_int(M, "M")
         self.ef_construction = check_positive_int(ef_construction, "ef_construction")
-        self.ef = check_positive_int(ef, "ef")
+        self.ef_auto = ef is None  #: True when ef follows the index size (auto_ef)
+        self.ef = auto_ef(0) if ef is None else check_positive_int(ef, "ef")  #: current query beam width
         self.seed = int(seed)
         self.num_threads = check_positive_int(num_threads, "num_threads")
         self.exact_threshold = int(exact_threshold)
@@ -101,6 +141,7 @@ class HNSWMemory:
         self._metadata: list[dict] = []
         self._next_id = 0
         self._n_deleted = 0
+        self._max_position = UNPOSITIONED  # largest write position ever given (deleted entries included)
         self._lock = ReadWriteLock()
 
     def __len__(self) -> int:
@@ -118,7 +159,8 @@ class HNSWMemory:
 
     def __repr__(self) -> str:
         return (f"HNSWMemory(dim={self.dim}, space={self.space!r}, live={len(self)}, deleted={self._n_deleted}, "
-                f"capacity={self.capacity}, M={self.M}, ef_construction={self.ef_construction}, ef={self.ef})")
+                f"capacity={self.capacity}, M={self.M}, ef_construction={self.ef_construction}, "
+                f"ef={self.ef}{' (auto)' if self.ef_auto else ''})")
 
     def add(self, states, metadata: Optional[Sequence[dict]] = None, positions=None) -> torch.Tensor:
         """Store ``states`` ([N, dim] float tensor or ndarray) and return their ids (LongTensor[N]).
@@ -132,10 +174,10 @@ class HNSWMemory:
         vectors = as_float_matrix(states, "states", self.dim)
         count = vectors.shape[0]
         written = as_positions(positions, "positions", count, allow_scalar=False)
-        records = check_metadata(metadata, count)
-        if self.space == "cosine" and count and (np.linalg.norm(vectors, axis=1) == 0).any():
+        records = None if metadata is None else check_metadata(metadata, count)
+        if self.space == "cosine" and count and not np.einsum("ij,ij->i", vectors, vectors).all():
             raise ValueError("states rows must have a nonzero norm for space='cosine'")
-        for i, record in enumerate(records):
+        for i, record in enumerate(records or ()):
             doc = record.get("document")
             if doc is not None and not isinstance(doc, (str, int)):
                 raise TypeError(f"metadata[{i}]['document'] must be a str or int, got {type(doc).__name__}")
@@ -149,13 +191,26 @@ class HNSWMemory:
             self._vectors[start:start + count] = vectors
             if written is not None:
                 self._positions[start:start + count] = written
-            for i, record in enumerate(records):
-                doc = record.get("document")
-                if doc is not None:
-                    self._documents[start + i] = self._document_codes.setdefault(doc, len(self._document_codes))
-            self._metadata.extend(records)
+                self._max_position = max(self._max_position, int(written.max()))
+            if records is None:  # one shared empty record: stored records are never mutated (copied on output)
+                self._metadata.extend(itertools.repeat(_EMPTY_RECORD, count))
+            else:
+                for i, record in enumerate(records):
+                    doc = record.get("document")
+                    if doc is not None:
+                        self._documents[start + i] = self._document_codes.setdefault(doc, len(self._document_codes))
+                self._metadata.extend(records)
             self._next_id = start + count
+            if self.ef_auto:
+                self._sync_ef()
         return torch.from_numpy(ids)
+
+    def _sync_ef(self, force: bool = False) -> None:
+        """Set hnswlib's ef to :func:`auto_ef` of the current count (caller holds the write lock)."""
+        ef = auto_ef(self._next_id)
+        if force or ef != self.ef:
+            self.ef = ef
+            self._index.set_ef(ef)
 
     def delete(self, ids) -> None:
         """Hide entries ``ids`` (LongTensor/sequence) from retrieval; ids are never reused.
@@ -207,6 +262,12 @@ class HNSWMemory:
 
     def _retrieve_locked(self, vectors: np.ndarray, k: int, limits: Optional[np.ndarray], document) -> RetrievalResult:
         n_queries, n = vectors.shape[0], self._next_id
+        if limits is not None and n_queries and len(self) > self.exact_threshold \
+                and int(limits.min()) > self._max_position:
+            # every entry was written before every query's limit: the filtered hnswlib search below
+            # would pass all live entries, so the unfiltered one gives the same result without a
+            # Python filter call per visited node (small memories keep their exact path)
+            limits = None
         if n_queries == 0:
             return self._assemble(np.zeros((0, k), np.int64), np.zeros((0, k), np.float32), full=True)
         if limits is None and document is None and k <= len(self):  # hot path: no filter, k entries exist
@@ -268,18 +329,16 @@ class HNSWMemory:
             sims[row, :k] = scores[row, order]
 
     def _assemble(self, ids: np.ndarray, sims: np.ndarray, full: bool = False) -> RetrievalResult:
-        records = self._metadata
         if full or ids.min() >= 0:  # every slot filled: the common case, kept cheap
             states, positions = self._vectors[ids], self._positions[ids]
-            metadata = [[records[i].copy() for i in row] for row in ids.tolist()]
         else:
             found = ids >= 0
             safe = np.where(found, ids, 0)
             states, positions = self._vectors[safe], np.where(found, self._positions[safe], UNPOSITIONED)
             states[~found] = 0.0
-            metadata = [[records[i].copy() if i >= 0 else None for i in row] for row in ids.tolist()]
-        return RetrievalResult(torch.from_numpy(ids), torch.from_numpy(sims), metadata,
-                               torch.from_numpy(states), torch.from_numpy(positions))
+        # metadata is copied lazily from the append-only record list (see RetrievalResult)
+        return RetrievalResult(torch.from_numpy(ids), torch.from_numpy(sims), None, torch.from_numpy(states),
+                               torch.from_numpy(positions), records=self._metadata, raw_ids=ids)
 
     def _ensure_capacity(self, needed: int) -> None:
         if needed <= self.capacity:

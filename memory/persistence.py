@@ -6,7 +6,8 @@ Layout of a memory directory ``dir``::
     dir/v000007/index.bin    hnswlib ``save_index`` output
     dir/v000007/vectors.npy  raw vectors, float32 [count, dim]
     dir/v000007/entries.jsonl one JSON line per id: {"id", "position", "deleted", "metadata"}
-    dir/v000007/manifest.json format version, dim, space, count, next id, M/ef params,
+    dir/v000007/manifest.json format version, dim, space, count, next id, M/ef params
+                             (ef_auto: ef follows the size),
                              sha256 and size of each file above
 
 A save writes a new version into ``dir/.tmp-v000008-<pid>``, fsyncs every file and the
@@ -62,6 +63,7 @@ def save_memory(memory, directory) -> Path:
         "format_version": FORMAT_VERSION, "dim": memory.dim, "space": memory.space,
         "count": memory.count, "live": len(memory), "next_id": memory.count,
         "M": memory.M, "ef_construction": memory.ef_construction, "ef": memory.ef,
+        "ef_auto": memory.ef_auto,
         "max_elements": memory.capacity, "seed": memory.seed,
         "files": {f: {"sha256": _sha256(temp / f), "bytes": (temp / f).stat().st_size} for f in FILES},
     }
@@ -104,11 +106,10 @@ def load_memory(cls, directory, *, dim: Optional[int] = None, space: Optional[st
         raise ValueError(f"{folder / 'entries.jsonl'}: ids must be 0..{count - 1} in order (manifest count {count}), got {len(entries)} entries")
     capacity = max(manifest["max_elements"], count, 1)
     memory = cls(dim=d, space=manifest["space"], M=manifest["M"], ef_construction=manifest["ef_construction"],
-                 ef=manifest["ef"], max_elements=1, seed=manifest["seed"])
+                 ef=None if manifest.get("ef_auto", False) else manifest["ef"], max_elements=1, seed=manifest["seed"])
     memory._resize_arrays(capacity)
     index = hnswlib.Index(space=manifest["space"], dim=d)
     index.load_index(str(folder / "index.bin"), max_elements=capacity)
-    index.set_ef(memory.ef)
     if index.get_current_count() != count or sorted(index.get_ids_list()) != list(range(count)):
         raise ValueError(f"{folder / 'index.bin'}: holds {index.get_current_count()} labels, manifest and entries.jsonl say ids 0..{count - 1}")
     memory._index = index
@@ -122,6 +123,11 @@ def load_memory(cls, directory, *, dim: Optional[int] = None, space: Optional[st
             memory._documents[i] = memory._document_codes.setdefault(doc, len(memory._document_codes))
     memory._metadata = [entry["metadata"] for entry in entries]
     memory._next_id = count
+    memory._max_position = int(memory._positions[:count].max()) if count else -1
+    if memory.ef_auto:
+        memory._sync_ef(force=True)
+    else:
+        index.set_ef(memory.ef)
     memory._n_deleted = int(memory._deleted[:count].sum())
     _check_index_agrees(memory, folder)
     return memory

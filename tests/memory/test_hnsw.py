@@ -150,3 +150,55 @@ def test_zero_queries_and_empty_memory():
     memory.add(_random(4, 8))
     none = memory.retrieve(torch.zeros(0, 8), k=3)
     assert none.ids.shape == (0, 3) and none.metadata == []
+
+
+def test_auto_ef_follows_the_index_size(monkeypatch):
+    from sosm.memory import hnsw
+
+    assert [hnsw.auto_ef(n) for n in (0, 20_000, 200_000, 1_000_000)] == [128, 128, 336, 750]
+    monkeypatch.setattr(hnsw, "EF_MIN", 1)  # let a small memory show the growth
+    memory = HNSWMemory(dim=8)
+    assert memory.ef_auto and "(auto)" in repr(memory)
+    for n in (100, 300):
+        memory.add(_random(n, 8, seed=n))
+        assert memory.ef == memory._index.ef == hnsw.auto_ef(memory.count) == int(np.ceil(0.75 * np.sqrt(memory.count)))
+    fixed = HNSWMemory(dim=8, ef=40)
+    fixed.add(_random(400, 8))
+    assert not fixed.ef_auto and fixed.ef == fixed._index.ef == 40
+
+
+def test_causal_filter_that_passes_everything_uses_the_unfiltered_search():
+    data = _random(300, 16)
+    memory = HNSWMemory(dim=16, exact_threshold=32)
+    memory.add(data, positions=torch.arange(300))
+    memory.delete(torch.arange(10))
+    queries = _random(6, 16, seed=3)
+    calls = []
+    real_query = memory._index.knn_query
+    memory._index = type("Spy", (), {"knn_query": lambda self, *a, **kw: calls.append(kw) or real_query(*a, **kw),
+                                     "ef": memory._index.ef})()
+    after_all = memory.retrieve(queries, k=5, max_position=torch.full((6,), 300))
+    assert calls and all("filter" not in kw for kw in calls)
+    unfiltered = memory.retrieve(queries, k=5)
+    assert torch.equal(after_all.ids, unfiltered.ids) and torch.equal(after_all.similarities, unfiltered.similarities)
+    assert not set(after_all.ids.flatten().tolist()) & set(range(10))  # deleted entries stay hidden
+    calls.clear()
+    inside = memory.retrieve(queries, k=5, max_position=torch.tensor([299, 300, 300, 300, 300, 300]))
+    assert any("filter" in kw for kw in calls)  # one query may not see entry 299: filtered search
+    assert 299 not in inside.ids[0].tolist() and (inside.positions[0] < 299).all()
+
+
+def test_metadata_is_copied_and_unaffected_by_later_writes():
+    memory = HNSWMemory(dim=8)
+    data = _random(6, 8)
+    memory.add(data[:3])  # no metadata: empty records
+    memory.add(data[3:], metadata=[{"document": "d", "offset": i} for i in range(3)])
+    result = memory.retrieve(data, k=6)
+    memory.add(_random(4, 8, seed=5), metadata=[{"offset": 99}] * 4)  # written after the query
+    by_id = {i: m for row_ids, row in zip(result.ids.tolist(), result.metadata) for i, m in zip(row_ids, row)}
+    assert by_id == {0: {}, 1: {}, 2: {}, 3: {"document": "d", "offset": 0}, 4: {"document": "d", "offset": 1},
+                     5: {"document": "d", "offset": 2}}
+    result.metadata[0][0]["changed"] = True  # copies: neither the store nor other slots change
+    again = memory.retrieve(data[:3], k=3)
+    assert all("changed" not in m for row in again.metadata for m in row)
+    assert all("changed" not in m for row in result.metadata[1:] for m in row)

@@ -118,3 +118,19 @@ def test_empty_memory_round_trip(tmp_path):
     HNSWMemory(dim=4).save(tmp_path / "m")
     loaded = HNSWMemory.load(tmp_path / "m")
     assert len(loaded) == 0 and (loaded.retrieve(torch.randn(1, 4), k=2).ids == -1).all()
+
+
+def test_round_trip_keeps_the_ef_rule(tmp_path, monkeypatch):
+    from sosm.memory import hnsw
+
+    monkeypatch.setattr(hnsw, "EF_MIN", 1)
+    auto, fixed = HNSWMemory(dim=8), HNSWMemory(dim=8, ef=37)
+    for memory in (auto, fixed):
+        memory.add(torch.randn(200, 8, generator=torch.Generator().manual_seed(1)))
+    auto.save(tmp_path / "auto")
+    fixed.save(tmp_path / "fixed")
+    loaded_auto, loaded_fixed = HNSWMemory.load(tmp_path / "auto"), HNSWMemory.load(tmp_path / "fixed")
+    assert loaded_auto.ef_auto and loaded_auto.ef == loaded_auto._index.ef == hnsw.auto_ef(200) == 11
+    assert not loaded_fixed.ef_auto and loaded_fixed.ef == loaded_fixed._index.ef == 37
+    loaded_auto.add(torch.randn(200, 8))
+    assert loaded_auto.ef == loaded_auto._index.ef == hnsw.auto_ef(400)
