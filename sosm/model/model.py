@@ -95,6 +95,8 @@ class SOSMModel(nn.Module):
         for module in self.modules():
             if isinstance(module, TopologicalMamba):
                 module.reset_ssm_parameters()
+        if self.config.uses_graph:
+            self.front.reset_parameters(std)  # variance-aware: token identity as strong as a plain embedding
 
     @property
     def token_embedding(self) -> nn.Embedding:
