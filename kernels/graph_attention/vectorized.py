@@ -6,12 +6,13 @@ Queries are processed in chunks so the gathered ``[B, chunk, Kc, H, d]`` tensors
 and the backward recomputes them from the saved log-sum-exp instead of keeping them
 (autograd would otherwise store every gathered chunk). dk and dv are scattered with
 ``index_add_``, which is deterministic on CPU. Short sequences (``B*H*T*T <= DENSE_ELEMENTS``)
-instead read the edge scores from a dense ``Q K^T`` and scatter the probabilities into a
-dense ``P`` for ``P V``: the same numbers from a few large matmuls instead of many tiny ones.
+instead run one ``scaled_dot_product_attention`` with the graph as a dense mask (-inf off the
+edges; ALiBi as the mask's bias): the same numbers from a fused kernel instead of many tiny ops.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from .layout import GraphLayout
 
@@ -89,65 +90,41 @@ class _GatherAttention(torch.autograd.Function):
         return dq.to(q.dtype), dk, dv, None, None, None, None
 
 
-DENSE_ELEMENTS = 1 << 21  # short sequences: B*H*T*T at most this -> dense products, then gather
+DENSE_ELEMENTS = 1 << 21  # short sequences: B*H*T*T at most this -> one dense masked attention
 
 
-def _dense_scores(q32, k32, coords, slopes, layout, scale):
-    """Scores of the graph's edges ``[B, H, T, Kc]`` (invalid = -inf) read from ``Q K^T``, and their key index."""
-    nbrs = layout.neighbors.long()  # [B, T, Kc]
-    valid = nbrs >= 0
-    index = nbrs.clamp_min(0)
-    heads = q32.shape[2]
-    full = torch.matmul(q32.transpose(1, 2), k32.permute(0, 2, 3, 1))  # [B, H, T, T]
-    idx = index[:, None].expand(-1, heads, -1, -1)  # [B, H, T, Kc]
-    scores = full.gather(3, idx) * scale
-    if slopes is not None:
-        batch, seq_len = nbrs.shape[:2]
-        coords_flat = coords.reshape(batch * seq_len, -1)
-        flat = index + torch.arange(batch, device=nbrs.device)[:, None, None] * seq_len
-        dist = (coords[:, :, None, :] - coords_flat[flat]).abs().amax(-1)  # [B, T, Kc]
-        scores = scores - dist[:, None] * slopes[None, :, None, None]
-    return scores.masked_fill(~valid[:, None], float("-inf")), idx
+def dense_mask(layout: GraphLayout, alibi_slopes=None, alibi_coords=None) -> torch.Tensor:
+    """The graph as an attention mask: bool ``[B, 1, T, T]`` (True = edge, self included), or with
+    ALiBi a float ``[B, H, T, T]`` bias (``-slope_h * max_l |c_i,l - c_j,l|`` on edges, -inf elsewhere).
 
-
-def _scatter(values, idx, seq_len):
-    """Edge values ``[B, H, T, Kc]`` into a dense ``[B, H, T, T]`` matrix (zero off the graph)."""
-    return values.new_zeros(*values.shape[:3], seq_len).scatter_add_(3, idx, values)
-
-
-class _DenseGraphAttention(torch.autograd.Function):
-    """The same attention for short sequences: ``Q K^T`` and ``P V`` as dense batched matmuls.
-
-    Only the graph's edges enter the softmax (scores gathered from ``Q K^T``; probabilities
-    scattered back into an otherwise-zero matrix), so the numbers equal the gather path's to
-    float32 rounding; the work is ``O(T^2)`` but runs as a few large matmuls.
+    Example:
+        >>> layout = GraphLayout.build(torch.tensor([[[-1], [0], [0]]]))
+        >>> dense_mask(layout)[0, 0].int().tolist()
+        [[1, 0, 0], [1, 1, 0], [1, 0, 1]]
     """
+    nbrs = layout.neighbors.long()  # [B, T, Kc], self included, -1 padded
+    batch, seq_len = nbrs.shape[:2]
+    edge = torch.zeros(batch, seq_len, seq_len + 1, dtype=torch.bool, device=nbrs.device)
+    edge.scatter_(2, nbrs.masked_fill(nbrs < 0, seq_len), True)  # padding lands in the spare column
+    edge = edge[:, :, :seq_len].unsqueeze(1)  # [B, 1, T, T]
+    if alibi_slopes is None:
+        return edge
+    dist = (alibi_coords[:, :, None, :] - alibi_coords[:, None, :, :]).abs().amax(-1)  # [B, T, T]
+    bias = dist[:, None] * -alibi_slopes[None, :, None, None]  # [B, H, T, T]
+    return bias.masked_fill_(~edge, float("-inf"))
 
-    @staticmethod
-    def forward(ctx, q, k, v, layout, scale, slopes, coords):
-        seq_len = q.shape[1]
-        q32, k32, v32 = q.float(), k.float(), v.float()
-        scores, idx = _dense_scores(q32, k32, coords, slopes, layout, scale)
-        probs = torch.softmax(scores, dim=3)  # [B, H, T, Kc]; self keeps every row finite
-        dense_p = _scatter(probs, idx, seq_len)
-        out = torch.matmul(dense_p, v32.transpose(1, 2)).transpose(1, 2)  # [B, T, H, d]
-        ctx.save_for_backward(q, k, v, out, probs, idx, dense_p)
-        ctx.scale = scale
-        return out.to(q.dtype)
 
-    @staticmethod
-    def backward(ctx, grad_out):
-        q, k, v, out, probs, idx, dense_p = ctx.saved_tensors
-        seq_len, scale = q.shape[1], ctx.scale
-        do = grad_out.float().transpose(1, 2)  # [B, H, T, d]
-        q32, k32, v32 = (t.float().transpose(1, 2) for t in (q, k, v))
-        delta = (do * out.transpose(1, 2)).sum(-1)  # [B, H, T]
-        dp = torch.matmul(do, v32.transpose(2, 3)).gather(3, idx)  # [B, H, T, Kc]
-        ds = _scatter(probs * (dp - delta[..., None]), idx, seq_len).mul_(scale)  # [B, H, T, T]
-        dq = torch.matmul(ds, k32).transpose(1, 2)
-        dk = torch.matmul(ds.transpose(2, 3), q32).transpose(1, 2)
-        dv = torch.matmul(dense_p.transpose(2, 3), do).transpose(1, 2)
-        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None, None
+def _dense_attention(q, k, v, layout, scale, slopes, coords):
+    """Short sequences: softmax over the graph's edges as one masked ``scaled_dot_product_attention``.
+
+    Off-graph scores are -inf, so the softmax runs over exactly the edges (self keeps every row
+    finite): the gather path's numbers to float32 rounding, from a fused CPU attention kernel
+    and its backward instead of per-edge gathers and scatters.
+    """
+    mask = dense_mask(layout, slopes, coords)
+    q32, k32, v32 = (t.float().transpose(1, 2) for t in (q, k, v))  # [B, H, T, d]
+    out = F.scaled_dot_product_attention(q32, k32, v32, attn_mask=mask, scale=scale)
+    return out.transpose(1, 2).to(q.dtype)  # [B, T, H, d]
 
 
 def graph_attention_vectorized(q, k, v, layout: GraphLayout, scale: float, alibi_slopes=None,
@@ -160,5 +137,5 @@ def graph_attention_vectorized(q, k, v, layout: GraphLayout, scale: float, alibi
     coords = None if alibi_coords is None else alibi_coords.float()
     batch, seq_len, heads = q.shape[:3]
     if batch * heads * seq_len * seq_len <= DENSE_ELEMENTS:
-        return _DenseGraphAttention.apply(q, k, v, layout, scale, slopes, coords)
+        return _dense_attention(q, k, v, layout, scale, slopes, coords)
     return _GatherAttention.apply(q, k, v, layout, scale, slopes, coords)

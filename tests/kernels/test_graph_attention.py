@@ -227,7 +227,7 @@ def test_triton_backward_is_deterministic():
 @pytest.mark.parametrize("alibi", [False, True])
 @pytest.mark.parametrize("dense", [False, True])
 def test_vectorized_gather_and_dense_paths(seq_len, alibi, dense, monkeypatch):
-    """The CPU path's two forms (chunked gather; dense products for short sequences) both match the reference."""
+    """The CPU path's two forms (chunked gather; one dense masked SDPA for short sequences) both match the reference."""
     from sosm.kernels.graph_attention import vectorized
 
     monkeypatch.setattr(vectorized, "DENSE_ELEMENTS", 1 << 40 if dense else 0)
