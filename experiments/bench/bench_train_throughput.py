@@ -132,7 +132,10 @@ def resolved_paths(kind: str, device: torch.device, forced) -> dict:
         return {"attention": "torch sdpa (causal)"}
     ops = ("selective_scan",) if kind == "mamba" else OPS
     with (force_backend(forced) if forced else contextlib.nullcontext()):
-        return {op: resolve(op, device) for op in ops}
+        paths = {op: resolve(op, device) for op in ops}
+    if "topk_similarity" in paths and device.type != "cuda":  # SOSMModel.graph_builder passes it on CUDA only
+        paths["topk_similarity"] = "not called (sosm.graph blocked top-k off CUDA)"
+    return paths
 
 
 def state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
