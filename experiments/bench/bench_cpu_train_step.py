@@ -36,6 +36,11 @@ BEFORE = {"commit": "5b1f4f1", "load_average": [6.21, 9.95, 9.92],
           "train_step_cpu_ms": {"transformer": 133.1, "hybrid": 539.8, "mamba": 940.5, "graph_attention": 270.6},
           "cpu_ratio_to_transformer": {"transformer": 1.0, "hybrid": 4.06, "mamba": 7.06, "graph_attention": 2.03},
           "selective_scan_fwd_bwd_wall_ms": {"vectorized": 197.8, "reference_loop": 292.3}}
+# This script at 34d4860 (before the recomputing scan, shifted-FMA conv and SDPA dense graph attention),
+# 1 thread, 7 repeats, load average 3.9: median step CPU time in ms and ratio to the Transformer's.
+PREVIOUS = {"commit": "34d4860", "load_average": [3.92, 2.81, 1.36],
+            "train_step_cpu_ms": {"transformer": 58.0, "hybrid": 151.5},
+            "cpu_ratio_to_transformer": {"transformer": 1.0, "hybrid": 2.61}}
 VOCAB = 256
 
 
@@ -114,7 +119,7 @@ def main(argv=None) -> None:
     record = {"threads": a.threads, "repeats": a.repeats, "config": "shakespeare_char_cpu_*.yaml (batch 12 x 64)",
               "step": "fwd + cross-entropy + bwd + clip + AdamW", "anchor": "transformer, same process, interleaved",
               "train_step": time_steps(a.models, a.repeats), "selective_scan_cpu": scan_bench(a.repeats),
-              "before": BEFORE}
+              "before": BEFORE, "previous": PREVIOUS}
     record["load_average_before"], record["load_average_after"] = load_before, os.getloadavg()
     for m, r in record["train_step"].items():
         print(f"{m:16s} {r['median_s'] * 1e3:8.1f} ms  cpu {r['median_cpu_s'] * 1e3:8.1f} ms  "
