@@ -224,7 +224,8 @@ def _parameter_parts(config: SOSMConfig) -> tuple[int, dict]:
         model = SOSMModel(replace(config, n_layers=1, layer_pattern=config.layer_types[0]
                                   if config.model == "hybrid" else config.layer_pattern))
         struct_dim = config.struct_dim if model.use_landmarks else None
-        per_layer = {code: count(make_layer(code, config, struct_dim)) for code in set(config.layer_types)}
+        codes = set(config.layer_types) | (set(config.layer_pattern) if config.model == "hybrid" else set())
+        per_layer = {code: count(make_layer(code, config, struct_dim)) for code in codes}  # every code of the pattern
     return count(model) - count(model.stack.layers), per_layer
 
 

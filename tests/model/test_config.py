@@ -64,6 +64,15 @@ def test_matched_config_within_five_percent(model):
     assert abs(matched.param_count() - hybrid.param_count()) <= 0.05 * hybrid.param_count()
 
 
+@pytest.mark.parametrize("model", ["hybrid", "graph_attention", "mamba"])
+def test_matched_config_from_a_transformer(model):
+    """Matching *to* a baseline: the hybrid's count must include every layer code of its pattern."""
+    transformer = SOSMConfig(model="transformer", d_model=64, n_layers=4, vocab_size=65, max_seq_len=64)
+    matched = matched_config(transformer, model)
+    assert matched.model == model
+    assert abs(matched.param_count() - transformer.param_count()) <= 0.05 * transformer.param_count()
+
+
 def test_model_code_calls_no_triton_kernel_directly():
     from pathlib import Path
 
