@@ -11,6 +11,15 @@ import pytest  # noqa: E402
 from sosm.graph.blocks import SEMANTIC_DIM  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny tensors everywhere: one intra-op thread avoids spin-waiting on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def states():
     """A small reproducible batch of semantic states, [2, 40, 64]."""

@@ -1,5 +1,4 @@
-"""Tiny models for the analysis tests (one intra-op thread: the CPU is shared)."""
-import pytest
+"""Tiny models for the analysis tests."""
 import torch
 
 from sosm.model import SOSMConfig, SOSMModel
@@ -10,14 +9,6 @@ SEQ = 12
 #: (model, positional) covering every layer type (A, M, T) and every attention positional encoding
 CASES = [("transformer", "rope"), ("mamba", "rope"), ("graph_attention", "graph_rope"),
          ("graph_attention", "graph_alibi"), ("hybrid", "rope")]
-
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_model(model: str, positional: str = "rope", seed: int = 0, n_layers: int = 2, vocab: int = VOCAB) -> SOSMModel:

@@ -10,15 +10,6 @@ VOCAB = 40
 SEQ = 16
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny tensors: one intra-op thread avoids spin-waiting on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def graph_available() -> bool:
     try:
         graph = importlib.import_module("sosm.graph")
