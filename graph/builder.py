@@ -37,7 +37,7 @@ from .filters import gated_acceptance, threshold_filter
 from .gate import TemporalGate
 from .mutual import mutual_filter
 from .sequential import sequential_edges
-from .similarity import (block_similarity, block_weight_vector, featurize, pair_scores,
+from .similarity import (block_similarity, block_weight_vector, drop_zero_columns, featurize, pair_scores,
                          pair_scores_feature_major, projection_matrix)
 from .topk import streaming_topk
 from .types import EDGE_TYPE_ID, STAGE_ID, SemanticGraph
@@ -78,11 +78,14 @@ class GraphBuilder:
         with torch.no_grad():
             x = states.detach().float()
             mask = None if padding_mask is None or bool(padding_mask.all()) else padding_mask.to(x.device)
-            features = featurize(x, cfg)  # [B, T, d']
+            features = drop_zero_columns(featurize(x, cfg))  # [B, T, d'] minus all-zero columns (same scores)
             parts = [self._sequential(batch, length, mask, x.device)]
             parts.append(self._semantic(x, features, temporal, mask))
-            token_edges = _merge_parts(parts, batch * length)
-            parts.append(self._shortcuts(token_edges["edge_index"], batch, length, mask, x.device))
+            if cfg.betweenness_shortcuts > 0:  # the only stage that reads the token edges so far
+                token_edges = _merge_parts(parts, batch * length)["edge_index"]
+            else:
+                token_edges = None
+            parts.append(self._shortcuts(token_edges, batch, length, mask, x.device))
             edges = _merge_parts(parts, batch * length)
             graph = self._assemble(edges, x, features, batch, length, padding_mask)
             if cfg.num_landmarks > 0:
@@ -179,7 +182,7 @@ class GraphBuilder:
         flat_f = features.reshape(batch * length, -1)
         block_sims, dominant = block_similarity(flat_x, src, dst, self.config)
         f_t = flat_f.T.contiguous()  # [d', N] feature-major: contiguous per-feature gathers
-        similarity = pair_scores_feature_major(f_t[:, dst], f_t[:, src])
+        similarity = pair_scores_feature_major(f_t.index_select(1, dst), f_t.index_select(1, src))
         semantic = edges["edge_type"] == EDGE_TYPE_ID["semantic"]
         weight = torch.where(semantic, similarity, torch.ones_like(similarity))
         return SemanticGraph(edge_index=edges["edge_index"], edge_type=edges["edge_type"], edge_weight=weight,

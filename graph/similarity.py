@@ -90,6 +90,20 @@ def pair_scores_feature_major(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         acc = acc + q[c] * k[c]
     return acc
 
+def drop_zero_columns(f: torch.Tensor) -> torch.Tensor:
+    """``f [..., d']`` without the feature columns that are zero for every token (contiguous).
+
+    The weighted-blocks features are zero outside the weighted blocks (52 of 64 columns by
+    default). :func:`pair_scores` over the remaining columns has the same value: a zero column
+    adds a (signed) zero product, which leaves a non-zero partial sum unchanged (an exactly zero
+    score may flip the sign of its zero). Returns ``f`` itself when no column is all-zero.
+    """
+    keep = (f != 0).flatten(0, -2).any(0) if f.dim() > 1 and f.numel() else None
+    if keep is None or bool(keep.all()) or not bool(keep.any()):
+        return f
+    return f[..., keep].contiguous()
+
+
 def block_similarity(x: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, config: GraphConfig):
     """Per-block similarity and dominant block of node pairs, by gathering (O(E * 64)).
 
@@ -109,7 +123,11 @@ def block_similarity(x: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, conf
     else:
         xb = x.unflatten(-1, (N_BLOCKS, BLOCK_DIM))
         unit = xb / xb.norm(dim=-1, keepdim=True).clamp_min(EPS)  # [N, 16, 4]
-    sims = (unit[src] * unit[dst]).sum(-1)  # [E, 16]
+    unit = unit.permute(2, 0, 1).contiguous()  # [4, N, 16]: block components outermost
+    a, b = unit.index_select(1, src), unit.index_select(1, dst)  # [4, E, 16]
+    sims = a[0] * b[0]  # [E, 16]; components added in order (per edge, independent of batching)
+    for c in range(1, BLOCK_DIM):
+        sims += a[c] * b[c]
     if config.similarity == "blocks":
         dominant = (sims * block_weight_vector(config).to(x.device)).argmax(-1)
     else:

@@ -89,3 +89,40 @@ def test_deterministic_and_input_not_mutated():
     a = streaming_topk(f, 4, block_size=32)
     b = streaming_topk(f, 4, block_size=32)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and torch.equal(f, before)
+
+
+@pytest.mark.parametrize("causal,window,k,block", [(True, 1, 8, 128), (True, 3, 4, 64), (False, 0, 8, 100),
+                                                   (False, 2, 5, 128)])
+def test_streaming_equals_dense_through_grouped_sparse_merges(causal, window, k, block):
+    # several key tiles of >= 256 columns: the chunk floor (tiles of 512 / 256 columns), the
+    # sparse merge of late tiles and the dense merge of rows with many hit groups (block 100:
+    # 25 groups per tile, too few for chunks) all run
+    f = _random_features(11, 2, 1100, 16, 0)
+    f[0, 300:320] = f[0, 10]  # exact ties across tiles
+    mask = torch.ones(2, 1100, dtype=torch.bool)
+    mask[1, ::7] = False
+    for padding in (None, mask):
+        dense = dense_topk(f, k, causal=causal, window=window, padding_mask=padding)
+        stream = streaming_topk(f, k, causal=causal, window=window, padding_mask=padding, block_size=block)
+        assert torch.equal(stream[0], dense[0]) and torch.equal(stream[1], dense[1])
+
+
+def test_streaming_equals_dense_with_zero_feature_columns_and_near_ties():
+    # weighted-blocks features are zero outside the weighted blocks; quantised values make
+    # near-ties inside the float32 matmul error, which take the exact fallback
+    gen = torch.Generator().manual_seed(4)
+    f = torch.zeros(1, 600, 64)
+    f[..., :12] = torch.randint(-2, 3, (1, 600, 12), generator=gen).float()
+    f = torch.nn.functional.normalize(f, dim=-1)
+    for causal in (True, False):
+        dense = dense_topk(f, 6, causal=causal, window=1)
+        stream = streaming_topk(f, 6, causal=causal, window=1, block_size=64)
+        assert torch.equal(stream[0], dense[0]) and torch.equal(stream[1], dense[1])
+
+
+def test_bidirectional_window_wider_than_a_tile():
+    f = _random_features(3, 1, 300, 8, 0)
+    dense = dense_topk(f, 3, causal=False, window=70)
+    for block in (16, 64, 256):
+        stream = streaming_topk(f, 3, causal=False, window=70, block_size=block)
+        assert torch.equal(stream[0], dense[0]) and torch.equal(stream[1], dense[1])
