@@ -140,8 +140,8 @@ def _merge(best_v, best_i, floor, scores, k0):
     - Entries above the worst are pulled out of the hit groups (row-major ``nonzero``), padded
       per row and merged with the list by one small ``topk``; late tiles, where most rows have
       no hit group, cost almost nothing per row.
-    - Rows with more than ``c`` hit groups (only when no chunking fits) take their ``kk``
-      largest groups (any other group's max is <= the kk-th group max, a value reached by kk
+    - Rows with more than ``min(2 kk, S / 2)`` hit groups (short tiles, or no chunk floor)
+      take their ``kk`` largest groups (any other group's max is <= the kk-th group max, a value reached by kk
       distinct entries) and one ``topk`` over the list and those ``kk * _GROUP`` entries.
 
     Narrow tiles (fewer than ``kk`` groups) merge whole rows.
@@ -167,7 +167,7 @@ def _merge(best_v, best_i, floor, scores, k0):
     if r.numel() == 0:
         return
     lane = stride * torch.arange(_GROUP, device=scores.device)
-    heavy = torch.bincount(r, minlength=rows) > 2 * kk
+    heavy = torch.bincount(r, minlength=rows) > min(2 * kk, stride // 2)  # most groups hit: dense is cheaper
     if bool(heavy.any()):
         every = bool(heavy.all())
         sel = None if every else heavy.nonzero().squeeze(1)

@@ -92,11 +92,11 @@ def test_deterministic_and_input_not_mutated():
 
 
 @pytest.mark.parametrize("causal,window,k,block", [(True, 1, 8, 128), (True, 3, 4, 64), (False, 0, 8, 100),
-                                                   (False, 2, 5, 128)])
+                                                   (False, 2, 5, 128), (True, 1, 8, 512), (False, 0, 6, 512)])
 def test_streaming_equals_dense_through_grouped_sparse_merges(causal, window, k, block):
     # several key tiles of >= 256 columns: the chunk floor (tiles of 512 / 256 columns), the
     # sparse merge of late tiles and the dense merge of rows with many hit groups (block 100:
-    # 25 groups per tile, too few for chunks) all run
+    # 25 groups per tile, too few for chunks) all run; block 512: tiles of two 1024-key sub-blocks
     f = _random_features(11, 2, 1100, 16, 0)
     f[0, 300:320] = f[0, 10]  # exact ties across tiles
     mask = torch.ones(2, 1100, dtype=torch.bool)
