@@ -67,28 +67,53 @@ class RetrievalResult:
         ids: ``LongTensor[Q, k]`` memory ids, best first, ``-1`` where fewer than k visible.
         similarities: ``FloatTensor[Q, k]`` (see the module docstring), ``-inf`` where empty.
         metadata: ``Q`` lists of ``k`` dicts (``None`` where empty), copies of the stored ones.
-            Built on first access (most callers never read it; copying k dicts per query was
-            the largest cost of a single-query retrieve); stored metadata never changes after
-            ``add``, so reading it later sees what the query saw.
         states: ``FloatTensor[Q, k, dim]`` the stored raw vectors, zeros where empty.
         positions: ``LongTensor[Q, k]`` write positions (``-1``: unpositioned or empty).
+
+    ``metadata``, ``states`` and ``positions`` are gathered on first access: most callers
+    read a part only, and every extra numpy/torch call costs a single query ~5-10 us once
+    the search has evicted the caches. This is exact because an entry's vector, position
+    and metadata never change after ``add`` (resizing copies them into new arrays; the
+    result keeps the arrays it was answered from).
     """
 
-    __slots__ = ("ids", "similarities", "states", "positions", "_metadata", "_records", "_ids")
+    __slots__ = ("ids", "similarities", "_metadata", "_states", "_positions", "_source", "_raw_ids")
 
-    def __init__(self, ids: torch.Tensor, similarities: torch.Tensor, metadata: Optional[list],
-                 states: torch.Tensor, positions: torch.Tensor, *, records: Optional[Sequence[dict]] = None,
-                 raw_ids: Optional[np.ndarray] = None) -> None:
-        self.ids, self.similarities, self.states, self.positions = ids, similarities, states, positions
-        self._metadata, self._records, self._ids = metadata, records, raw_ids
+    def __init__(self, ids: torch.Tensor, similarities: torch.Tensor, metadata: Optional[list] = None,
+                 states: Optional[torch.Tensor] = None, positions: Optional[torch.Tensor] = None, *,
+                 source: Optional[tuple] = None, raw_ids: Optional[np.ndarray] = None) -> None:
+        self.ids, self.similarities = ids, similarities
+        self._metadata, self._states, self._positions = metadata, states, positions
+        self._source, self._raw_ids = source, raw_ids  # (vectors, positions, records) arrays of the store
 
     @property
     def metadata(self) -> list[list[Optional[dict]]]:
         if self._metadata is None:
-            records = self._records
-            self._metadata = [[dict(records[i]) if i >= 0 else None for i in row] for row in self._ids.tolist()]
-            self._records = self._ids = None
+            records = self._source[2]
+            self._metadata = [[dict(records[i]) if i >= 0 else None for i in row] for row in self._raw_ids.tolist()]
         return self._metadata
+
+    @property
+    def states(self) -> torch.Tensor:
+        if self._states is None:
+            ids, vectors = self._raw_ids, self._source[0]
+            if ids.size == 0 or ids.min() >= 0:
+                states = vectors[ids]
+            else:
+                states = vectors[np.where(ids >= 0, ids, 0)]
+                states[ids < 0] = 0.0
+            self._states = torch.from_numpy(states)
+        return self._states
+
+    @property
+    def positions(self) -> torch.Tensor:
+        if self._positions is None:
+            ids, positions = self._raw_ids, self._source[1]
+            if ids.size == 0 or ids.min() >= 0:
+                self._positions = torch.from_numpy(positions[ids])
+            else:
+                self._positions = torch.from_numpy(np.where(ids >= 0, positions[np.where(ids >= 0, ids, 0)], UNPOSITIONED))
+        return self._positions
 
     def __repr__(self) -> str:
         return f"RetrievalResult(ids={self.ids!r}, similarities={self.similarities!r})"
@@ -329,16 +354,9 @@ class HNSWMemory:
             sims[row, :k] = scores[row, order]
 
     def _assemble(self, ids: np.ndarray, sims: np.ndarray, full: bool = False) -> RetrievalResult:
-        if full or ids.min() >= 0:  # every slot filled: the common case, kept cheap
-            states, positions = self._vectors[ids], self._positions[ids]
-        else:
-            found = ids >= 0
-            safe = np.where(found, ids, 0)
-            states, positions = self._vectors[safe], np.where(found, self._positions[safe], UNPOSITIONED)
-            states[~found] = 0.0
-        # metadata is copied lazily from the append-only record list (see RetrievalResult)
-        return RetrievalResult(torch.from_numpy(ids), torch.from_numpy(sims), None, torch.from_numpy(states),
-                               torch.from_numpy(positions), records=self._metadata, raw_ids=ids)
+        """The result of ``ids``/``sims``; states, positions and metadata are gathered lazily."""
+        return RetrievalResult(torch.from_numpy(ids), torch.from_numpy(sims),
+                               source=(self._vectors, self._positions, self._metadata), raw_ids=ids)
 
     def _ensure_capacity(self, needed: int) -> None:
         if needed <= self.capacity:
