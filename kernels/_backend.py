@@ -5,11 +5,15 @@ inputs and its ``backend=`` argument. The answer is one of ``BACKENDS``:
 
 - ``"triton"``: the Triton kernel (CUDA tensors; or CPU tensors when ``TRITON_INTERPRET=1``
   and the path is forced, which is how the CPU test suite runs the kernels);
+- ``"native"``: the op's compiled C path for CPU tensors, where it has one (``selective_scan``,
+  which also picks it under ``"auto"`` on CPU; see its ``native_cpu`` module); an op without
+  one treats ``"native"`` as ``"auto"``;
 - ``"vectorized"``: the op's vectorised PyTorch path (the CPU default);
 - ``"reference"``: the op's plain PyTorch reference (the test oracle; slow, dense).
 
 ``"auto"`` picks Triton on CUDA when Triton imports, else the vectorised path, warning once
-per (op, reason). A path can be forced, in order of precedence, by the function's own
+per (op, reason); an op with a native CPU path intercepts ``"auto"``/``"native"`` on CPU
+tensors before calling :func:`resolve`. A path can be forced, in order of precedence, by the function's own
 ``backend=`` argument, by :func:`force_backend` (a context manager), or by the environment
 variable ``SOSM_KERNEL_BACKEND`` (read at every call, so tests may monkeypatch it).
 
@@ -26,7 +30,7 @@ import functools
 import os
 import warnings
 
-BACKENDS = ("auto", "triton", "vectorized", "reference")
+BACKENDS = ("auto", "triton", "native", "vectorized", "reference")
 ENV_VAR = "SOSM_KERNEL_BACKEND"
 
 _forced: contextvars.ContextVar[str | None] = contextvars.ContextVar("sosm_kernel_backend",
@@ -97,6 +101,8 @@ def resolve(op: str, device, backend: str = "auto") -> str:
     name = _check(backend, "backend")
     if name == "auto":
         name = forced_backend()
+    if name == "native":  # ops with a native CPU path handle it before calling resolve
+        name = "auto"
     device_type = getattr(device, "type", device)
     available, reason = triton_status()
     if name == "triton":

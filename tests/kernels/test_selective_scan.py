@@ -85,7 +85,10 @@ def test_vectorized_matches_loop(device, length, config):
     compare(actual, expected)
 
 
-def test_cpu_dispatch_warns_once_and_matches():
+def test_cpu_dispatch_warns_once_and_matches(monkeypatch):
+    """With the native CPU scan switched off, CPU tensors take the vectorised path and say so once
+    (the native path's own dispatch and fallback: test_selective_scan_native.py)."""
+    monkeypatch.setenv("SOSM_NATIVE_CPU", "0")
     backend = importlib.import_module("sosm.kernels._backend")
     backend._warned.discard(("selective_scan", "device-cpu"))
     inputs = make_inputs(length=20)
