@@ -1,7 +1,8 @@
 /* Native CPU selective scan (Mamba-1), float32: forward and backward.
  *
  * Compiled on first use by sosm.kernels.selective_scan.native_cpu (system C compiler, -O3,
- * -fopenmp-simd for the two reductions; no OpenMP runtime) and loaded with ctypes.
+ * -fopenmp-simd for the `omp simd` loops, which asserts them free of aliasing; no OpenMP runtime)
+ * and loaded with ctypes.
  * For every batch item b, channel d and state n:
  *
  *     delta = softplus(dt + bias) (or dt + bias)      softplus(x) = x for x > 20 (PyTorch's threshold)
@@ -20,12 +21,15 @@
  *         decays and states from the previous chunk's end state (the same operations in the same
  *         order, so the same numbers) into a cache-sized buffer and walks it back in time.
  *
- * Work is tiled over (b, block of up to BLOCK channels inside one group); a tile's state
- * [N][BLOCK] stays in L1 and every inner loop runs over the block's contiguous channels, so the
- * compiler vectorises it. exp and log are branch-free polynomial versions (Cephes' expf/logf
- * coefficients, ~1-2 ulp) so those loops vectorise too; the exponent is clamped to
- * [-87, 88] (exp(-87) = 1.6e-38, the floor of the vectorised PyTorch path: below it exp()
- * lands on subnormals).
+ * Work is tiled over (b, block of BLOCK channels inside one group); a tile's state [N][BLOCK]
+ * stays in L1 and every inner loop runs over the block's contiguous channels with a fixed trip
+ * count (a last partial block is zero-padded in tile-local rows: padded lanes carry zero state,
+ * zero drive and zero gradient), so the compiler vectorises it completely. Sums over channels
+ * (the B and C gradients) write a row of products and add it as a tree. exp and log are
+ * branch-free polynomials (exp2 on [-1/2, 1/2]: fitted degree 6, 1.6 ulp; log: Cephes' logf) so
+ * their loops vectorise too. A is scaled by log2(e) once per tile; the decay's exponent is
+ * clamped to [-87, 88] in natural units (exp(-87) = 1.6e-38, the floor of the vectorised
+ * PyTorch path: below it exp() lands on subnormals, which CPUs evaluate tens of times slower).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -33,6 +37,9 @@
 
 #define SOSM_SCAN_ABI 1
 #define BLOCK 64
+#define LOG2E 1.44269504088896341f
+#define EXP2_LO (-87.0f * LOG2E)
+#define EXP2_HI (88.0f * LOG2E)
 
 int sosm_scan_abi(void) { return SOSM_SCAN_ABI; }
 int sosm_scan_block(void) { return BLOCK; }
@@ -40,25 +47,26 @@ int sosm_scan_block(void) { return BLOCK; }
 static inline float from_bits(int32_t i) { float f; memcpy(&f, &i, sizeof f); return f; }
 static inline int32_t to_bits(float f) { int32_t i; memcpy(&i, &f, sizeof i); return i; }
 
-/* exp(x), x clamped to [-87, 88]: Cody-Waite reduction x = n ln2 + r, |r| <= ln2 / 2, then a
- * degree-7 polynomial for e^r and 2^n from the exponent bits. */
-static inline float vexp(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
-    float t = x * 1.44269504088896341f + 12582912.0f;  /* + 1.5 * 2^23: round to nearest */
+/* 2^x for x clamped to [EXP2_LO, EXP2_HI]: x = n + f, |f| <= 1/2, 2^f by a degree-6 polynomial
+ * (relative error 1.6 ulp), 2^n from the exponent bits. */
+static inline float vexp2(float x) {
+    x = x < EXP2_LO ? EXP2_LO : x;
+    x = x > EXP2_HI ? EXP2_HI : x;
+    float t = x + 12582912.0f;  /* + 1.5 * 2^23: rounds x to the nearest integer */
     float n = t - 12582912.0f;
     int32_t ni = to_bits(t) - 0x4B400000;
-    float r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * (r * r) + r + 1.0f;
+    float f = x - n;
+    float p = 1.5345809515565634e-4f;
+    p = p * f + 1.3399930903688073e-3f;
+    p = p * f + 9.6184890717267990e-3f;
+    p = p * f + 5.5503286421298980e-2f;
+    p = p * f + 2.4022646248340607e-1f;
+    p = p * f + 6.9314718246459961e-1f;
+    p = p * f + 1.0f;
     return p * from_bits((ni + 127) << 23);
 }
+
+static inline float vexp(float x) { return vexp2(x * LOG2E); }
 
 /* log(x) for positive normal x: x = m 2^e with m in [sqrt(1/2), sqrt(2)), polynomial in m - 1. */
 static inline float vlog(float x) {
@@ -97,48 +105,81 @@ static inline float vsoftplus(float x) {
     return x > 20.0f ? x : lp;
 }
 
+/* Sum of a BLOCK-long row, as a tree of halvings (each level one or two vector adds). */
+static inline float block_sum(float *restrict a) {
+    for (int j = 0; j < BLOCK / 2; j++) a[j] += a[j + BLOCK / 2];
+    for (int j = 0; j < BLOCK / 4; j++) a[j] += a[j + BLOCK / 4];
+    for (int j = 0; j < BLOCK / 8; j++) a[j] += a[j + BLOCK / 8];
+    for (int j = 0; j < BLOCK / 16; j++) a[j] += a[j + BLOCK / 16];
+    for (int j = 0; j < BLOCK / 32; j++) a[j] += a[j + BLOCK / 32];
+    return a[0] + a[1];
+}
+
+/* A row of wd <= BLOCK channels: the row itself when full, else a zero-padded copy in pad. */
+static inline const float *row(const float *src, int64_t wd, float *pad) {
+    if (wd == BLOCK) return src;
+    memcpy(pad, src, sizeof(float) * (size_t)wd);
+    memset(pad + wd, 0, sizeof(float) * (size_t)(BLOCK - wd));
+    return pad;
+}
+
+/* Per-tile constants: A^T * log2(e) (and A^T when At is not NULL), bias and D, zero-padded. */
+static void load_tile(int64_t N, int64_t D, int64_t d0, int64_t wd, const float *A, const float *Dv,
+                      const float *bias, float *A2t, float *At, float *Dt, float *bt) {
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t d = 0; d < BLOCK; d++) {
+            float a = d < wd ? A[n * D + d0 + d] : 0.0f;
+            A2t[n * BLOCK + d] = a * LOG2E;
+            if (At) At[n * BLOCK + d] = a;
+        }
+    for (int64_t d = 0; d < BLOCK; d++) {
+        Dt[d] = d < wd ? Dv[d0 + d] : 0.0f;
+        bt[d] = d < wd ? bias[d0 + d] : 0.0f;
+    }
+}
+
 /* delta and delta * u for one time step of a tile. */
-static inline void step_delta(int64_t wd, const float *restrict dt, const float *restrict u,
-                              const float *restrict bias, int softplus,
-                              float *restrict dl, float *restrict du) {
+static inline void step_delta(const float *restrict dt, const float *restrict u, const float *restrict bias,
+                              int softplus, float *restrict dl, float *restrict du) {
     if (softplus)
-        for (int64_t d = 0; d < wd; d++) {
+        for (int d = 0; d < BLOCK; d++) {
             float v = vsoftplus(dt[d] + bias[d]);
             dl[d] = v;
             du[d] = v * u[d];
         }
     else
-        for (int64_t d = 0; d < wd; d++) {
+        for (int d = 0; d < BLOCK; d++) {
             float v = dt[d] + bias[d];
             dl[d] = v;
             du[d] = v * u[d];
         }
 }
 
-/* One recurrence step of a tile: h <- exp(dl A) h + du B_t (decays into da when not NULL),
- * y = C_t . h. hp is the previous state, h the new one (may alias for the forward). */
-static inline void step_state(int64_t N, int64_t wd, int64_t D, const float *restrict dl,
-                              const float *restrict du, const float *A, const float *Bt,
-                              const float *Ct, const float *hp, float *h, float *da,
+/* One recurrence step of a tile: h <- 2^(dl A log2 e) hp + du B_t (decays into da when not NULL),
+ * y = C_t . h. The forward passes h == hp (in place). */
+static inline void step_state(int64_t N, const float *restrict dl, const float *restrict du, const float *A2t,
+                              const float *Bt, const float *Ct, const float *hp, float *h, float *da,
                               float *restrict y) {
-    for (int64_t d = 0; d < wd; d++) y[d] = 0.0f;
+    for (int d = 0; d < BLOCK; d++) y[d] = 0.0f;
     for (int64_t n = 0; n < N; n++) {
-        const float *restrict an = A + n * D;
+        const float *restrict an = A2t + n * BLOCK;
         const float *hpn = hp + n * BLOCK;
         float *hn = h + n * BLOCK;
         const float bn = Bt[n], cn = Ct[n];
         if (da) {
             float *restrict dan = da + n * BLOCK;
-            for (int64_t d = 0; d < wd; d++) {
-                float a = vexp(dl[d] * an[d]);
+#pragma omp simd
+            for (int d = 0; d < BLOCK; d++) {
+                float a = vexp2(dl[d] * an[d]);
                 float v = a * hpn[d] + du[d] * bn;
                 dan[d] = a;
                 hn[d] = v;
                 y[d] += cn * v;
             }
         } else {
-            for (int64_t d = 0; d < wd; d++) {
-                float v = vexp(dl[d] * an[d]) * hpn[d] + du[d] * bn;
+#pragma omp simd
+            for (int d = 0; d < BLOCK; d++) {
+                float v = vexp2(dl[d] * an[d]) * hpn[d] + du[d] * bn;
                 hn[d] = v;
                 y[d] += cn * v;
             }
@@ -153,29 +194,29 @@ int sosm_scan_fwd_f32(int64_t nb, int64_t L, int64_t D, int64_t N, int64_t G, in
                       const float *A, const float *Bm, const float *Cm,
                       const float *Dv, const float *bias, int softplus,
                       float *out, float *last, float *ckpt) {
-    const int64_t H = D / G, nck = (L + tc - 1) / tc;
-    float *buf = malloc(sizeof(float) * (size_t)(N * BLOCK + 3 * BLOCK));
+    const int64_t H = D / G, nck = (L + tc - 1) / tc, sN = N * BLOCK;
+    float *buf = malloc(sizeof(float) * (size_t)(2 * sN + 10 * BLOCK));
     if (!buf) return -1;
-    float *h = buf, *dl = h + N * BLOCK, *du = dl + BLOCK, *y = du + BLOCK;
+    float *h = buf, *A2t = h + sN, *dl = A2t + sN, *du = dl + BLOCK, *y = du + BLOCK, *o = y + BLOCK;
+    float *Dt = o + BLOCK, *bt = Dt + BLOCK, *pu = bt + BLOCK, *pdt = pu + BLOCK, *pz = pdt + BLOCK;
     for (int64_t b = 0; b < nb; b++)
         for (int64_t g = 0; g < G; g++)
             for (int64_t d0 = g * H; d0 < (g + 1) * H; d0 += BLOCK) {
                 const int64_t wd = (g + 1) * H - d0 < BLOCK ? (g + 1) * H - d0 : BLOCK;
-                memset(h, 0, sizeof(float) * (size_t)(N * BLOCK));
+                load_tile(N, D, d0, wd, A, Dv, bias, A2t, NULL, Dt, bt);
+                memset(h, 0, sizeof(float) * (size_t)sN);
                 for (int64_t t = 0; t < L; t++) {
-                    const float *ut = u + b * u_sb + t * u_sl + d0;
-                    step_delta(wd, dt + b * dt_sb + t * dt_sl + d0, ut, bias + d0, softplus, dl, du);
+                    const float *restrict ut = row(u + b * u_sb + t * u_sl + d0, wd, pu);
+                    step_delta(row(dt + b * dt_sb + t * dt_sl + d0, wd, pdt), ut, bt, softplus, dl, du);
                     const int64_t bc = ((b * L + t) * G + g) * N;
-                    step_state(N, wd, D, dl, du, A + d0, Bm + bc, Cm + bc, h, h, NULL, y);
-                    float *restrict o = out + (b * L + t) * D + d0;
-                    const float *restrict zt = z ? z + b * z_sb + t * z_sl + d0 : NULL;
-                    const float *restrict Dd = Dv + d0;
-                    if (zt)
-                        for (int64_t d = 0; d < wd; d++)
-                            o[d] = (y[d] + Dd[d] * ut[d]) * (zt[d] * vsigmoid(zt[d]));
-                    else
-                        for (int64_t d = 0; d < wd; d++)
-                            o[d] = y[d] + Dd[d] * ut[d];
+                    step_state(N, dl, du, A2t, Bm + bc, Cm + bc, h, h, NULL, y);
+                    if (z) {
+                        const float *restrict zt = row(z + b * z_sb + t * z_sl + d0, wd, pz);
+                        for (int d = 0; d < BLOCK; d++) o[d] = (y[d] + Dt[d] * ut[d]) * (zt[d] * vsigmoid(zt[d]));
+                    } else {
+                        for (int d = 0; d < BLOCK; d++) o[d] = y[d] + Dt[d] * ut[d];
+                    }
+                    memcpy(out + (b * L + t) * D + d0, o, sizeof(float) * (size_t)wd);
                     if (ckpt && ((t + 1) % tc == 0 || t == L - 1)) {
                         float *c = ckpt + (b * nck + t / tc) * N * D + d0;
                         for (int64_t n = 0; n < N; n++)
@@ -202,12 +243,17 @@ int sosm_scan_bwd_f32(int64_t nb, int64_t L, int64_t D, int64_t N, int64_t G, in
                       float *gD, float *gbias) {
     const int64_t H = D / G, nck = (L + tc - 1) / tc, sN = N * BLOCK;
     /* chunk buffers: states and decays [tc][N][BLOCK]; delta, delta * u, y [tc][BLOCK];
-     * the state before the chunk and the carried state gradient [N][BLOCK]; per-step [BLOCK] rows */
-    float *buf = malloc(sizeof(float) * (size_t)(2 * tc * sN + 3 * tc * BLOCK + 2 * sN + 3 * BLOCK));
+     * tile: the state before the chunk, the carried state gradient, A^T log2 e, A^T and the A
+     * gradient [N][BLOCK]; per-step rows [BLOCK] */
+    float *buf = malloc(sizeof(float) * (size_t)(2 * tc * sN + 3 * tc * BLOCK + 5 * sN + 18 * BLOCK));
     if (!buf) return -1;
     float *hs = buf, *das = hs + tc * sN, *dls = das + tc * sN, *dus = dls + tc * BLOCK;
-    float *ys = dus + tc * BLOCK, *h0 = ys + tc * BLOCK, *carry = h0 + sN;
-    float *gy = carry + sN, *gdu = gy + BLOCK, *gdl = gdu + BLOCK;
+    float *ys = dus + tc * BLOCK, *h0 = ys + tc * BLOCK, *carry = h0 + sN, *A2t = carry + sN;
+    float *At = A2t + sN, *gAt = At + sN, *r = gAt + sN;
+    float *gy = r, *gdu = r + BLOCK, *gdl = r + 2 * BLOCK, *Dt = r + 3 * BLOCK, *bt = r + 4 * BLOCK;
+    float *gDt = r + 5 * BLOCK, *gbt = r + 6 * BLOCK, *pu = r + 7 * BLOCK, *pdt = r + 8 * BLOCK;
+    float *pz = r + 9 * BLOCK, *pgo = r + 10 * BLOCK, *rgu = r + 11 * BLOCK, *rgdt = r + 12 * BLOCK;
+    float *rgz = r + 13 * BLOCK, *sc = r + 14 * BLOCK, *sb = r + 15 * BLOCK;
     memset(gA, 0, sizeof(float) * (size_t)(N * D));
     memset(gB, 0, sizeof(float) * (size_t)(nb * L * G * N));
     memset(gC, 0, sizeof(float) * (size_t)(nb * L * G * N));
@@ -217,87 +263,97 @@ int sosm_scan_bwd_f32(int64_t nb, int64_t L, int64_t D, int64_t N, int64_t G, in
         for (int64_t g = 0; g < G; g++)
             for (int64_t d0 = g * H; d0 < (g + 1) * H; d0 += BLOCK) {
                 const int64_t wd = (g + 1) * H - d0 < BLOCK ? (g + 1) * H - d0 : BLOCK;
+                load_tile(N, D, d0, wd, A, Dv, bias, A2t, At, Dt, bt);
+                memset(gAt, 0, sizeof(float) * (size_t)sN);
+                memset(gDt, 0, sizeof(float) * BLOCK);
+                memset(gbt, 0, sizeof(float) * BLOCK);
                 /* carry = d loss / d h_t from the steps after t, times exp(delta_{t+1} A) */
                 for (int64_t n = 0; n < N; n++)
-                    for (int64_t d = 0; d < wd; d++)
-                        carry[n * BLOCK + d] = glast ? glast[(b * D + d0 + d) * N + n] : 0.0f;
+                    for (int64_t d = 0; d < BLOCK; d++)
+                        carry[n * BLOCK + d] = glast && d < wd ? glast[(b * D + d0 + d) * N + n] : 0.0f;
                 for (int64_t k = nck - 1; k >= 0; k--) {
                     const int64_t t0 = k * tc, c = (t0 + tc < L ? t0 + tc : L) - t0;
-                    if (k == 0) {
-                        memset(h0, 0, sizeof(float) * (size_t)sN);
-                    } else {
+                    memset(h0, 0, sizeof(float) * (size_t)sN);
+                    if (k > 0) {
                         const float *cp = ckpt + (b * nck + k - 1) * N * D + d0;
                         for (int64_t n = 0; n < N; n++)
                             memcpy(h0 + n * BLOCK, cp + n * D, sizeof(float) * (size_t)wd);
                     }
                     for (int64_t i = 0; i < c; i++) {  /* recompute the chunk's states and decays */
                         const int64_t t = t0 + i, bc = ((b * L + t) * G + g) * N;
-                        step_delta(wd, dt + b * dt_sb + t * dt_sl + d0, u + b * u_sb + t * u_sl + d0,
-                                   bias + d0, softplus, dls + i * BLOCK, dus + i * BLOCK);
-                        step_state(N, wd, D, dls + i * BLOCK, dus + i * BLOCK, A + d0, Bm + bc, Cm + bc,
+                        step_delta(row(dt + b * dt_sb + t * dt_sl + d0, wd, pdt),
+                                   row(u + b * u_sb + t * u_sl + d0, wd, pu), bt, softplus,
+                                   dls + i * BLOCK, dus + i * BLOCK);
+                        step_state(N, dls + i * BLOCK, dus + i * BLOCK, A2t, Bm + bc, Cm + bc,
                                    i ? hs + (i - 1) * sN : h0, hs + i * sN, das + i * sN, ys + i * BLOCK);
                     }
                     for (int64_t i = c - 1; i >= 0; i--) {  /* walk the chunk back in time */
-                        const int64_t t = t0 + i, bc = ((b * L + t) * G + g) * N, row = (b * L + t) * D + d0;
-                        const float *restrict ut = u + b * u_sb + t * u_sl + d0;
-                        const float *restrict zt = z ? z + b * z_sb + t * z_sl + d0 : NULL;
-                        const float *restrict got = gout + b * go_sb + t * go_sl + d0;
+                        const int64_t t = t0 + i, bc = ((b * L + t) * G + g) * N, orow = (b * L + t) * D + d0;
+                        const float *restrict ut = row(u + b * u_sb + t * u_sl + d0, wd, pu);
+                        const float *restrict got = row(gout + b * go_sb + t * go_sl + d0, wd, pgo);
                         const float *restrict yt = ys + i * BLOCK;
                         const float *restrict dl = dls + i * BLOCK, *restrict du = dus + i * BLOCK;
-                        const float *restrict Dd = Dv + d0;
-                        float *restrict gDd = gD + d0, *restrict gzt = gz ? gz + row : NULL;
-                        if (zt)
-                            for (int64_t d = 0; d < wd; d++) {
+                        if (z) {
+                            const float *restrict zt = row(z + b * z_sb + t * z_sl + d0, wd, pz);
+                            for (int d = 0; d < BLOCK; d++) {
                                 float go = got[d], zz = zt[d], s = vsigmoid(zz);
-                                gzt[d] = go * (yt[d] + Dd[d] * ut[d]) * s * (1.0f + zz * (1.0f - s));
+                                rgz[d] = go * (yt[d] + Dt[d] * ut[d]) * s * (1.0f + zz * (1.0f - s));
                                 gy[d] = go * zz * s;
                             }
-                        else
-                            for (int64_t d = 0; d < wd; d++) gy[d] = got[d];
-                        for (int64_t d = 0; d < wd; d++) {
+                            memcpy(gz + orow, rgz, sizeof(float) * (size_t)wd);
+                        } else {
+                            for (int d = 0; d < BLOCK; d++) gy[d] = got[d];
+                        }
+                        for (int d = 0; d < BLOCK; d++) {
                             gdu[d] = 0.0f;
                             gdl[d] = 0.0f;
-                            gDd[d] += gy[d] * ut[d];
+                            gDt[d] += gy[d] * ut[d];
                         }
                         const float *hcur = hs + i * sN, *hprev = i ? hs + (i - 1) * sN : h0;
                         const float *dacur = das + i * sN;
                         for (int64_t n = 0; n < N; n++) {
                             const float *restrict hn = hcur + n * BLOCK, *restrict hpn = hprev + n * BLOCK;
-                            const float *restrict an = dacur + n * BLOCK, *restrict An = A + n * D + d0;
-                            float *restrict cn_ = carry + n * BLOCK, *restrict gAn = gA + n * D + d0;
+                            const float *restrict an = dacur + n * BLOCK, *restrict An = At + n * BLOCK;
+                            float *restrict cr = carry + n * BLOCK, *restrict gAn = gAt + n * BLOCK;
                             const float bn = Bm[bc + n], cn = Cm[bc + n];
-                            float sc = 0.0f, sb = 0.0f;
-#pragma omp simd reduction(+ : sc, sb)
-                            for (int64_t d = 0; d < wd; d++) {
-                                float gh = gy[d] * cn + cn_[d];       /* d loss / d h_t */
+#pragma omp simd
+                            for (int d = 0; d < BLOCK; d++) {
+                                float gh = gy[d] * cn + cr[d];   /* d loss / d h_t */
                                 float a = an[d];
-                                float gx = gh * a * hpn[d];            /* d loss / d (delta_t A) */
-                                sc += gy[d] * hn[d];
-                                sb += gh * du[d];
+                                float gx = gh * a * hpn[d];       /* d loss / d (delta_t A) */
+                                sc[d] = gy[d] * hn[d];
+                                sb[d] = gh * du[d];
                                 gdu[d] += gh * bn;
                                 gdl[d] += gx * An[d];
                                 gAn[d] += gx * dl[d];
-                                cn_[d] = gh * a;
+                                cr[d] = gh * a;
                             }
-                            gC[bc + n] += sc;
-                            gB[bc + n] += sb;
+                            gC[bc + n] += block_sum(sc);
+                            gB[bc + n] += block_sum(sb);
                         }
-                        const float *restrict dtt = dt + b * dt_sb + t * dt_sl + d0, *restrict bd = bias + d0;
-                        float *restrict gut = gu + row, *restrict gdtt = gdt + row, *restrict gbd = gbias + d0;
-                        for (int64_t d = 0; d < wd; d++) {
-                            gut[d] = gdu[d] * dl[d] + gy[d] * Dd[d];
+                        const float *restrict dtt = row(dt + b * dt_sb + t * dt_sl + d0, wd, pdt);
+                        for (int d = 0; d < BLOCK; d++) {
+                            rgu[d] = gdu[d] * dl[d] + gy[d] * Dt[d];
                             gdl[d] += gdu[d] * ut[d];
                         }
                         if (softplus)
-                            for (int64_t d = 0; d < wd; d++) {
-                                float x = dtt[d] + bd[d];
+                            for (int d = 0; d < BLOCK; d++) {
+                                float x = dtt[d] + bt[d];
                                 gdl[d] *= x > 20.0f ? 1.0f : vsigmoid(x);
                             }
-                        for (int64_t d = 0; d < wd; d++) {
-                            gdtt[d] = gdl[d];
-                            gbd[d] += gdl[d];
+                        for (int d = 0; d < BLOCK; d++) {
+                            rgdt[d] = gdl[d];
+                            gbt[d] += gdl[d];
                         }
+                        memcpy(gu + orow, rgu, sizeof(float) * (size_t)wd);
+                        memcpy(gdt + orow, rgdt, sizeof(float) * (size_t)wd);
                     }
+                }
+                for (int64_t n = 0; n < N; n++)
+                    for (int64_t d = 0; d < wd; d++) gA[n * D + d0 + d] += gAt[n * BLOCK + d];
+                for (int64_t d = 0; d < wd; d++) {
+                    gD[d0 + d] += gDt[d];
+                    gbias[d0 + d] += gbt[d];
                 }
             }
     free(buf);
