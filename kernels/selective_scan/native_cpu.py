@@ -50,7 +50,7 @@ import torch
 from .reference import check_scan_args
 
 SOURCE = Path(__file__).with_name("selective_scan_cpu.c")
-ABI = 1
+ABI = 2
 ENV_SWITCH = "SOSM_NATIVE_CPU"
 BASE_FLAGS = ("-O3", "-fPIC", "-shared", "-ffp-contract=fast", "-fno-trapping-math", "-fopenmp-simd")
 CHUNK_FLOATS = 1 << 17  # backward chunk buffers (states + decays, [steps, N, 64] each): 512 KiB in all
@@ -132,10 +132,9 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.sosm_scan_block.argtypes = []
     dims = [i64] * 6  # batch, length, dim, d_state, groups, chunk steps
     lib.sosm_scan_fwd_f32.restype = c_int
-    lib.sosm_scan_fwd_f32.argtypes = dims + strided * 3 + [ptr] * 5 + [c_int] + [ptr] * 3
+    lib.sosm_scan_fwd_f32.argtypes = dims + strided * 3 + [ptr] * 5 + [c_int] + [ptr] * 6
     lib.sosm_scan_bwd_f32.restype = c_int
-    lib.sosm_scan_bwd_f32.argtypes = (dims + strided * 3 + [ptr] * 5 + [c_int, ptr] + strided + [ptr]
-                                      + [ptr] * 8)
+    lib.sosm_scan_bwd_f32.argtypes = dims + strided * 2 + [ptr] * 8 + strided + [ptr] + [ptr] * 8
     return lib
 
 
@@ -222,15 +221,21 @@ class _NativeScan(torch.autograd.Function):
         out = u_.new_empty(nb, L, dim)
         last = u_.new_empty(nb, dim, N)
         need_grad = any(ctx.needs_input_grad)
-        ckpt = u_.new_empty(nb, -(-L // tc), N, dim) if need_grad else None
+        ckpt = dl = sx = sz = None
+        if need_grad:  # chunk-end states; delta, softplus' derivative and sigmoid(z) per (b, t, d)
+            ckpt = u_.new_empty(nb, -(-L // tc), N, dim)
+            dl = u_.new_empty(nb, L, dim)
+            sx = u_.new_empty(nb, L, dim) if delta_softplus else None
+            sz = None if z is None else u_.new_empty(nb, L, dim)
         rc = _lib().sosm_scan_fwd_f32(
             nb, L, dim, N, G, tc, _p(u_), u_.stride(0), u_.stride(1), _p(dt_), dt_.stride(0), dt_.stride(1),
             _p(z_), 0 if z_ is None else z_.stride(0), 0 if z_ is None else z_.stride(1),
-            _p(At), _p(Bm), _p(Cm), _p(Dv), _p(bias), int(bool(delta_softplus)), _p(out), _p(last), _p(ckpt))
+            _p(At), _p(Bm), _p(Cm), _p(Dv), _p(bias), int(bool(delta_softplus)), _p(out), _p(last), _p(ckpt),
+            _p(dl), _p(sx), _p(sz))
         if rc != 0:
             raise MemoryError("selective_scan (native CPU): could not allocate the scan's work buffer")
         if need_grad:
-            ctx.save_for_backward(u_, dt_, z_, At, Bm, Cm, Dv, bias, ckpt)
+            ctx.save_for_backward(u_, z_, At, Bm, Cm, Dv, ckpt, dl, sx, sz)
             ctx.meta = (nb, L, dim, N, G, tc, bool(delta_softplus), B.shape, u.dtype, delta.dtype,
                         A.dtype, B.dtype, C.dtype, None if D is None else D.dtype,
                         None if z is None else z.dtype, None if delta_bias is None else delta_bias.dtype)
@@ -238,7 +243,7 @@ class _NativeScan(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out, grad_last):
-        u_, dt_, z_, At, Bm, Cm, Dv, bias, ckpt = ctx.saved_tensors
+        u_, z_, At, Bm, Cm, Dv, ckpt, dl, sx, sz = ctx.saved_tensors
         (nb, L, dim, N, G, tc, softplus, b_shape, u_dt, d_dt, a_dt, b_dt, c_dt, dd_dt, z_dt,
          bias_dt) = ctx.meta
         go = u_.new_zeros(nb, L, dim) if grad_out is None else _bld(grad_out)
@@ -249,9 +254,9 @@ class _NativeScan(torch.autograd.Function):
         gB, gC = torch.empty_like(Bm), torch.empty_like(Cm)
         gD, gbias = u_.new_empty(dim), u_.new_empty(dim)
         rc = _lib().sosm_scan_bwd_f32(
-            nb, L, dim, N, G, tc, _p(u_), u_.stride(0), u_.stride(1), _p(dt_), dt_.stride(0), dt_.stride(1),
+            nb, L, dim, N, G, tc, _p(u_), u_.stride(0), u_.stride(1),
             _p(z_), 0 if z_ is None else z_.stride(0), 0 if z_ is None else z_.stride(1),
-            _p(At), _p(Bm), _p(Cm), _p(Dv), _p(bias), int(softplus), _p(ckpt),
+            _p(At), _p(Bm), _p(Cm), _p(Dv), _p(ckpt), _p(dl), _p(sx), _p(sz),
             _p(go), go.stride(0), go.stride(1), _p(gl),
             _p(gu), _p(gdt), _p(gz), _p(gA), _p(gB), _p(gC), _p(gD), _p(gbias))
         if rc != 0:

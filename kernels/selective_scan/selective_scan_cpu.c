@@ -20,6 +20,9 @@
  *         by the forward (when not NULL) and read by the backward, which recomputes each chunk's
  *         decays and states from the previous chunk's end state (the same operations in the same
  *         order, so the same numbers) into a cache-sized buffer and walks it back in time.
+ *   dl_s, sx_s, sz_s: [B][L][D]: delta, softplus' derivative sigmoid(dt + bias) and sigmoid(z),
+ *         written by the forward (when not NULL) so the backward evaluates no exp, log or division
+ *         per (b, t, d): it only recomputes the decays exp(delta A) per state.
  *
  * Work is tiled over (b, block of BLOCK channels inside one group); a tile's state [N][BLOCK]
  * stays in L1 and every inner loop runs over the block's contiguous channels with a fixed trip
@@ -36,7 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SOSM_SCAN_ABI 1
+#define SOSM_SCAN_ABI 2
 #define BLOCK 64
 #define LOG2E 1.44269504088896341f
 #define EXP2_LO (-87.0f * LOG2E)
@@ -94,16 +97,16 @@ static inline float vlog(float x) {
     return m + y + 0.693359375f * fe;
 }
 
-static inline float vsigmoid(float x) { return 1.0f / (1.0f + vexp(-x)); }
-
-/* PyTorch's softplus (beta 1, threshold 20); log1p(e) as log(w) * e / (w - 1), w = 1 + e. */
-static inline float vsoftplus(float x) {
+/* PyTorch's softplus (beta 1, threshold 20) and its derivative sigmoid(x), sharing one division:
+ * with e = exp(x) and w = fl(1 + e), log1p(e) = log(w) + (e - (w - 1)) / w to first order (the
+ * rounding of 1 + e corrected; exact to float32 rounding for every e, w = 1 included). */
+static inline float vsoftplus(float x, float *sig) {
     float e = vexp(x);
-    float w = 1.0f + e, wm1 = w - 1.0f;
-    int tiny = wm1 == 0.0f;                 /* computed unconditionally, then selected: vectorises */
-    float q = vlog(w) * (e / (tiny ? 1.0f : wm1));
-    float lp = tiny ? e : q;
-    return x > 20.0f ? x : lp;
+    float w = 1.0f + e, rw = 1.0f / w;
+    float lp = vlog(w) + (e - (w - 1.0f)) * rw;
+    int big = x > 20.0f;
+    *sig = big ? 1.0f : e * rw;
+    return big ? x : lp;
 }
 
 /* A row of wd <= BLOCK channels: the row itself when full, else a zero-padded copy in pad. */
@@ -114,7 +117,8 @@ static inline const float *row(const float *src, int64_t wd, float *pad) {
     return pad;
 }
 
-/* Per-tile constants: A^T * log2(e) (and A^T when At is not NULL), bias and D, zero-padded. */
+/* Per-tile constants: A^T * log2(e) (and A^T when At is not NULL), D and the bias (when bt is
+ * not NULL), zero-padded. */
 static void load_tile(int64_t N, int64_t D, int64_t d0, int64_t wd, const float *A, const float *Dv,
                       const float *bias, float *A2t, float *At, float *Dt, float *bt) {
     for (int64_t n = 0; n < N; n++)
@@ -125,16 +129,16 @@ static void load_tile(int64_t N, int64_t D, int64_t d0, int64_t wd, const float 
         }
     for (int64_t d = 0; d < BLOCK; d++) {
         Dt[d] = d < wd ? Dv[d0 + d] : 0.0f;
-        bt[d] = d < wd ? bias[d0 + d] : 0.0f;
+        if (bt) bt[d] = d < wd ? bias[d0 + d] : 0.0f;
     }
 }
 
-/* delta and delta * u for one time step of a tile. */
+/* delta and delta * u for one time step of a tile (and softplus' derivative into sx). */
 static inline void step_delta(const float *restrict dt, const float *restrict u, const float *restrict bias,
-                              int softplus, float *restrict dl, float *restrict du) {
+                              int softplus, float *restrict dl, float *restrict du, float *restrict sx) {
     if (softplus)
         for (int d = 0; d < BLOCK; d++) {
-            float v = vsoftplus(dt[d] + bias[d]);
+            float v = vsoftplus(dt[d] + bias[d], sx + d);
             dl[d] = v;
             du[d] = v * u[d];
         }
@@ -250,12 +254,13 @@ int sosm_scan_fwd_f32(int64_t nb, int64_t L, int64_t D, int64_t N, int64_t G, in
                       const float *z, int64_t z_sb, int64_t z_sl,
                       const float *A, const float *Bm, const float *Cm,
                       const float *Dv, const float *bias, int softplus,
-                      float *out, float *last, float *ckpt) {
+                      float *out, float *last, float *ckpt, float *dl_s, float *sx_s, float *sz_s) {
     const int64_t H = D / G, nck = (L + tc - 1) / tc, sN = N * BLOCK;
-    float *buf = malloc(sizeof(float) * (size_t)(2 * sN + 10 * BLOCK));
+    float *buf = aligned_alloc(64, sizeof(float) * (size_t)(2 * sN + 12 * BLOCK));
     if (!buf) return -1;
     float *h = buf, *A2t = h + sN, *dl = A2t + sN, *du = dl + BLOCK, *y = du + BLOCK, *o = y + BLOCK;
     float *Dt = o + BLOCK, *bt = Dt + BLOCK, *pu = bt + BLOCK, *pdt = pu + BLOCK, *pz = pdt + BLOCK;
+    float *sx = pz + BLOCK, *sz = sx + BLOCK;
     for (int64_t b = 0; b < nb; b++)
         for (int64_t g = 0; g < G; g++)
             for (int64_t d0 = g * H; d0 < (g + 1) * H; d0 += BLOCK) {
@@ -263,17 +268,25 @@ int sosm_scan_fwd_f32(int64_t nb, int64_t L, int64_t D, int64_t N, int64_t G, in
                 load_tile(N, D, d0, wd, A, Dv, bias, A2t, NULL, Dt, bt);
                 memset(h, 0, sizeof(float) * (size_t)sN);
                 for (int64_t t = 0; t < L; t++) {
+                    const int64_t orow = (b * L + t) * D + d0;
                     const float *restrict ut = row(u + b * u_sb + t * u_sl + d0, wd, pu);
-                    step_delta(row(dt + b * dt_sb + t * dt_sl + d0, wd, pdt), ut, bt, softplus, dl, du);
+                    step_delta(row(dt + b * dt_sb + t * dt_sl + d0, wd, pdt), ut, bt, softplus, dl, du, sx);
                     const int64_t bc = ((b * L + t) * G + g) * N;
                     step_state(N, dl, du, A2t, Bm + bc, Cm + bc, h, h, NULL, y);
                     if (z) {
                         const float *restrict zt = row(z + b * z_sb + t * z_sl + d0, wd, pz);
-                        for (int d = 0; d < BLOCK; d++) o[d] = (y[d] + Dt[d] * ut[d]) * (zt[d] * vsigmoid(zt[d]));
+                        for (int d = 0; d < BLOCK; d++) {
+                            float s = 1.0f / (1.0f + vexp(-zt[d]));
+                            sz[d] = s;
+                            o[d] = (y[d] + Dt[d] * ut[d]) * (zt[d] * s);
+                        }
                     } else {
                         for (int d = 0; d < BLOCK; d++) o[d] = y[d] + Dt[d] * ut[d];
                     }
-                    memcpy(out + (b * L + t) * D + d0, o, sizeof(float) * (size_t)wd);
+                    memcpy(out + orow, o, sizeof(float) * (size_t)wd);
+                    if (dl_s) memcpy(dl_s + orow, dl, sizeof(float) * (size_t)wd);
+                    if (sx_s && softplus) memcpy(sx_s + orow, sx, sizeof(float) * (size_t)wd);
+                    if (sz_s && z) memcpy(sz_s + orow, sz, sizeof(float) * (size_t)wd);
                     if (ckpt && ((t + 1) % tc == 0 || t == L - 1)) {
                         float *c = ckpt + (b * nck + t / tc) * N * D + d0;
                         for (int64_t n = 0; n < N; n++)
@@ -291,10 +304,9 @@ int sosm_scan_fwd_f32(int64_t nb, int64_t L, int64_t D, int64_t N, int64_t G, in
 
 int sosm_scan_bwd_f32(int64_t nb, int64_t L, int64_t D, int64_t N, int64_t G, int64_t tc,
                       const float *u, int64_t u_sb, int64_t u_sl,
-                      const float *dt, int64_t dt_sb, int64_t dt_sl,
                       const float *z, int64_t z_sb, int64_t z_sl,
-                      const float *A, const float *Bm, const float *Cm,
-                      const float *Dv, const float *bias, int softplus, const float *ckpt,
+                      const float *A, const float *Bm, const float *Cm, const float *Dv,
+                      const float *ckpt, const float *dl_s, const float *sx_s, const float *sz_s,
                       const float *gout, int64_t go_sb, int64_t go_sl, const float *glast,
                       float *gu, float *gdt, float *gz, float *gA, float *gB, float *gC,
                       float *gD, float *gbias) {
@@ -302,15 +314,15 @@ int sosm_scan_bwd_f32(int64_t nb, int64_t L, int64_t D, int64_t N, int64_t G, in
     /* chunk buffers: states and decays [tc][N][BLOCK]; delta, delta * u, y [tc][BLOCK];
      * tile: the state before the chunk, the carried state gradient, A^T log2 e, A^T and the A
      * gradient [N][BLOCK]; per-step rows [BLOCK] */
-    float *buf = malloc(sizeof(float) * (size_t)(2 * tc * sN + 3 * tc * BLOCK + 5 * sN + 18 * BLOCK));
+    float *buf = aligned_alloc(64, sizeof(float) * (size_t)(2 * tc * sN + 3 * tc * BLOCK + 5 * sN + 20 * BLOCK));
     if (!buf) return -1;
     float *hs = buf, *das = hs + tc * sN, *dls = das + tc * sN, *dus = dls + tc * BLOCK;
     float *ys = dus + tc * BLOCK, *h0 = ys + tc * BLOCK, *carry = h0 + sN, *A2t = carry + sN;
     float *At = A2t + sN, *gAt = At + sN, *r = gAt + sN;
-    float *gy = r, *gdu = r + BLOCK, *gdl = r + 2 * BLOCK, *Dt = r + 3 * BLOCK, *bt = r + 4 * BLOCK;
-    float *gDt = r + 5 * BLOCK, *gbt = r + 6 * BLOCK, *pu = r + 7 * BLOCK, *pdt = r + 8 * BLOCK;
+    float *gy = r, *gdu = r + BLOCK, *gdl = r + 2 * BLOCK, *Dt = r + 3 * BLOCK, *pdl = r + 4 * BLOCK;
+    float *gDt = r + 5 * BLOCK, *gbt = r + 6 * BLOCK, *pu = r + 7 * BLOCK;
     float *pz = r + 9 * BLOCK, *pgo = r + 10 * BLOCK, *rgu = r + 11 * BLOCK, *rgdt = r + 12 * BLOCK;
-    float *rgz = r + 13 * BLOCK;
+    float *rgz = r + 13 * BLOCK, *psx = r + 14 * BLOCK, *psz = r + 15 * BLOCK;
     memset(gA, 0, sizeof(float) * (size_t)(N * D));
     memset(gB, 0, sizeof(float) * (size_t)(nb * L * G * N));
     memset(gC, 0, sizeof(float) * (size_t)(nb * L * G * N));
@@ -320,7 +332,7 @@ int sosm_scan_bwd_f32(int64_t nb, int64_t L, int64_t D, int64_t N, int64_t G, in
         for (int64_t g = 0; g < G; g++)
             for (int64_t d0 = g * H; d0 < (g + 1) * H; d0 += BLOCK) {
                 const int64_t wd = (g + 1) * H - d0 < BLOCK ? (g + 1) * H - d0 : BLOCK;
-                load_tile(N, D, d0, wd, A, Dv, bias, A2t, At, Dt, bt);
+                load_tile(N, D, d0, wd, A, Dv, NULL, A2t, At, Dt, NULL);
                 memset(gAt, 0, sizeof(float) * (size_t)sN);
                 memset(gDt, 0, sizeof(float) * BLOCK);
                 memset(gbt, 0, sizeof(float) * BLOCK);
@@ -338,11 +350,15 @@ int sosm_scan_bwd_f32(int64_t nb, int64_t L, int64_t D, int64_t N, int64_t G, in
                     }
                     for (int64_t i = 0; i < c; i++) {  /* recompute the chunk's states and decays */
                         const int64_t t = t0 + i, bc = ((b * L + t) * G + g) * N;
-                        step_delta(row(dt + b * dt_sb + t * dt_sl + d0, wd, pdt),
-                                   row(u + b * u_sb + t * u_sl + d0, wd, pu), bt, softplus,
-                                   dls + i * BLOCK, dus + i * BLOCK);
-                        step_state(N, dls + i * BLOCK, dus + i * BLOCK, A2t, Bm + bc, Cm + bc,
-                                   i ? hs + (i - 1) * sN : h0, hs + i * sN, das + i * sN, ys + i * BLOCK);
+                        const float *restrict dl = row(dl_s + (b * L + t) * D + d0, wd, pdl);
+                        const float *restrict ut = row(u + b * u_sb + t * u_sl + d0, wd, pu);
+                        float *restrict dli = dls + i * BLOCK, *restrict du = dus + i * BLOCK;
+                        for (int d = 0; d < BLOCK; d++) {
+                            dli[d] = dl[d];
+                            du[d] = dl[d] * ut[d];
+                        }
+                        step_state(N, dli, du, A2t, Bm + bc, Cm + bc, i ? hs + (i - 1) * sN : h0, hs + i * sN,
+                                   das + i * sN, ys + i * BLOCK);
                     }
                     for (int64_t i = c - 1; i >= 0; i--) {  /* walk the chunk back in time */
                         const int64_t t = t0 + i, bc = ((b * L + t) * G + g) * N, orow = (b * L + t) * D + d0;
@@ -352,8 +368,9 @@ int sosm_scan_bwd_f32(int64_t nb, int64_t L, int64_t D, int64_t N, int64_t G, in
                         const float *restrict dl = dls + i * BLOCK, *restrict du = dus + i * BLOCK;
                         if (z) {
                             const float *restrict zt = row(z + b * z_sb + t * z_sl + d0, wd, pz);
+                            const float *restrict st = row(sz_s + orow, wd, psz);
                             for (int d = 0; d < BLOCK; d++) {
-                                float go = got[d], zz = zt[d], s = vsigmoid(zz);
+                                float go = got[d], zz = zt[d], s = st[d];
                                 rgz[d] = go * (yt[d] + Dt[d] * ut[d]) * s * (1.0f + zz * (1.0f - s));
                                 gy[d] = go * zz * s;
                             }
@@ -366,16 +383,14 @@ int sosm_scan_bwd_f32(int64_t nb, int64_t L, int64_t D, int64_t N, int64_t G, in
                         const float *dacur = das + i * sN;
                         reverse_step(N, gy, du, dl, Bm + bc, Cm + bc, hcur, hprev, dacur, At, carry, gAt,
                                      gdu, gdl, gB + bc, gC + bc);
-                        const float *restrict dtt = row(dt + b * dt_sb + t * dt_sl + d0, wd, pdt);
                         for (int d = 0; d < BLOCK; d++) {
                             rgu[d] = gdu[d] * dl[d] + gy[d] * Dt[d];
                             gdl[d] += gdu[d] * ut[d];
                         }
-                        if (softplus)
-                            for (int d = 0; d < BLOCK; d++) {
-                                float x = dtt[d] + bt[d];
-                                gdl[d] *= x > 20.0f ? 1.0f : vsigmoid(x);
-                            }
+                        if (sx_s) {  /* softplus: d delta / d (dt + bias) = sigmoid(dt + bias) */
+                            const float *restrict sxt = row(sx_s + orow, wd, psx);
+                            for (int d = 0; d < BLOCK; d++) gdl[d] *= sxt[d];
+                        }
                         for (int d = 0; d < BLOCK; d++) {
                             rgdt[d] = gdl[d];
                             gbt[d] += gdl[d];
