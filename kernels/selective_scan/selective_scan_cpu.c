@@ -152,6 +152,51 @@ static inline void step_delta(const float *restrict dt, const float *restrict u,
 
 /* One recurrence step of a tile: h <- 2^(dl A log2 e) hp + du B_t (decays into da when not NULL),
  * y = C_t . h. The forward passes h == hp (in place). */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+/* AVX-512: 2^x as vexp2 (same rounding of n, same polynomial, same floor) with the scaling by 2^n
+ * done by vscalefps, which also saturates large x to +inf as exp() does (no upper clamp needed). */
+static inline __m512 exp2_avx512(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(EXP2_LO));
+    __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 f = _mm512_sub_ps(x, n);
+    __m512 p = _mm512_set1_ps(1.5345809515565634e-4f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3399930903688073e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.6184890717267990e-3f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5503286421298980e-2f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022646248340607e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.9314718246459961e-1f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* One recurrence step of a tile (see the generic version below); delta, delta * u and y stay in
+ * registers across the state loop. */
+static inline void step_state(int64_t N, const float *restrict dl, const float *restrict du, const float *A2t,
+                              const float *Bt, const float *Ct, const float *hp, float *h, float *da,
+                              float *restrict y) {
+    __m512 DL[BLOCK / 16], DU[BLOCK / 16], Y[BLOCK / 16];
+    for (int k = 0; k < BLOCK / 16; k++) {
+        DL[k] = _mm512_loadu_ps(dl + 16 * k);
+        DU[k] = _mm512_loadu_ps(du + 16 * k);
+        Y[k] = _mm512_setzero_ps();
+    }
+    for (int64_t n = 0; n < N; n++) {
+        const __m512 bn = _mm512_set1_ps(Bt[n]), cn = _mm512_set1_ps(Ct[n]);
+        for (int k = 0; k < BLOCK / 16; k++) {
+            const int64_t i = n * BLOCK + 16 * k;
+            __m512 a = exp2_avx512(_mm512_mul_ps(DL[k], _mm512_loadu_ps(A2t + i)));
+            __m512 v = _mm512_fmadd_ps(a, _mm512_loadu_ps(hp + i), _mm512_mul_ps(DU[k], bn));
+            _mm512_storeu_ps(h + i, v);
+            if (da) _mm512_storeu_ps(da + i, a);
+            Y[k] = _mm512_fmadd_ps(cn, v, Y[k]);
+        }
+    }
+    for (int k = 0; k < BLOCK / 16; k++) _mm512_storeu_ps(y + 16 * k, Y[k]);
+}
+#else
+/* One recurrence step of a tile: h <- 2^(dl A log2 e) hp + du B_t (decays into da when not NULL),
+ * y = C_t . h. The forward passes h == hp (in place). */
 static inline void step_state(int64_t N, const float *restrict dl, const float *restrict du, const float *A2t,
                               const float *Bt, const float *Ct, const float *hp, float *h, float *da,
                               float *restrict y) {
@@ -181,6 +226,8 @@ static inline void step_state(int64_t N, const float *restrict dl, const float *
         }
     }
 }
+
+#endif
 
 /* GCC/clang vector extension: 16 floats (one AVX-512 register, two AVX ones, four SSE ones). The
  * backward's reverse step is written with it so that the per-channel accumulators stay in

@@ -211,6 +211,22 @@ def test_failing_build_warns_once_and_falls_back(fresh_native, monkeypatch, tmp_
 
 
 @needs_compiler
+def test_portable_build_matches_loop(fresh_native, monkeypatch, tmp_path):
+    """The library built without -march=native (the generic vector code, no AVX-512 intrinsics)
+    gives the loop's numbers too."""
+    monkeypatch.setenv("SOSM_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(native_cpu, "flag_attempts", lambda: [native_cpu.BASE_FLAGS])
+    ok, reason = native_cpu.status()
+    assert ok and "-march=native" not in reason, reason
+    for length, config in ((77, CONFIGS[0]), (7, CONFIGS[3]), (63, CONFIGS[1])):
+        groups, with_D, with_z, with_bias, softplus, last, d_state, dim = config
+        inputs = make_inputs(dim=dim, d_state=d_state, length=length, groups=groups, with_D=with_D,
+                             with_z=with_z, with_bias=with_bias, positive_delta=not softplus)
+        compare(run(native_cpu.selective_scan_native, inputs, softplus, last),
+                run(selective_scan_ref, inputs, softplus, last))
+
+
+@needs_compiler
 def test_concurrent_builds_replace_atomically(tmp_path, monkeypatch):
     """Builders racing on one target each compile to their own temporary file and os.replace it:
     the target is a complete library and no temporary file is left."""
