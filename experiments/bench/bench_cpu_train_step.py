@@ -3,9 +3,12 @@
 Times one optimiser step of each model built from ``experiments/configs/shakespeare_char_cpu_<model>.yaml``
 (batch 12 x context 64, byte vocabulary) beside the Transformer in the same process (the anchor:
 ratio = model / transformer), models interleaved per repeat so machine-load drift hits all alike.
-Also times the CPU selective scan (``selective_scan_vectorized``) against the sequential
-reference loop (``selective_scan_ref``) at one Mamba layer's shape, fwd and fwd+bwd.
-One thread by default (the shared 2-core machine); the load average is recorded.
+Also times the CPU selective scan paths at one Mamba layer's shape and memory layout (u, delta, z
+transposed views of [B, L, E] memory, B and C of [B, L, N]), fwd and fwd+bwd, interleaved per
+repeat: the native C loop (``selective_scan_native``, what the models run on CPU), the vectorised
+PyTorch path (``selective_scan_vectorized``) and the sequential reference loop (``selective_scan_ref``).
+One thread by default (the shared 2-core machine); the load average is recorded, and CPU time
+(``time.process_time``) beside wall time: on the loaded machine wall is about 2x CPU.
 
 Usage: ``python experiments/bench/bench_cpu_train_step.py [--repeats 7] [--threads 1] [--models ...]``
 """
@@ -23,8 +26,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from experiments.bench.common import median_time, write_result  # noqa: E402
-from sosm.kernels.selective_scan import selective_scan_ref, selective_scan_vectorized  # noqa: E402
+from experiments.bench.common import write_result  # noqa: E402
+from sosm.kernels.selective_scan import (native_cpu, scan_path, selective_scan_native,  # noqa: E402
+                                         selective_scan_ref, selective_scan_vectorized)
 from sosm.train.components import count_parameters, sosm_model_factory  # noqa: E402
 from sosm.train.config import TrainConfig  # noqa: E402
 
@@ -36,11 +40,12 @@ BEFORE = {"commit": "5b1f4f1", "load_average": [6.21, 9.95, 9.92],
           "train_step_cpu_ms": {"transformer": 133.1, "hybrid": 539.8, "mamba": 940.5, "graph_attention": 270.6},
           "cpu_ratio_to_transformer": {"transformer": 1.0, "hybrid": 4.06, "mamba": 7.06, "graph_attention": 2.03},
           "selective_scan_fwd_bwd_wall_ms": {"vectorized": 197.8, "reference_loop": 292.3}}
-# This script at 34d4860 (before the recomputing scan, shifted-FMA conv and SDPA dense graph attention),
-# 1 thread, 7 repeats, load average 3.9: median step CPU time in ms and ratio to the Transformer's.
-PREVIOUS = {"commit": "34d4860", "load_average": [3.92, 2.81, 1.36],
-            "train_step_cpu_ms": {"transformer": 58.0, "hybrid": 151.5},
-            "cpu_ratio_to_transformer": {"transformer": 1.0, "hybrid": 2.61}}
+# This script at 30fc2db (before the native CPU scan; the models ran the vectorised scan), 1 thread,
+# 9 repeats, load average 5.2-5.5: median step CPU time in ms and ratio to the Transformer's.
+PREVIOUS = {"commit": "30fc2db", "load_average": [5.2, 5.5],
+            "train_step_cpu_ms": {"transformer": 65.1, "hybrid": 150.6, "mamba": 223.4, "graph_attention": 85.3},
+            "cpu_ratio_to_transformer": {"transformer": 1.0, "hybrid": 2.31, "mamba": 3.43, "graph_attention": 1.31},
+            "selective_scan_fwd_bwd_wall_ms": {"vectorized": 44.9, "reference_loop": 269.6}}
 VOCAB = 256
 
 
@@ -86,23 +91,53 @@ def time_steps(models, repeats: int) -> dict:
     return out
 
 
+SCAN_PATHS = {"native": selective_scan_native, "vectorized": selective_scan_vectorized,
+              "reference_loop": selective_scan_ref}
+
+
 def scan_bench(repeats: int) -> dict:
     B, E, N, L = 12, 256, 16, 64  # one Mamba layer at d_model 128, expand 2
     g = torch.Generator().manual_seed(0)
     mk = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
-    u, dt, z = (mk(B, E, L).requires_grad_() for _ in range(3))
+    # the model's layout: [B, E, L] / [B, N, L] views of [B, L, *] memory, z a column slice
+    u, dt = (mk(B, L, E).transpose(1, 2).requires_grad_() for _ in range(2))
+    z = mk(B, L, 2 * E)[..., E:].transpose(1, 2).requires_grad_()
     A = (-torch.rand(E, N, generator=g) - 0.5).requires_grad_()
-    Bm, Cm = mk(B, N, L).requires_grad_(), mk(B, N, L).requires_grad_()
+    proj = mk(B, L, 8 + 2 * N)
+    Bm, Cm = proj[..., 8:8 + N].transpose(1, 2).requires_grad_(), proj[..., 8 + N:].transpose(1, 2).requires_grad_()
     D, bias = mk(E).requires_grad_(), mk(E).requires_grad_()
     args = (u, dt, A, Bm, Cm, D, z, bias, True)
-    res = {"shape": {"batch": B, "dim": E, "d_state": N, "length": L}}
-    for name, fn in (("vectorized", selective_scan_vectorized), ("reference_loop", selective_scan_ref)):
+    inputs = (u, dt, A, Bm, Cm, D, z, bias)
+    gout = mk(B, L, E).transpose(1, 2)
+    paths = dict(SCAN_PATHS) if native_cpu.status()[0] else {k: v for k, v in SCAN_PATHS.items() if k != "native"}
+
+    def fwd(fn):
         with torch.no_grad():
-            fwd = median_time(lambda: fn(*args), repeats=repeats)
-        both = median_time(lambda: fn(*args).sum().backward(), repeats=repeats)
-        res[name] = {"fwd_s": fwd["median_s"], "fwd_bwd_s": both["median_s"],
-                     "fwd_cpu_s": fwd["median_cpu_s"], "fwd_bwd_cpu_s": both["median_cpu_s"]}
+            fn(*args)
+
+    def fwd_bwd(fn):
+        torch.autograd.grad(fn(*args), inputs, gout)
+
+    samples = {name: {k: [] for k in ("fwd_s", "fwd_cpu_s", "fwd_bwd_s", "fwd_bwd_cpu_s")} for name in paths}
+    for _ in range(2):  # warm-up (the native library is built and loaded before this)
+        for fn in paths.values():
+            fwd_bwd(fn)
+    for _ in range(repeats):  # interleaved: each repeat times every path once
+        for name, fn in paths.items():
+            for kind, call in (("fwd", fwd), ("fwd_bwd", fwd_bwd)):
+                t0, c0 = time.perf_counter(), time.process_time()
+                call(fn)
+                samples[name][f"{kind}_s"].append(time.perf_counter() - t0)
+                samples[name][f"{kind}_cpu_s"].append(time.process_time() - c0)
+    res = {"shape": {"batch": B, "dim": E, "d_state": N, "length": L, "layout": "model ([B, L, E] memory)",
+                     "options": "D, z, delta_bias, softplus"},
+           "native_library": native_cpu.status()[1]}
+    for name in paths:
+        res[name] = {k: statistics.median(v) for k, v in samples[name].items()}
     res["speedup_fwd_bwd"] = res["reference_loop"]["fwd_bwd_s"] / res["vectorized"]["fwd_bwd_s"]
+    if "native" in paths:
+        for kind in ("fwd_s", "fwd_cpu_s", "fwd_bwd_s", "fwd_bwd_cpu_s"):
+            res[f"vectorized_over_native_{kind[:-2]}"] = res["vectorized"][kind] / res["native"][kind]
     return res
 
 
@@ -118,6 +153,7 @@ def main(argv=None) -> None:
     load_before = os.getloadavg()
     record = {"threads": a.threads, "repeats": a.repeats, "config": "shakespeare_char_cpu_*.yaml (batch 12 x 64)",
               "step": "fwd + cross-entropy + bwd + clip + AdamW", "anchor": "transformer, same process, interleaved",
+              "selective_scan_path": scan_path("cpu"),
               "train_step": time_steps(a.models, a.repeats), "selective_scan_cpu": scan_bench(a.repeats),
               "before": BEFORE, "previous": PREVIOUS}
     record["load_average_before"], record["load_average_after"] = load_before, os.getloadavg()
@@ -125,8 +161,11 @@ def main(argv=None) -> None:
         print(f"{m:16s} {r['median_s'] * 1e3:8.1f} ms  cpu {r['median_cpu_s'] * 1e3:8.1f} ms  "
               f"x{r.get('cpu_ratio_to_transformer', float('nan')):.2f} of transformer (cpu)")
     s = record["selective_scan_cpu"]
-    print(f"scan: vectorized fwd+bwd {s['vectorized']['fwd_bwd_s'] * 1e3:.1f} ms, "
-          f"reference loop {s['reference_loop']['fwd_bwd_s'] * 1e3:.1f} ms ({s['speedup_fwd_bwd']:.1f}x)")
+    print(f"models' scan path on CPU: {record['selective_scan_path']}")
+    for name in SCAN_PATHS:
+        if name in s:
+            print(f"scan {name:15s} fwd {s[name]['fwd_s'] * 1e3:6.2f} ms (cpu {s[name]['fwd_cpu_s'] * 1e3:6.2f})  "
+                  f"fwd+bwd {s[name]['fwd_bwd_s'] * 1e3:6.2f} ms (cpu {s[name]['fwd_bwd_cpu_s'] * 1e3:6.2f})")
     print("load average", load_before, "->", record["load_average_after"])
     if not a.no_write:
         print(write_result(a.name, record))

@@ -209,7 +209,7 @@ def _bld(t: torch.Tensor) -> torch.Tensor:
 
 class _NativeScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, need_grad):
         ctx.set_materialize_grads(False)
         nb, dim, L = u.shape
         N = A.shape[1]
@@ -225,7 +225,6 @@ class _NativeScan(torch.autograd.Function):
         tc = chunk_steps(L, N)
         out = u_.new_empty(nb, L, dim)
         last = u_.new_empty(nb, dim, N)
-        need_grad = any(ctx.needs_input_grad)
         ckpt = dl = sx = sz = None
         if need_grad:  # chunk-end states; delta, softplus' derivative and sigmoid(z) per (b, t, d)
             ckpt = u_.new_empty(nb, -(-L // tc), N, dim)
@@ -279,7 +278,7 @@ class _NativeScan(torch.autograd.Function):
                 gD.to(dd_dt) if dd_dt is not None and need[5] else None,
                 gz.transpose(1, 2).to(z_dt) if gz is not None and need[6] else None,
                 gbias.to(bias_dt) if bias_dt is not None and need[7] else None,
-                None)
+                None, None)
 
 
 def selective_scan_native(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
@@ -294,5 +293,7 @@ def selective_scan_native(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
     check_scan_args(u, delta, A, B, C, D, z, delta_bias)
     if u.device.type != "cpu":
         raise ValueError(f"selective_scan_native runs on CPU tensors, got {u.device}")
-    out, last = _NativeScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    need_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias))
+    out, last = _NativeScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, need_grad)
     return (out, last) if return_last_state else out

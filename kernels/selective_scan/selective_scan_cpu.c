@@ -157,7 +157,7 @@ static inline void step_delta(const float *restrict dt, const float *restrict u,
 /* AVX-512: 2^x as vexp2 (same rounding of n, same polynomial, same floor) with the scaling by 2^n
  * done by vscalefps, which also saturates large x to +inf as exp() does (no upper clamp needed). */
 static inline __m512 exp2_avx512(__m512 x) {
-    x = _mm512_max_ps(x, _mm512_set1_ps(EXP2_LO));
+    x = _mm512_max_ps(_mm512_set1_ps(EXP2_LO), x);  /* operand order: a NaN x stays NaN */
     __m512 n = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 f = _mm512_sub_ps(x, n);
     __m512 p = _mm512_set1_ps(1.5345809515565634e-4f);
@@ -241,6 +241,9 @@ typedef float vf4 __attribute__((vector_size(16)));
 static inline vf vld(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
 static inline void vst(float *p, vf v) { memcpy(p, &v, sizeof v); }
 static inline vf vsplat(float x) { vf v = {0}; return v + x; }
+#if defined(__AVX512F__)
+static inline float vsum(vf v) { return _mm512_reduce_add_ps((__m512)v); }  /* in registers */
+#else
 static inline float vsum(vf v) {
     vf8 a, b;
     memcpy(&a, &v, sizeof a);
@@ -252,6 +255,7 @@ static inline float vsum(vf v) {
     c += d;
     return (c[0] + c[2]) + (c[1] + c[3]);
 }
+#endif
 
 /* One step of the backward walk for a tile, given gy = d loss / d y_t (after the gate):
  *   gh  = gy C_t + carry                 d loss / d h_t  (carry: from step t+1, times its decay)

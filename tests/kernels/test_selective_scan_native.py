@@ -128,6 +128,20 @@ def test_native_partial_gradients_and_last_state_only(native):
 
 
 @needs_compiler
+@pytest.mark.parametrize("where", ["u", "A"])
+def test_native_propagates_nan_like_the_loop(native, where):
+    inputs = {k: (v.detach().clone() if v is not None else None) for k, v in make_inputs(length=20).items()}
+    if where == "u":
+        inputs["u"][1, 3, 7] = float("nan")
+    else:
+        inputs["A"][5, 2] = float("nan")
+    expected = selective_scan_ref(**inputs, delta_softplus=True)
+    actual = native(**inputs, delta_softplus=True)
+    assert torch.isnan(expected).any()
+    assert torch.equal(torch.isnan(actual), torch.isnan(expected))
+
+
+@needs_compiler
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
 def test_native_other_dtypes(native, dtype):
     """Other dtypes run the same float32 computation; out and gradients come back in each input's
