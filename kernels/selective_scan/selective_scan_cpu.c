@@ -259,13 +259,15 @@ static inline float vsum(vf v) {
 
 /* One step of the backward walk for a tile, given gy = d loss / d y_t (after the gate):
  *   gh  = gy C_t + carry                 d loss / d h_t  (carry: from step t+1, times its decay)
- *   gC_t += sum_d gy h_t,  gB_t += sum_d gh du_t,  gdu = sum_n gh B_t
+ *   gC_t += sum_d gy h_t,  gB_t += sum_d gh du_t   (kept as VW lane partials pC, pB [N][VW], summed
+ *                                                  once all the group's tiles have added theirs)
+ *   gdu = sum_n gh B_t
  *   gx  = gh a_t h_{t-1}                 d loss / d (delta_t A), a_t the decay
  *   gdl = sum_n gx A,  gA += gx delta_t,  carry = gh a_t                                        */
 static inline void reverse_step(int64_t N, const float *gy, const float *du, const float *dl,
                                 const float *Bt, const float *Ct, const float *h, const float *hp,
                                 const float *da, const float *At, float *carry, float *gAt,
-                                float *gdu, float *gdl, float *gBt, float *gCt) {
+                                float *gdu, float *gdl, float *pB, float *pC) {
     vf GY[NV], DU[NV], DL[NV], GDU[NV], GDL[NV];
     for (int k = 0; k < NV; k++) {
         GY[k] = vld(gy + k * VW);
@@ -290,8 +292,8 @@ static inline void reverse_step(int64_t N, const float *gy, const float *du, con
             vst(gAt + i, vld(gAt + i) + gx * DL[k]);
             vst(carry + i, gh * a);
         }
-        gCt[n] += vsum(sc);
-        gBt[n] += vsum(sb);
+        vst(pC + n * VW, vld(pC + n * VW) + sc);
+        vst(pB + n * VW, vld(pB + n * VW) + sb);
     }
     for (int k = 0; k < NV; k++) {
         vst(gdu + k * VW, GDU[k]);
@@ -361,38 +363,53 @@ int sosm_scan_bwd_f32(int64_t nb, int64_t L, int64_t D, int64_t N, int64_t G, in
                       const float *gout, int64_t go_sb, int64_t go_sl, const float *glast,
                       float *gu, float *gdt, float *gz, float *gA, float *gB, float *gC,
                       float *gD, float *gbias) {
-    const int64_t H = D / G, nck = (L + tc - 1) / tc, sN = N * BLOCK;
-    /* chunk buffers: states and decays [tc][N][BLOCK]; delta, delta * u, y [tc][BLOCK];
-     * tile: the state before the chunk, the carried state gradient, A^T log2 e, A^T and the A
-     * gradient [N][BLOCK]; per-step rows [BLOCK] */
-    float *buf = aligned_alloc(64, sizeof(float) * (size_t)(2 * tc * sN + 3 * tc * BLOCK + 5 * sN + 20 * BLOCK));
+    const int64_t H = D / G, nck = (L + tc - 1) / tc, sN = N * BLOCK, nt = (H + BLOCK - 1) / BLOCK;
+    /* Loop order: batch item, group, chunk (last first), channel block. Per group: the carried
+     * state gradients, A^T log2 e, A^T and the A gradient of every block [nt][N][BLOCK], D and the
+     * D / bias gradients [nt][BLOCK]. Per chunk: the B and C gradients' lane partials [tc][N][VW]
+     * (summed over the group's blocks, then across lanes once). Per block: the chunk's states and
+     * decays [tc][N][BLOCK]; delta, delta * u, y [tc][BLOCK]; the state before the chunk [N][BLOCK];
+     * per-step rows [BLOCK]. */
+    const size_t nfl = (size_t)(4 * nt * sN + 3 * nt * BLOCK + 2 * tc * N * VW + 2 * tc * sN + 3 * tc * BLOCK
+                                + sN + 16 * BLOCK);
+    float *buf = aligned_alloc(64, sizeof(float) * nfl);
     if (!buf) return -1;
-    float *hs = buf, *das = hs + tc * sN, *dls = das + tc * sN, *dus = dls + tc * BLOCK;
-    float *ys = dus + tc * BLOCK, *h0 = ys + tc * BLOCK, *carry = h0 + sN, *A2t = carry + sN;
-    float *At = A2t + sN, *gAt = At + sN, *r = gAt + sN;
-    float *gy = r, *gdu = r + BLOCK, *gdl = r + 2 * BLOCK, *Dt = r + 3 * BLOCK, *pdl = r + 4 * BLOCK;
-    float *gDt = r + 5 * BLOCK, *gbt = r + 6 * BLOCK, *pu = r + 7 * BLOCK;
-    float *pz = r + 9 * BLOCK, *pgo = r + 10 * BLOCK, *rgu = r + 11 * BLOCK, *rgdt = r + 12 * BLOCK;
-    float *rgz = r + 13 * BLOCK, *psx = r + 14 * BLOCK, *psz = r + 15 * BLOCK;
+    float *carry_g = buf, *A2t_g = carry_g + nt * sN, *At_g = A2t_g + nt * sN, *gA_g = At_g + nt * sN;
+    float *Dt_g = gA_g + nt * sN, *gD_g = Dt_g + nt * BLOCK, *gb_g = gD_g + nt * BLOCK;
+    float *pB = gb_g + nt * BLOCK, *pC = pB + tc * N * VW;
+    float *hs = pC + tc * N * VW, *das = hs + tc * sN, *dls = das + tc * sN, *dus = dls + tc * BLOCK;
+    float *ys = dus + tc * BLOCK, *h0 = ys + tc * BLOCK, *r = h0 + sN;
+    float *gy = r, *gdu = r + BLOCK, *gdl = r + 2 * BLOCK, *pdl = r + 3 * BLOCK, *pu = r + 4 * BLOCK;
+    float *pz = r + 5 * BLOCK, *pgo = r + 6 * BLOCK, *rgu = r + 7 * BLOCK, *rgdt = r + 8 * BLOCK;
+    float *rgz = r + 9 * BLOCK, *psx = r + 10 * BLOCK, *psz = r + 11 * BLOCK;
     memset(gA, 0, sizeof(float) * (size_t)(N * D));
-    memset(gB, 0, sizeof(float) * (size_t)(nb * L * G * N));
-    memset(gC, 0, sizeof(float) * (size_t)(nb * L * G * N));
     memset(gD, 0, sizeof(float) * (size_t)D);
     memset(gbias, 0, sizeof(float) * (size_t)D);
-    for (int64_t b = 0; b < nb; b++)
-        for (int64_t g = 0; g < G; g++)
-            for (int64_t d0 = g * H; d0 < (g + 1) * H; d0 += BLOCK) {
-                const int64_t wd = (g + 1) * H - d0 < BLOCK ? (g + 1) * H - d0 : BLOCK;
-                load_tile(N, D, d0, wd, A, Dv, NULL, A2t, At, Dt, NULL);
-                memset(gAt, 0, sizeof(float) * (size_t)sN);
-                memset(gDt, 0, sizeof(float) * BLOCK);
-                memset(gbt, 0, sizeof(float) * BLOCK);
-                /* carry = d loss / d h_t from the steps after t, times exp(delta_{t+1} A) */
+    for (int64_t g = 0; g < G; g++) {
+        memset(gA_g, 0, sizeof(float) * (size_t)(nt * sN));
+        memset(gD_g, 0, sizeof(float) * (size_t)(2 * nt * BLOCK));  /* gD_g and gb_g */
+        for (int64_t j = 0; j < nt; j++) {
+            const int64_t d0 = g * H + j * BLOCK, wd = H - j * BLOCK < BLOCK ? H - j * BLOCK : BLOCK;
+            load_tile(N, D, d0, wd, A, Dv, NULL, A2t_g + j * sN, At_g + j * sN, Dt_g + j * BLOCK, NULL);
+        }
+        for (int64_t b = 0; b < nb; b++) {
+            /* carry = d loss / d h_t from the steps after t, times exp(delta_{t+1} A) */
+            for (int64_t j = 0; j < nt; j++) {
+                const int64_t d0 = g * H + j * BLOCK, wd = H - j * BLOCK < BLOCK ? H - j * BLOCK : BLOCK;
+                float *carry = carry_g + j * sN;
                 for (int64_t n = 0; n < N; n++)
                     for (int64_t d = 0; d < BLOCK; d++)
                         carry[n * BLOCK + d] = glast && d < wd ? glast[(b * D + d0 + d) * N + n] : 0.0f;
-                for (int64_t k = nck - 1; k >= 0; k--) {
-                    const int64_t t0 = k * tc, c = (t0 + tc < L ? t0 + tc : L) - t0;
+            }
+            for (int64_t k = nck - 1; k >= 0; k--) {
+                const int64_t t0 = k * tc, c = (t0 + tc < L ? t0 + tc : L) - t0;
+                memset(pB, 0, sizeof(float) * (size_t)(c * N * VW));
+                memset(pC, 0, sizeof(float) * (size_t)(c * N * VW));
+                for (int64_t j = 0; j < nt; j++) {
+                    const int64_t d0 = g * H + j * BLOCK, wd = H - j * BLOCK < BLOCK ? H - j * BLOCK : BLOCK;
+                    const float *A2t = A2t_g + j * sN, *At = At_g + j * sN, *Dt = Dt_g + j * BLOCK;
+                    float *carry = carry_g + j * sN, *gAt = gA_g + j * sN;
+                    float *gDt = gD_g + j * BLOCK, *gbt = gb_g + j * BLOCK;
                     memset(h0, 0, sizeof(float) * (size_t)sN);
                     if (k > 0) {
                         const float *cp = ckpt + (b * nck + k - 1) * N * D + d0;
@@ -421,19 +438,17 @@ int sosm_scan_bwd_f32(int64_t nb, int64_t L, int64_t D, int64_t N, int64_t G, in
                             const float *restrict zt = row(z + b * z_sb + t * z_sl + d0, wd, pz);
                             const float *restrict st = row(sz_s + orow, wd, psz);
                             for (int d = 0; d < BLOCK; d++) {
-                                float go = got[d], zz = zt[d], s = st[d];
-                                rgz[d] = go * (yt[d] + Dt[d] * ut[d]) * s * (1.0f + zz * (1.0f - s));
-                                gy[d] = go * zz * s;
+                                float go = got[d], zz = zt[d], sg = st[d];
+                                rgz[d] = go * (yt[d] + Dt[d] * ut[d]) * sg * (1.0f + zz * (1.0f - sg));
+                                gy[d] = go * zz * sg;
                             }
                             memcpy(gz + orow, rgz, sizeof(float) * (size_t)wd);
                         } else {
                             for (int d = 0; d < BLOCK; d++) gy[d] = got[d];
                         }
                         for (int d = 0; d < BLOCK; d++) gDt[d] += gy[d] * ut[d];
-                        const float *hcur = hs + i * sN, *hprev = i ? hs + (i - 1) * sN : h0;
-                        const float *dacur = das + i * sN;
-                        reverse_step(N, gy, du, dl, Bm + bc, Cm + bc, hcur, hprev, dacur, At, carry, gAt,
-                                     gdu, gdl, gB + bc, gC + bc);
+                        reverse_step(N, gy, du, dl, Bm + bc, Cm + bc, hs + i * sN, i ? hs + (i - 1) * sN : h0,
+                                     das + i * sN, At, carry, gAt, gdu, gdl, pB + i * N * VW, pC + i * N * VW);
                         for (int d = 0; d < BLOCK; d++) {
                             rgu[d] = gdu[d] * dl[d] + gy[d] * Dt[d];
                             gdl[d] += gdu[d] * ut[d];
@@ -450,13 +465,25 @@ int sosm_scan_bwd_f32(int64_t nb, int64_t L, int64_t D, int64_t N, int64_t G, in
                         memcpy(gdt + orow, rgdt, sizeof(float) * (size_t)wd);
                     }
                 }
-                for (int64_t n = 0; n < N; n++)
-                    for (int64_t d = 0; d < wd; d++) gA[n * D + d0 + d] += gAt[n * BLOCK + d];
-                for (int64_t d = 0; d < wd; d++) {
-                    gD[d0 + d] += gDt[d];
-                    gbias[d0 + d] += gbt[d];
+                for (int64_t i = 0; i < c; i++) {  /* the chunk's B and C gradients: sum the lanes */
+                    const int64_t bc = ((b * L + t0 + i) * G + g) * N;
+                    for (int64_t n = 0; n < N; n++) {
+                        gB[bc + n] = vsum(vld(pB + (i * N + n) * VW));
+                        gC[bc + n] = vsum(vld(pC + (i * N + n) * VW));
+                    }
                 }
             }
+        }
+        for (int64_t j = 0; j < nt; j++) {
+            const int64_t d0 = g * H + j * BLOCK, wd = H - j * BLOCK < BLOCK ? H - j * BLOCK : BLOCK;
+            for (int64_t n = 0; n < N; n++)
+                for (int64_t d = 0; d < wd; d++) gA[n * D + d0 + d] += gA_g[j * sN + n * BLOCK + d];
+            for (int64_t d = 0; d < wd; d++) {
+                gD[d0 + d] += gD_g[j * BLOCK + d];
+                gbias[d0 + d] += gb_g[j * BLOCK + d];
+            }
+        }
+    }
     free(buf);
     return 0;
 }
