@@ -1,23 +1,30 @@
 """Full causal graph pipeline on CPU: ``GraphBuilder.build`` at T=4096 (default config and variants).
 
 Variants: the default ``GraphConfig()`` (window 1, K=8, weighted-blocks similarity), plus
-adaptive K, mutual k-NN, and adaptive K + mutual. Beside them, in the same process, the
-anchor of ../shared/ANCHORS.md: plain torch exact kNN (T=4096, d=16, K=8, one matmul + topk)
-and faiss IndexFlatIP on the same d=16 inputs, so the 0.1 s bar can be read as a ratio on
-this (shared, noisy) machine. Median of ``--repeats`` runs after one warm-up.
+adaptive K, mutual k-NN, and adaptive K + mutual, all on ``[1, T, 64]`` states; and the
+model-sized call (the default config on ``[12, 256, 64]``, as the model's forward makes it).
+Beside them, in the same process and interleaved with them (repeat r runs every anchor and
+every variant once), the anchors of ../shared/ANCHORS.md: plain torch exact kNN (T=4096, d=16,
+K=8, one matmul + topk) and faiss IndexFlatIP on the same d=16 inputs, so the 0.1 s bar (set
+where torch kNN took 0.051 s) can be read as a ratio on this shared, noisy machine. Medians of
+``--repeats`` runs after one warm-up; wall and CPU time (``time.process_time``) both recorded,
+with the load average before and after.
 
-    python experiments/bench/bench_pipeline_cpu.py --repeats 5
+    python experiments/bench/bench_pipeline_cpu.py --repeats 9
 """
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from experiments.bench.common import median_time, write_result  # noqa: E402
+from experiments.bench.common import write_result  # noqa: E402
 
 from sosm.graph import GraphBuilder, GraphConfig  # noqa: E402
 
@@ -27,6 +34,7 @@ VARIANTS = {
     "mutual": {"mutual": True},
     "adaptive_k+mutual": {"adaptive_k": True, "mutual": True},
 }
+MODEL_SHAPE = (12, 256)  # the model-sized call: batch 12, context 256
 
 
 def torch_knn(x, k):
@@ -39,16 +47,17 @@ def torch_knn(x, k):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--length", type=int, default=4096)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--name", default="pipeline_cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(0)
     states = torch.randn(1, args.length, 64, generator=gen)
+    model_states = torch.randn(*MODEL_SHAPE, 64, generator=gen)
     x16 = torch.nn.functional.normalize(torch.randn(args.length, 16, generator=gen), dim=-1)
-    results = {}
-    anchors = {"torch_knn_d16": median_time(lambda: torch_knn(x16, 8), args.repeats)}
+
+    jobs = {"anchor:torch_knn_d16": lambda: torch_knn(x16, 8)}
     try:
         import faiss
 
@@ -59,18 +68,55 @@ def main():
             index.add(x16.numpy())
             return index.search(x16.numpy(), 9)
 
-        anchors["faiss_flat_d16"] = median_time(faiss_knn, args.repeats)
+        jobs["anchor:faiss_flat_d16"] = faiss_knn
     except ImportError:
-        anchors["faiss_flat_d16"] = None
+        pass
+    builders, graphs = {}, {}
     for name, options in VARIANTS.items():
-        builder = GraphBuilder(GraphConfig(**options))
-        graph = builder.build(states)
-        timing = median_time(lambda: builder.build(states), args.repeats)
-        results[name] = {**timing, "edges": graph.num_edges, "config": options,
-                         "ratio_over_torch_knn": timing["median_s"] / anchors["torch_knn_d16"]["median_s"],
-                         "cpu_ratio_over_torch_knn": timing["median_cpu_s"] / anchors["torch_knn_d16"]["median_cpu_s"]}
-        print(name, results[name]["median_s"], results[name]["median_cpu_s"], graph, flush=True)
-    record = {"shape": {"B": 1, "T": args.length, "D": 64}, "threads": args.threads, "bar_s": 0.1,
+        builders[name] = GraphBuilder(GraphConfig(**options))
+        jobs[name] = (lambda b: lambda: b.build(states))(builders[name])
+    model_builder = GraphBuilder(GraphConfig())
+    jobs["default_B12_T256"] = lambda: model_builder.build(model_states)
+
+    for fn in jobs.values():  # warm-up
+        fn()
+    graphs = {name: builders[name].build(states) for name in VARIANTS}
+    graphs["default_B12_T256"] = model_builder.build(model_states)
+    load_before = os.getloadavg()
+    wall = {name: [] for name in jobs}
+    cpu = {name: [] for name in jobs}
+    for _ in range(args.repeats):
+        for name, fn in jobs.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    load_after = os.getloadavg()
+
+    def summary(name):
+        return {"median_s": statistics.median(wall[name]), "samples_s": wall[name],
+                "median_cpu_s": statistics.median(cpu[name]), "cpu_samples_s": cpu[name]}
+
+    anchors = {name.split(":", 1)[1]: summary(name) for name in jobs if name.startswith("anchor:")}
+    knn = anchors["torch_knn_d16"]
+    results = {}
+    for name in jobs:
+        if name.startswith("anchor:"):
+            continue
+        timing = summary(name)
+        results[name] = {**timing, "edges": graphs[name].num_edges,
+                         "config": VARIANTS.get(name, {}),
+                         "shape": list(MODEL_SHAPE) + [64] if name == "default_B12_T256" else [1, args.length, 64],
+                         "ratio_over_torch_knn": timing["median_s"] / knn["median_s"],
+                         "cpu_ratio_over_torch_knn": timing["median_cpu_s"] / knn["median_cpu_s"]}
+        print(f"{name:20s} wall {timing['median_s'] * 1000:8.1f} ms  cpu {timing['median_cpu_s'] * 1000:8.1f} ms  "
+              f"cpu/torch_knn {results[name]['cpu_ratio_over_torch_knn']:.2f}", flush=True)
+    for name, timing in anchors.items():
+        print(f"anchor {name:14s} wall {timing['median_s'] * 1000:8.1f} ms  cpu {timing['median_cpu_s'] * 1000:8.1f} ms")
+    record = {"shape": {"B": 1, "T": args.length, "D": 64}, "threads": args.threads, "repeats": args.repeats,
+              "timing": "one process, interleaved repeats after one warm-up, median",
+              "load_avg_before": load_before, "load_avg_after": load_after,
+              "bar_s": 0.1, "bar_ratio_over_torch_knn": 0.1 / 0.051,
               "ours": results, "anchors": anchors,
               "anchors_doc": "../shared/ANCHORS.md (2-core CPU, idle): torch blocked kNN T=4096 d=16 0.051 s, "
                              "faiss 0.060 s; bar: full causal pipeline <= 0.1 s"}
