@@ -14,6 +14,7 @@
  *   A, gA: [N][D]  (A transposed, so the inner loops run along contiguous channels)
  *   Bm, Cm, gB, gC: [B][L][G][N]; group g owns channels g * D/G .. (g+1) * D/G - 1
  *   Dv, bias, gD, gbias: [D], never NULL (the caller passes zeros for an absent D or bias)
+ *   the backward reads delta from dl_s (below) instead of dt and bias
  *   last, glast: [B][D][N] (either may be NULL); gout is never NULL; z, gz NULL when there is no gate
  *   out, gu, gdt, gz: [B][L][D] contiguous
  *   ckpt: [B][nck][N][D], nck = ceil(L / tc): the state after each chunk of tc steps, written
@@ -27,13 +28,16 @@
  * Work is tiled over (b, block of BLOCK channels inside one group); a tile's state [N][BLOCK]
  * stays in L1 and every inner loop runs over the block's contiguous channels with a fixed trip
  * count (a last partial block is zero-padded in tile-local rows: padded lanes carry zero state,
- * zero drive and zero gradient), so the compiler vectorises it completely; the backward's
- * reverse step is written with vector types (below) so its sums over channels (the B and C
- * gradients) and over states stay in registers. exp and log are
+ * zero drive and zero gradient), so the compiler vectorises it completely. The backward's
+ * reverse step is written with vector types (below): its sums over states stay in registers and
+ * its sums over channels (the B and C gradients) are kept as 16-lane partials per chunk, summed
+ * across lanes once all the group's blocks have added theirs. On AVX-512 builds the recurrence
+ * step uses intrinsics (vscalefps for 2^n, delta / drive / y in registers). exp and log are
  * branch-free polynomials (exp2 on [-1/2, 1/2]: fitted degree 6, 1.6 ulp; log: Cephes' logf) so
  * their loops vectorise too. A is scaled by log2(e) once per tile; the decay's exponent is
- * clamped to [-87, 88] in natural units (exp(-87) = 1.6e-38, the floor of the vectorised
- * PyTorch path: below it exp() lands on subnormals, which CPUs evaluate tens of times slower).
+ * floored at -87 in natural units (exp(-87) = 1.6e-38, the floor of the vectorised PyTorch
+ * path: below it exp() lands on subnormals, which CPUs evaluate tens of times slower) and capped
+ * at 88 (the generic code; AVX-512 saturates to +inf like exp()).
  */
 #include <stdint.h>
 #include <stdlib.h>
