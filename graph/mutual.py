@@ -80,11 +80,22 @@ def mutual_filter(features: torch.Tensor, indices: torch.Tensor, scores: torch.T
     return out
 
 
+def _range_counts(hits: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """Per row r of ``hits [n, w]`` (bool): the number of True in columns ``[lo[r], hi[r])``."""
+    total = torch.empty(hits.shape[0], hits.shape[1] + 1, dtype=torch.int32, device=hits.device)
+    total[:, 0] = 0
+    torch.cumsum(hits, dim=1, dtype=torch.int32, out=total[:, 1:])
+    return (total.gather(1, hi[:, None]) - total.gather(1, lo[:, None])).squeeze(1).long()
+
+
 def _future_counts(f, b, j, i, s_e, window, padding_mask, block_size, alive):
     """Per edge: ``#{m real : j + window < m < i, score(j, m) >= s_e}`` (exact).
 
     Tiles: (batch item, tile of sources j, tile of m); one float32 matmul per tile pair, then
-    each edge reads its source's row. Edges are visited grouped by (b, j) via a sort.
+    each edge reads its source's row. Edges are visited grouped by (b, j) via a sort. An edge's
+    candidates in a tile are one column range, counted from row-wise cumulative sums of
+    ``score >= s_e + margin`` (sure) and ``score > s_e - margin`` (maybe); only rows where the
+    two differ re-score their in-between entries exactly.
     """
     count = torch.zeros_like(j)
     batch, length, _ = f.shape
@@ -97,6 +108,9 @@ def _future_counts(f, b, j, i, s_e, window, padding_mask, block_size, alive):
     todo = todo[order]
     chunk = 4 * block_size  # edge rows per gathered [chunk, block_size] slab
     for b0 in range(batch):
+        pad_bias = None
+        if padding_mask is not None:  # padded m: -inf, never counted
+            pad_bias = torch.zeros(length, device=f.device).masked_fill_(~padding_mask[b0], float("-inf"))
         for j0 in range(0, length, block_size):
             j1 = min(length, j0 + block_size)
             lo, hi = torch.searchsorted(key, torch.tensor([b0 * length + j0, b0 * length + j1])).tolist()
@@ -108,21 +122,26 @@ def _future_counts(f, b, j, i, s_e, window, padding_mask, block_size, alive):
             for m0 in range(m_start, m_stop, block_size):
                 m1 = min(m_stop, m0 + block_size)
                 tile = f[b0, j0:j1] @ f[b0, m0:m1].T  # [tj, tm] float32
+                if pad_bias is not None:
+                    tile += pad_bias[m0:m1]
                 sel = group[(i[group] > m0) & (j[group] + window + 1 < m1)]
-                m = torch.arange(m0, m1, device=f.device)
+                cols = torch.arange(m1 - m0, device=f.device)
                 for e0 in range(0, sel.numel(), chunk):
                     e = sel[e0:e0 + chunk]
                     fast = tile[j[e] - j0]  # [n, tm]
-                    ok = (m[None, :] > (j[e] + window)[:, None]) & (m[None, :] < i[e][:, None])
-                    if padding_mask is not None:
-                        ok &= padding_mask[b0, m0:m1][None, :]
+                    first = (j[e] + window + 1 - m0).clamp(0, m1 - m0)  # candidates: columns [first, last)
+                    last = (i[e] - m0).clamp(0, m1 - m0).maximum(first)
                     thr = s_e[e][:, None]
-                    sure = ok & (fast >= thr + margin)
-                    unsure = ok & ~sure & (fast > thr - margin)
-                    add = sure.sum(1)
-                    if unsure.any():
-                        r, c = unsure.nonzero(as_tuple=True)
-                        exact = pair_scores(f[b0, j[e][r]], f[b0, m0 + c])
-                        add.index_add_(0, r, (exact >= thr[r, 0]).long())
+                    add = _range_counts(fast >= thr + margin, first, last)
+                    maybe = _range_counts(fast > thr - margin, first, last)  # includes the sure ones
+                    rows = (maybe > add).nonzero().squeeze(1)
+                    if rows.numel():  # entries within the matmul error of s_e: exact scores decide
+                        near = fast[rows]
+                        t = thr[rows]
+                        band = ((near > t - margin) & (near < t + margin) & (cols >= first[rows, None])
+                                & (cols < last[rows, None]))
+                        r, c = band.nonzero(as_tuple=True)
+                        exact = pair_scores(f[b0, j[e][rows[r]]], f[b0, m0 + c])
+                        add.index_add_(0, rows[r], (exact >= t[r, 0]).long())
                     count[e] += add
     return count
