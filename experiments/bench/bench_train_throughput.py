@@ -17,8 +17,8 @@ length T (batch ``max(1, tokens_per_step // T)``, so 16,384 tokens per step, and
 - optional ``mamba_reference`` (the Mamba baseline on the PyTorch scan).
 
 Every row records the kernel path each op actually resolved to (on CPU the ``hybrid`` row runs
-the vectorised path as well: there is no Triton kernel off CUDA, so kernels-vs-reference is a
-GPU figure). One step = forward under bf16 autocast (CUDA; fp32 on CPU) + cross-entropy +
+the vectorised graph attention and the native C scan: there is no Triton kernel off CUDA, so
+kernels-vs-reference is a GPU figure). One step = forward under bf16 autocast (CUDA; fp32 on CPU) + cross-entropy +
 backward + grad-norm clip 1.0 + AdamW (fused on CUDA) + ``zero_grad``. Tokens/s are over the
 timed steps after warm-up (CUDA events, then a synchronize; ``perf_counter`` and process CPU
 time on CPU). Peak memory: ``torch.cuda.max_memory_allocated`` during the timed steps, also as
@@ -60,6 +60,7 @@ sys.path.insert(0, str(ROOT))
 
 from experiments.bench.common import environment, write_result  # noqa: E402
 from sosm.kernels._backend import force_backend, resolve  # noqa: E402
+from sosm.kernels.selective_scan import scan_path  # noqa: E402
 from sosm.model import SOSMConfig, SOSMModel, matched_config  # noqa: E402
 
 PRESETS = {
@@ -133,6 +134,7 @@ def resolved_paths(kind: str, device: torch.device, forced) -> dict:
     ops = ("selective_scan",) if kind == "mamba" else OPS
     with (force_backend(forced) if forced else contextlib.nullcontext()):
         paths = {op: resolve(op, device) for op in ops}
+        paths["selective_scan"] = scan_path(device)  # on CPU: "native" (compiled C) unless disabled/unbuildable
     if "topk_similarity" in paths and device.type != "cuda":  # SOSMModel.graph_builder passes it on CUDA only
         paths["topk_similarity"] = "not called (sosm.graph blocked top-k off CUDA)"
     return paths

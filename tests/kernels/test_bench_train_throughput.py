@@ -46,6 +46,9 @@ def test_tiny_preset_writes_sane_rows(bench, tmp_path):
                             r["tokens_per_s"], rel_tol=1e-9)
     hybrid = [r for r in rows if r["model"] == "hybrid"]
     assert all(set(r["config"]["layer_types"]) == {"A", "M"} for r in hybrid)  # a real hybrid, not one layer kind
+    from sosm.kernels.selective_scan import scan_path
+
+    assert all(r["kernel_paths"]["selective_scan"] == scan_path("cpu") for r in hybrid)  # native when it builds
     reference = [r for r in rows if r["model"] == "hybrid_reference"]
     for r in reference:
         paths = r["kernel_paths"]
