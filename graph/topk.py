@@ -133,16 +133,18 @@ def _merge(best_v, best_i, floor, scores, k0):
     vertical max over ``_GROUP`` contiguous slices, which vectorises). Entries above the worst
     lie in the groups whose max is above it ("hit" groups).
 
-    - The floor is raised to the smallest of ``c`` chunk maxima of the group maxima (``c`` a
-      power of two ``> kk`` dividing S): ``c`` distinct entries are ``>=`` it, so at least
-      ``kk`` listed entries stay above it, and the first tile of a query block has about ``c``
-      hit groups per row instead of all of them.
+    - While some row's list is not full (the first tiles of a query block), the floor of the
+      rows with at least ``kk`` chunk maxima above their worst is raised to the kk-th largest of
+      ``c`` strided chunk maxima of the group maxima (``c`` the power of two ``>= 2 kk``,
+      dividing S): kk distinct entries are ``>=`` it, so rows keep about kk + a few hit groups
+      instead of all of them. Entries dropped below the floor stay ``<= worst``.
     - Entries above the worst are pulled out of the hit groups (row-major ``nonzero``), padded
       per row and merged with the list by one small ``topk``; late tiles, where most rows have
       no hit group, cost almost nothing per row.
     - Rows with more than ``min(2 kk, S / 2)`` hit groups (short tiles, or no chunk floor)
-      take their ``kk`` largest groups (any other group's max is <= the kk-th group max, a value reached by kk
-      distinct entries) and one ``topk`` over the list and those ``kk * _GROUP`` entries.
+      take their ``kk`` largest groups (any other group's max is <= the kk-th group max, a
+      value reached by kk distinct entries) and one ``topk`` over the list and those
+      ``kk * _GROUP`` entries.
 
     Narrow tiles (fewer than ``kk`` groups) merge whole rows.
     """
