@@ -36,6 +36,8 @@ from typing import Optional
 import hnswlib
 import numpy as np
 
+from sosm.graph.io import fsync_dir
+
 FORMAT_VERSION = 1
 FILES = ("index.bin", "vectors.npy", "entries.jsonl")
 
@@ -50,7 +52,7 @@ def save_memory(memory, directory) -> Path:
     created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     if created:
-        _fsync_dir(root.parent)
+        fsync_dir(root.parent)
     versions = [int(p.name[1:]) for p in root.glob("v[0-9]*") if p.name[1:].isdigit()]
     name = f"v{max(versions, default=0) + 1:06d}"
     temp = root / f".tmp-{name}-{os.getpid()}"
@@ -68,12 +70,12 @@ def save_memory(memory, directory) -> Path:
         "files": {f: {"sha256": _sha256(temp / f), "bytes": (temp / f).stat().st_size} for f in FILES},
     }
     _write_bytes(temp / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True).encode())
-    _fsync_dir(temp)
+    fsync_dir(temp)
     os.rename(temp, root / name)
-    _fsync_dir(root)
+    fsync_dir(root)
     _write_bytes(root / "CURRENT.tmp", f"{name} {_sha256(root / name / 'manifest.json')}\n".encode())
     os.replace(root / "CURRENT.tmp", root / "CURRENT")
-    _fsync_dir(root)
+    fsync_dir(root)
     for stale in root.iterdir():
         if stale.name != name and (stale.name.startswith(".tmp-") or (stale.name.startswith("v") and stale.name[1:].isdigit())):
             shutil.rmtree(stale, ignore_errors=True)
@@ -196,14 +198,6 @@ def _write_bytes(path: Path, data: bytes) -> None:
 def _fsync_file(path: Path) -> None:
     with open(path, "rb+") as handle:
         os.fsync(handle.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _sha256(path: Path) -> str:

@@ -13,14 +13,6 @@ from sosm.model.positional import apply_rotary, rope_angles
 VOCAB, SEQ = 30, 24
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _model(memory=True, **kw):
     torch.manual_seed(0)
     base = dict(vocab_size=VOCAB, d_model=32, n_heads=2, n_layers=5, max_seq_len=SEQ, memory=memory)

@@ -16,14 +16,6 @@ SHAKESPEARE = Path(__file__).resolve().parents[3] / "shared" / "data" / "tinysha
 SMOKE = Path(__file__).resolve().parents[2] / "experiments" / "configs" / "smoke.yaml"
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _hybrid():
     torch.manual_seed(0)
     return SOSMModel(SOSMConfig(vocab_size=VOCAB, d_model=32, n_heads=2, n_layers=4, max_seq_len=16)).eval()
