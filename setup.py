@@ -16,5 +16,5 @@ for name, folder in ROOMS.items():
     packages += [f"{name}.{sub}" for sub in find_packages(folder)]
 
 setup(packages=packages, package_dir=package_dir,
-      package_data={"sosm": ["assets/*"], "sosm.graph": ["assets/*"], "sosm.analysis": ["assets/*"],
+      package_data={"sosm": ["assets/*"], "sosm.graph": ["assets/*", "*.c"], "sosm.analysis": ["assets/*"],
                     "sosm.kernels.selective_scan": ["*.c"]})  # the native CPU scan, compiled on first use

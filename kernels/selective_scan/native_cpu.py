@@ -39,22 +39,18 @@ Example:
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
 import platform
-import shutil
-import subprocess
-import tempfile
 import threading
 from pathlib import Path
 
 import torch
 
+from ... import _native  # stdlib-only compile/cache/load helper shared with sosm.graph (no room imports)
 from .reference import check_scan_args
 
 SOURCE = Path(__file__).with_name("selective_scan_cpu.c")
 ABI = 2
-ENV_SWITCH = "SOSM_NATIVE_CPU"
+ENV_SWITCH = _native.ENV_SWITCH
 BASE_FLAGS = ("-O3", "-fPIC", "-shared", "-ffp-contract=fast", "-fno-trapping-math", "-fopenmp-simd")
 CHUNK_FLOATS = 1 << 15  # backward chunk buffers (states + decays, [steps, N, 64] each): 128 KiB in all
 # (B12 D256 N16 L64: 16 steps per chunk gave C bwd 2.43 ms vs 2.57 at 64 and 2.72 at 8, same process)
@@ -62,69 +58,18 @@ CHUNK_FLOATS = 1 << 15  # backward chunk buffers (states + decays, [steps, N, 64
 _lock = threading.Lock()
 _state: dict = {}  # "lib", "reason" once loaded or failed
 
-
-def enabled() -> bool:
-    """False when ``SOSM_NATIVE_CPU`` is ``0``/``false``/``off``/``no`` (read at every call)."""
-    return os.environ.get(ENV_SWITCH, "1").strip().lower() not in ("0", "false", "off", "no")
-
-
-def find_compiler() -> str | None:
-    """Path of the C compiler: ``$CC`` if set (and found), else ``cc``, ``gcc`` or ``clang``."""
-    names = [os.environ["CC"]] if os.environ.get("CC") else ["cc", "gcc", "clang"]
-    for name in names:
-        path = shutil.which(name.split()[0])
-        if path:
-            return path
-    return None
-
-
-def cache_dir() -> Path:
-    """``$SOSM_CACHE_DIR/kernels``, default ``~/.cache/sosm/kernels``."""
-    root = os.environ.get("SOSM_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "sosm")
-    return Path(root) / "kernels"
-
-
-def _cpu_flags() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return line
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _compiler_id(cc: str) -> str:
-    try:
-        res = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30)
-        return res.stdout.strip()
-    except (OSError, subprocess.SubprocessError) as err:
-        return f"{cc} ({type(err).__name__})"
+enabled = _native.enabled
+find_compiler = _native.find_compiler
+cache_dir = _native.cache_dir
 
 
 def _library_path(cc: str, flags: tuple[str, ...]) -> Path:
-    key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), cc.encode(), _compiler_id(cc).encode(), " ".join(flags).encode(),
-                 platform.machine().encode(), (_cpu_flags() if "-march=native" in flags else "").encode()):
-        key.update(part)
-        key.update(b"\0")
-    return cache_dir() / f"selective_scan_cpu-{key.hexdigest()[:20]}.so"
+    return _native.library_path(SOURCE, cc, flags)
 
 
 def _compile(cc: str, flags: tuple[str, ...], target: Path) -> None:
     """Compile SOURCE into ``target`` atomically (temp file in the same folder, then os.replace)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=target.stem + ".", suffix=".tmp.so", dir=target.parent)
-    os.close(fd)
-    try:
-        res = subprocess.run([cc, *flags, "-o", tmp, str(SOURCE)], capture_output=True, text=True, timeout=300)
-        if res.returncode != 0:
-            raise RuntimeError(f"{Path(cc).name} exited with {res.returncode}: {res.stderr.strip()[-500:]}")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    _native.compile_library(SOURCE, cc, flags, target)
 
 
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
@@ -150,25 +95,15 @@ def flag_attempts() -> list[tuple[str, ...]]:
     return attempts
 
 
+def _checked_bind(lib: ctypes.CDLL) -> ctypes.CDLL:
+    lib = _bind(lib)
+    if lib.sosm_scan_abi() != ABI:
+        raise RuntimeError(f"library has ABI {lib.sosm_scan_abi()}, expected {ABI}")
+    return lib
+
+
 def _build() -> tuple[ctypes.CDLL | None, str]:
-    cc = find_compiler()
-    if cc is None:
-        return None, "no C compiler found (set CC, or install cc/gcc/clang)"
-    if not SOURCE.is_file():
-        return None, f"source {SOURCE} missing from the installation"
-    errors = []
-    for flags in flag_attempts():
-        try:
-            target = _library_path(cc, flags)
-            if not target.is_file():
-                _compile(cc, flags, target)
-            lib = _bind(ctypes.CDLL(str(target)))
-            if lib.sosm_scan_abi() != ABI:
-                raise RuntimeError(f"{target.name} has ABI {lib.sosm_scan_abi()}, expected {ABI}")
-            return lib, f"{target} ({Path(cc).name} {' '.join(flags)})"
-        except (OSError, RuntimeError, subprocess.SubprocessError, AttributeError) as err:
-            errors.append(f"{' '.join(flags[len(BASE_FLAGS):]) or 'base flags'}: {type(err).__name__}: {err}")
-    return None, "build failed: " + " | ".join(errors)
+    return _native.build(SOURCE, flag_attempts(), _checked_bind, find_compiler(), BASE_FLAGS)
 
 
 def status() -> tuple[bool, str]:
