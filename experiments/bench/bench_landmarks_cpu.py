@@ -28,7 +28,8 @@ from scipy.sparse import csgraph
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from experiments.bench.common import median_time, write_result  # noqa: E402
-from sosm.graph.landmarks import landmark_distances, select_landmarks  # noqa: E402
+from sosm.graph import native_landmarks  # noqa: E402
+from sosm.graph.landmarks import _landmark_distances_torch, landmark_distances, select_landmarks  # noqa: E402
 from sosm.graph.types import UNREACHABLE  # noqa: E402
 
 
@@ -74,6 +75,9 @@ def main() -> None:
     def ours():
         return landmark_distances(edge_index, 1, N, marks, max_distance=args.max_distance, causal=True)
 
+    def ours_torch():  # the torch BFS (the CUDA path, and the CPU fallback without a compiler)
+        return _landmark_distances_torch(edge_index, 1, N, marks, args.max_distance, True).long()
+
     def scipy_shortest_path():
         return csgraph.shortest_path(adjacency, directed=True, unweighted=True, indices=sources)
 
@@ -86,8 +90,14 @@ def main() -> None:
     want = np.where(np.isinf(want) | (want > args.max_distance), UNREACHABLE, want).astype(np.int64)
     if not np.array_equal(got, want):
         raise SystemExit(f"mismatch: {(got != want).sum()} of {got.size} distances differ")
+    got_torch = ours_torch()[0].T.numpy()
+    if not np.array_equal(got_torch, got):
+        raise SystemExit(f"torch path mismatch: {(got_torch != got).sum()} distances differ")
+    native_ok, native_detail = native_landmarks.status()
+    path = "native C (CPU)" if native_ok and native_landmarks.enabled() else "torch (fallback)"
 
     t_ours = median_time(ours, repeats=args.repeats, warmup=1)
+    t_torch = median_time(ours_torch, repeats=args.repeats, warmup=1)
     t_sp = median_time(scipy_shortest_path, repeats=args.repeats, warmup=1)
     t_bfo = median_time(scipy_bfs_order, repeats=args.repeats, warmup=1)
     reached = int((got != UNREACHABLE).sum())
@@ -96,20 +106,23 @@ def main() -> None:
                    "window": args.window, "knn": args.knn, "max_distance": args.max_distance,
                    "mode": "causal (directed BFS along edge direction)", "reached_pairs": reached,
                    "max_hops": int(got[got != UNREACHABLE].max())},
-        "ours": {"name": "sosm.graph.landmarks.landmark_distances (torch, CPU)", **t_ours},
+        "ours": {"name": f"sosm.graph.landmarks.landmark_distances ({path})", "path": path, **t_ours},
+        "ours_torch_path": {"name": "sosm.graph.landmarks._landmark_distances_torch (torch BFS, CPU)", **t_torch},
+        "native_build": native_detail,
         "anchor": {"name": "scipy.sparse.csgraph.shortest_path(unweighted=True, indices=64 sources)", **t_sp},
         "anchor_breadth_first_order": {"name": "scipy csgraph.breadth_first_order x 64 (order only)", **t_bfo},
         "ratio_anchor_over_ours": t_sp["median_s"] / t_ours["median_s"],
         "ratio_bfs_order_over_ours": t_bfo["median_s"] / t_ours["median_s"],
+        "ratio_anchor_over_torch_path": t_sp["median_s"] / t_torch["median_s"],
         "scipy": scipy.__version__,
         "torch_threads": args.threads,
         "verified_equal": True,
         "command": "python " + " ".join(sys.argv),
     }
-    path = write_result(args.name, record)
-    print(f"ours {t_ours['median_s']:.3f} s | scipy shortest_path {t_sp['median_s']:.3f} s | "
+    out = write_result(args.name, record)
+    print(f"ours [{path}] {t_ours['median_s']:.3f} s | torch path {t_torch['median_s']:.3f} s | scipy shortest_path {t_sp['median_s']:.3f} s | "
           f"scipy breadth_first_order x{args.landmarks} {t_bfo['median_s']:.3f} s | "
-          f"speed-up vs shortest_path {record['ratio_anchor_over_ours']:.2f}x -> {path}")
+          f"speed-up vs shortest_path {record['ratio_anchor_over_ours']:.2f}x -> {out}")
 
 
 if __name__ == "__main__":
