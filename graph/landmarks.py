@@ -242,8 +242,8 @@ def _use_native(device: torch.device, num_nodes: int) -> bool:
     if device.type != "cpu" or not native_landmarks.enabled() or num_nodes >= 2 ** 31 - 1:
         return False
     ok, reason = native_landmarks.status()
-    if not ok and not native_landmarks._state.get("warned"):
-        native_landmarks._state["warned"] = True
+    if not ok and not native_landmarks.library.warned:
+        native_landmarks.library.warned = True
         warnings.warn(f"landmark_distances: native CPU BFS unavailable ({reason}); running the torch BFS",
                       RuntimeWarning, stacklevel=3)
     return ok

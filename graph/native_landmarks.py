@@ -9,7 +9,6 @@ when the library cannot be built). Compilation, caching and loading are the shar
 from __future__ import annotations
 
 import ctypes
-import threading
 from pathlib import Path
 
 import torch
@@ -19,9 +18,6 @@ from .. import _native  # stdlib-only leaf shared with sosm.kernels (neither roo
 SOURCE = Path(__file__).with_name("landmarks_cpu.c")
 ABI = 1
 BASE_FLAGS = ("-O3", "-fPIC", "-shared")
-
-_lock = threading.Lock()
-_state: dict = {}
 
 enabled = _native.enabled
 find_compiler = _native.find_compiler
@@ -46,26 +42,15 @@ def _build():
     return _native.build(SOURCE, flag_attempts(), _bind, find_compiler(), BASE_FLAGS)
 
 
-def status() -> tuple[bool, str]:
-    """(available, detail): builds and loads the library on the first call (once per process)."""
-    with _lock:
-        if "reason" not in _state:
-            _state["lib"], _state["reason"] = _build()
-    return _state["lib"] is not None, _state["reason"]
-
-
-def _reset() -> None:
-    """Forget the loaded library and the fallback warning (tests)."""
-    with _lock:
-        _state.clear()
+library = _native.LazyLibrary(lambda: _build(), "native CPU landmark BFS")
+status = library.status  # (available, detail): builds and loads the library on the first call
+_reset = library.reset  # forget the loaded library and the fallback warning (tests)
 
 
 def landmark_bfs_native(edge_index: torch.Tensor, batch_size: int, seq_len: int, landmarks: torch.Tensor,
                         max_distance: int, causal: bool) -> torch.Tensor:
     """``int16 [B*T, L]`` hop distances (arguments already validated by ``landmark_distances``)."""
-    ok, reason = status()
-    if not ok:
-        raise RuntimeError(f"native CPU landmark BFS unavailable: {reason}")
+    lib = library.lib()
     n = batch_size * seq_len
     if n >= 2 ** 31 - 1:
         raise ValueError("native landmark BFS takes fewer than 2**31 - 1 nodes")
@@ -76,8 +61,8 @@ def landmark_bfs_native(edge_index: torch.Tensor, batch_size: int, seq_len: int,
     stride = edge_index.stride(1) if E else 1
     src = edge_index.data_ptr()
     dst = src + edge_index.stride(0) * edge_index.element_size()
-    rc = _state["lib"].sosm_landmark_bfs(E, src, dst, stride, batch_size, seq_len, int(bool(causal)), L,
-                                         marks.data_ptr(), min(max_distance, 2 ** 62), dist.data_ptr())
+    rc = lib.sosm_landmark_bfs(E, src, dst, stride, batch_size, seq_len, int(bool(causal)), L,
+                               marks.data_ptr(), min(max_distance, 2 ** 62), dist.data_ptr())
     if rc == 1:
         raise MemoryError("landmark_distances (native CPU): could not allocate the BFS buffers")
     if rc != 0:

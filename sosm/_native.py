@@ -21,6 +21,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
@@ -113,3 +114,41 @@ def build(source: Path, flag_attempts: Iterable[tuple[str, ...]], bind: Callable
         except (OSError, RuntimeError, subprocess.SubprocessError, AttributeError) as err:
             errors.append(f"{' '.join(flags[len(base_flags):]) or 'base flags'}: {type(err).__name__}: {err}")
     return None, "build failed: " + " | ".join(errors)
+
+
+class LazyLibrary:
+    """One native library per process, built and loaded on the first :meth:`status` call (thread-safe).
+
+    Args:
+        build: no-argument callable returning ``(library or None, detail)``, e.g. a module's
+            ``lambda: _build()`` (a lambda, so tests can monkeypatch the module's ``_build``).
+        name: what the library provides, for the error of :meth:`lib`.
+
+    ``warned`` is for the caller's one-per-process fallback warning; :meth:`reset` clears it too.
+    """
+
+    def __init__(self, build: Callable[[], tuple[Optional[ctypes.CDLL], str]], name: str):
+        self._build, self.name = build, name
+        self._lock = threading.Lock()
+        self._lib: Optional[ctypes.CDLL] = None
+        self._reason: Optional[str] = None
+        self.warned = False
+
+    def status(self) -> tuple[bool, str]:
+        """(available, detail): builds and loads the library on the first call."""
+        with self._lock:
+            if self._reason is None:
+                self._lib, self._reason = self._build()
+        return self._lib is not None, self._reason
+
+    def lib(self) -> ctypes.CDLL:
+        """The loaded library; ``RuntimeError`` saying why when it could not be built or loaded."""
+        ok, reason = self.status()
+        if not ok:
+            raise RuntimeError(f"{self.name} unavailable: {reason}")
+        return self._lib
+
+    def reset(self) -> None:
+        """Forget the loaded library and the warning flag (tests)."""
+        with self._lock:
+            self._lib, self._reason, self.warned = None, None, False

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import ctypes
 import platform
-import threading
 from pathlib import Path
 
 import torch
@@ -54,9 +53,6 @@ ENV_SWITCH = _native.ENV_SWITCH
 BASE_FLAGS = ("-O3", "-fPIC", "-shared", "-ffp-contract=fast", "-fno-trapping-math", "-fopenmp-simd")
 CHUNK_FLOATS = 1 << 15  # backward chunk buffers (states + decays, [steps, N, 64] each): 128 KiB in all
 # (B12 D256 N16 L64: 16 steps per chunk gave C bwd 2.43 ms vs 2.57 at 64 and 2.72 at 8, same process)
-
-_lock = threading.Lock()
-_state: dict = {}  # "lib", "reason" once loaded or failed
 
 enabled = _native.enabled
 find_compiler = _native.find_compiler
@@ -106,25 +102,10 @@ def _build() -> tuple[ctypes.CDLL | None, str]:
     return _native.build(SOURCE, flag_attempts(), _checked_bind, find_compiler(), BASE_FLAGS)
 
 
-def status() -> tuple[bool, str]:
-    """(available, detail): builds and loads the library on the first call (once per process)."""
-    with _lock:
-        if "reason" not in _state:
-            _state["lib"], _state["reason"] = _build()
-    return _state["lib"] is not None, _state["reason"]
-
-
-def _reset() -> None:
-    """Forget the loaded library (tests)."""
-    with _lock:
-        _state.clear()
-
-
-def _lib() -> ctypes.CDLL:
-    ok, reason = status()
-    if not ok:
-        raise RuntimeError(f"native CPU selective scan unavailable: {reason}")
-    return _state["lib"]
+_library = _native.LazyLibrary(lambda: _build(), "native CPU selective scan")
+status = _library.status  # (available, detail): builds and loads the library on the first call
+_reset = _library.reset  # forget the loaded library (tests)
+_lib = _library.lib
 
 
 def chunk_steps(length: int, d_state: int, block: int = 64) -> int:
