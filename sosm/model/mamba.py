@@ -39,28 +39,29 @@ class _CausalDepthwiseConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias):
         T, K = x.shape[1], weight.shape[1]
-        weight, bias = weight.to(x.dtype), bias.to(x.dtype)
-        out = torch.addcmul(bias, x, weight[:, K - 1])  # [B, T, E] in x.dtype
+        taps = weight.to(x.dtype).t().contiguous()  # [K, E]: each tap a contiguous row (a strided
+        bias = bias.to(x.dtype)                      # [E] column broadcast is ~4x slower on CPU)
+        out = torch.addcmul(bias, x, taps[K - 1])  # [B, T, E] in x.dtype
         for k in range(K - 1):
             shift = K - 1 - k
             if shift < T:
-                out[:, shift:].addcmul_(x[:, :T - shift], weight[:, k])
-        ctx.save_for_backward(x, weight)
+                out[:, shift:].addcmul_(x[:, :T - shift], taps[k])
+        ctx.save_for_backward(x, taps)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
-        T, K = x.shape[1], weight.shape[1]
-        grad_x = grad * weight[:, K - 1]
-        grad_w = torch.zeros_like(weight)
-        grad_w[:, K - 1] = (grad * x).sum((0, 1))
+        x, taps = ctx.saved_tensors
+        T, K = x.shape[1], taps.shape[0]
+        grad_x = grad * taps[K - 1]
+        grad_taps = torch.zeros_like(taps)  # [K, E]
+        grad_taps[K - 1] = (grad * x).sum((0, 1))
         for k in range(K - 1):
             shift = K - 1 - k
             if shift < T:
-                grad_x[:, :T - shift].addcmul_(grad[:, shift:], weight[:, k])
-                grad_w[:, k] = (grad[:, shift:] * x[:, :T - shift]).sum((0, 1))
-        return grad_x, grad_w, grad.sum((0, 1))  # in x.dtype; autograd casts to the parameters' dtype
+                grad_x[:, :T - shift].addcmul_(grad[:, shift:], taps[k])
+                grad_taps[k] = (grad[:, shift:] * x[:, :T - shift]).sum((0, 1))
+        return grad_x, grad_taps.t(), grad.sum((0, 1))  # in x.dtype; autograd casts to the parameters' dtype
 
 
 def causal_depthwise_conv(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
