@@ -48,7 +48,7 @@ from ... import _native  # stdlib-only compile/cache/load helper shared with sos
 from .reference import check_scan_args
 
 SOURCE = Path(__file__).with_name("selective_scan_cpu.c")
-ABI = 2
+ABI = 3
 ENV_SWITCH = _native.ENV_SWITCH
 BASE_FLAGS = ("-O3", "-fPIC", "-shared", "-ffp-contract=fast", "-fno-trapping-math", "-fopenmp-simd")
 CHUNK_FLOATS = 1 << 15  # backward chunk buffers (states + decays, [steps, N, 64] each): 128 KiB in all
@@ -80,6 +80,11 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.sosm_scan_fwd_f32.argtypes = dims + strided * 3 + [ptr] * 5 + [c_int] + [ptr] * 6
     lib.sosm_scan_bwd_f32.restype = c_int
     lib.sosm_scan_bwd_f32.argtypes = dims + strided * 2 + [ptr] * 8 + strided + [ptr] + [ptr] * 8
+    conv = [i64] * 4 + strided + [ptr, ptr, c_int]  # batch, length, dim, width; x; taps, bias, act
+    lib.sosm_conv_fwd_f32.restype = c_int
+    lib.sosm_conv_fwd_f32.argtypes = conv + [ptr]
+    lib.sosm_conv_bwd_f32.restype = c_int
+    lib.sosm_conv_bwd_f32.argtypes = conv + [ptr] * 4
     return lib
 
 
@@ -217,3 +222,58 @@ def selective_scan_native(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
         t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias))
     out, last = _NativeScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, need_grad)
     return (out, last) if return_last_state else out
+
+
+def _channels_unit(x: torch.Tensor) -> torch.Tensor:
+    """float32 ``[B, T, E]`` with unit stride along E and non-negative strides (a copy only if needed)."""
+    x = x.detach()
+    if x.dtype != torch.float32:
+        x = x.float()
+    if x.stride(2) != 1 or min(x.stride()) < 0:
+        x = x.contiguous()
+    return x
+
+
+class _NativeConv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, act):
+        nb, T, E = x.shape
+        K = weight.shape[1]
+        x_ = _channels_unit(x)
+        taps = weight.detach().float().t().contiguous()  # [K, E]
+        b_ = x_.new_zeros(E) if bias is None else bias.detach().float().contiguous()
+        out = x_.new_empty(nb, T, E)
+        rc = _lib().sosm_conv_fwd_f32(nb, T, E, K, _p(x_), x_.stride(0), x_.stride(1), _p(taps), _p(b_), int(act),
+                                      _p(out))
+        if rc != 0:
+            raise MemoryError("causal_conv1d (native CPU): could not allocate the forward's work buffer")
+        ctx.save_for_backward(x_, taps, b_)
+        ctx.meta = (act, x.dtype, weight.dtype, None if bias is None else bias.dtype)
+        return out.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x_, taps, b_ = ctx.saved_tensors
+        act, x_dt, w_dt, b_dt = ctx.meta
+        nb, T, E = x_.shape
+        K = taps.shape[0]
+        gy = grad.detach().float().contiguous()
+        gx, gw, gb = x_.new_empty(nb, T, E), torch.empty_like(taps), x_.new_empty(E)
+        rc = _lib().sosm_conv_bwd_f32(nb, T, E, K, _p(x_), x_.stride(0), x_.stride(1), _p(taps), _p(b_), int(act),
+                                      _p(gy), _p(gx), _p(gw), _p(gb))
+        if rc != 0:
+            raise MemoryError("causal_conv1d (native CPU): could not allocate the backward's work buffer")
+        need = ctx.needs_input_grad
+        return (gx.to(x_dt) if need[0] else None, gw.t().to(w_dt) if need[1] else None,
+                gb.to(b_dt) if b_dt is not None and need[2] else None, None)
+
+
+def causal_conv1d_native(x, weight, bias=None, activation=None):
+    """:func:`~.causal_conv.causal_conv1d` on the native C loop (CPU): ``x [B, T, E]``, ``weight [E, K]``.
+
+    Float32 inside (other dtypes are cast and the results cast back); SiLU fused when
+    ``activation == "silu"``. Raises ``RuntimeError`` when the library is unavailable.
+    """
+    if x.device.type != "cpu":
+        raise ValueError(f"causal_conv1d_native runs on CPU tensors, got {x.device}")
+    return _NativeConv.apply(x, weight, bias, activation == "silu")

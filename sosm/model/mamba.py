@@ -23,49 +23,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..kernels import selective_scan, selective_state_update
+from ..kernels import causal_conv1d, selective_scan, selective_state_update
 from .graph_attention_layer import LayerContext
 
 
-class _CausalDepthwiseConv(torch.autograd.Function):
-    """``out[b, t, e] = bias[e] + sum_k weight[e, k] * x[b, t - (K - 1) + k, e]`` (zero before t = 0).
-
-    The same numbers as ``nn.Conv1d(E, E, K, groups=E, padding=K - 1)`` on ``x.transpose(1, 2)``
-    cut to the first T outputs (to float32 rounding), computed in the ``[B, T, E]`` layout the
-    projections use: K shifted multiply-adds along contiguous rows instead of a strided
-    depthwise convolution and its transposes (CPU: a third less time, forward + backward).
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        T, K = x.shape[1], weight.shape[1]
-        taps = weight.to(x.dtype).t().contiguous()  # [K, E]: each tap a contiguous row (a strided
-        bias = bias.to(x.dtype)                      # [E] column broadcast is ~4x slower on CPU)
-        out = torch.addcmul(bias, x, taps[K - 1])  # [B, T, E] in x.dtype
-        for k in range(K - 1):
-            shift = K - 1 - k
-            if shift < T:
-                out[:, shift:].addcmul_(x[:, :T - shift], taps[k])
-        ctx.save_for_backward(x, taps)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, taps = ctx.saved_tensors
-        T, K = x.shape[1], taps.shape[0]
-        grad_x = grad * taps[K - 1]
-        grad_taps = torch.zeros_like(taps)  # [K, E]
-        grad_taps[K - 1] = (grad * x).sum((0, 1))
-        for k in range(K - 1):
-            shift = K - 1 - k
-            if shift < T:
-                grad_x[:, :T - shift].addcmul_(grad[:, shift:], taps[k])
-                grad_taps[k] = (grad[:, shift:] * x[:, :T - shift]).sum((0, 1))
-        return grad_x, grad_taps.t(), grad.sum((0, 1))  # in x.dtype; autograd casts to the parameters' dtype
-
-
-def causal_depthwise_conv(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+def causal_depthwise_conv(x: torch.Tensor, conv: nn.Conv1d, activation: Optional[str] = None) -> torch.Tensor:
     """Causal depthwise ``conv`` (``groups = channels``, left context only) of ``x [B, T, E]`` -> ``[B, T, E]``.
+
+    Through ``sosm.kernels.causal_conv1d``: cuDNN on GPUs, the native C loop on CPU (SiLU
+    fused when ``activation="silu"``), shifted multiply-adds where that is unavailable.
 
     Example:
         >>> conv = nn.Conv1d(6, 6, 4, groups=6, padding=3)
@@ -73,9 +39,7 @@ def causal_depthwise_conv(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
         >>> torch.allclose(causal_depthwise_conv(x, conv), conv(x.transpose(1, 2))[..., :5].transpose(1, 2), atol=1e-6)
         True
     """
-    if x.device.type != "cpu":  # cuDNN / GPU depthwise convolution
-        return conv(x.transpose(1, 2))[..., :x.shape[1]].transpose(1, 2)
-    return _CausalDepthwiseConv.apply(x, conv.weight[:, 0, :], conv.bias)
+    return causal_conv1d(x, conv.weight[:, 0, :], conv.bias, activation)
 
 
 class TopologicalMamba(nn.Module):
@@ -139,7 +103,7 @@ class TopologicalMamba(nn.Module):
     def forward(self, x: torch.Tensor, ctx: LayerContext) -> torch.Tensor:
         B, T, _ = x.shape
         xs, z = self.in_proj(self.norm(x)).chunk(2, dim=-1)  # [B, T, E] each
-        xs = F.silu(causal_depthwise_conv(xs, self.conv))  # [B, T, E], causal: left context only
+        xs = causal_depthwise_conv(xs, self.conv, "silu")  # [B, T, E], causal: left context only
         delta, Bm, Cm = self._ssm_inputs(xs, ctx.structure)  # [B, T, E], [B, T, N] x2
         xs = xs.transpose(1, 2)  # [B, E, T] views: the scan's layout
         with torch.autocast(x.device.type, enabled=False):  # the scan manages its own precision (fp32 state)
