@@ -152,6 +152,11 @@ def _merge(best_v, best_i, floor, scores, k0):
     kk = best_v.shape[1]
     stride = width // _GROUP
     if width % _GROUP or stride < kk:
+        if k0 == 0 and width >= kk:  # a query block's first key tile: every list is still empty
+            top_v, top_i = scores.topk(kk, dim=1)  # -inf entries are masked downstream (best_v > -inf)
+            best_v.copy_(top_v)
+            best_i.copy_(top_i)
+            return
         hit = (scores.amax(1) > best_v[:, -1]).nonzero().squeeze(1)
         if hit.numel():
             _merge_rows(best_v, best_i, hit, scores[hit], None, k0)
@@ -343,7 +348,9 @@ def streaming_topk(features: torch.Tensor, k: int, *, causal: bool = True, windo
             _merge(best_v, best_i, floor, scores.view(batch * tq, width), k0)
         valid = best_v > NEG_INF
         key_pos = best_i.masked_fill(~valid, 0)  # -inf slots may name padding columns >= length
-        f_key = f_t[:, torch.arange(batch, device=dev).repeat_interleave(tq)[:, None], key_pos]  # [d, B*tq, kk]
+        rows_at = torch.arange(batch, device=dev).repeat_interleave(tq)[:, None] * length  # [B*tq, 1]
+        f_key = f_t.view(dim, batch * length).index_select(1, (rows_at + key_pos).view(-1))  # one flat gather
+        f_key = f_key.view(dim, batch * tq, -1)  # [d, B*tq, kk]
         f_query = f_t[:, :, q0:q1].reshape(dim, batch * tq, 1)
         exact = pair_scores_feature_major(f_query, f_key).masked_fill(~valid, NEG_INF)  # [B*tq, kk]
         order = _sort_by_score_then_index(exact, key_pos.masked_fill(~valid, length))

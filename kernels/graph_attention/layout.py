@@ -10,12 +10,13 @@ self excluded). Building validates the index values (one host-device sync) and m
 - ``counts``: int32 ``[B, T]``, ``|A(i)| >= 1``;
 - ``rev_ptr`` int64 ``[B*T + 1]`` and ``rev_idx`` int32 ``[E]``: the transposed (key-side) list
   in CSR form — the queries ``b*T + i`` that attend to key ``b*T + j`` are
-  ``rev_idx[rev_ptr[b*T+j] : rev_ptr[b*T+j+1]]``, ascending. The backward pass computes
-  dk, dv per key from it, without atomics (deterministic).
+  ``rev_idx[rev_ptr[b*T+j] : rev_ptr[b*T+j+1]]``, ascending. The Triton backward computes
+  dk, dv per key from it, without atomics (deterministic). Built on first access and kept
+  (the CPU paths never read it: a third of the build's time at B=12, T=64).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -26,9 +27,34 @@ from .reference import INDEX_DTYPES
 class GraphLayout:
     neighbors: torch.Tensor  # int32 [B, T, Kc], self included, ascending, -1 padded at the end
     counts: torch.Tensor  # int32 [B, T], entries of A(i), >= 1
-    rev_ptr: torch.Tensor  # int64 [B*T + 1], CSR row pointers of the key-side list
-    rev_idx: torch.Tensor  # int32 [E], query b*T+i for each edge, grouped by key
     input_width: int  # Kn of the neighbour tensor it was built from
+    _reverse: dict = field(default_factory=dict, compare=False)  # rev_ptr / rev_idx once built
+
+    @property
+    def rev_ptr(self) -> torch.Tensor:
+        """int64 ``[B*T + 1]``: CSR row pointers of the key-side list (built on first access)."""
+        return self._key_side()[0]
+
+    @property
+    def rev_idx(self) -> torch.Tensor:
+        """int32 ``[E]``: query ``b*T + i`` of each edge, grouped by key, ascending (built on first access)."""
+        return self._key_side()[1]
+
+    def _key_side(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if "ptr" not in self._reverse:
+            batch, seq_len, _ = self.neighbors.shape
+            device = self.neighbors.device
+            valid = self.neighbors >= 0
+            offset = torch.arange(batch, device=device)[:, None, None] * seq_len
+            key_global = (self.neighbors.long() + offset)[valid]
+            query = offset[..., 0] + torch.arange(seq_len, device=device)  # [B, T]
+            query_global = query[..., None].expand_as(self.neighbors)[valid]
+            key_sorted, order = torch.sort(key_global, stable=True)  # row-major input: queries ascend
+            rev_ptr = torch.zeros(batch * seq_len + 1, dtype=torch.int64, device=device)
+            rev_ptr[1:] = torch.cumsum(torch.bincount(key_sorted, minlength=batch * seq_len), 0)
+            self._reverse["idx"] = query_global[order].to(torch.int32).contiguous()
+            self._reverse["ptr"] = rev_ptr
+        return self._reverse["ptr"], self._reverse["idx"]
 
     @property
     def batch(self) -> int:
@@ -44,8 +70,8 @@ class GraphLayout:
 
     @property
     def num_edges(self) -> int:
-        """Attended (query, key) pairs, self pairs included."""
-        return self.rev_idx.numel()
+        """Attended (query, key) pairs, self pairs included (one host-device sync)."""
+        return int(self.counts.sum())
 
     @property
     def device(self) -> torch.device:
@@ -95,16 +121,7 @@ class GraphLayout:
         width = int(counts.max())
         entries, valid = entries[..., :width], valid[..., :width]
         canonical = torch.where(valid, entries, -1).to(torch.int32).contiguous()
-
-        query = (torch.arange(batch, device=device)[:, None] * seq_len + positions)  # [B, T]
-        key_global = (entries + torch.arange(batch, device=device)[:, None, None] * seq_len)[valid]
-        query_global = query[..., None].expand_as(entries)[valid]
-        key_sorted, order = torch.sort(key_global, stable=True)  # row-major input: queries ascend
-        rev_idx = query_global[order].to(torch.int32)
-        rev_ptr = torch.zeros(batch * seq_len + 1, dtype=torch.int64, device=device)
-        rev_ptr[1:] = torch.cumsum(torch.bincount(key_sorted, minlength=batch * seq_len), 0)
-        return cls(canonical, counts.to(torch.int32).contiguous(), rev_ptr, rev_idx.contiguous(),
-                   input_width)
+        return cls(canonical, counts.to(torch.int32).contiguous(), input_width)
 
     def check_matches(self, neighbors: torch.Tensor) -> None:
         """ValueError unless this layout fits ``neighbors`` (shape and device; values unchecked)."""
