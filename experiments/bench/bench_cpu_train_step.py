@@ -54,7 +54,8 @@ def build(name: str):
     torch.manual_seed(cfg.seed)
     model = sosm_model_factory(cfg.model, VOCAB, cfg.data.block_size, False).train()
     o = cfg.optim
-    opt = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay,
+                            fused=True)  # as the trainer
     gen = torch.Generator().manual_seed(0)
     x = torch.randint(0, VOCAB, (cfg.batch_size, cfg.data.block_size + 1), generator=gen)
 
