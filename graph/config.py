@@ -3,12 +3,47 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
-from typing import Optional
+from difflib import get_close_matches
+from typing import Mapping, Optional
 
 from .blocks import BLOCK_NAMES, DEFAULT_BLOCK_WEIGHTS
 
 SIMILARITY_MODES = ("full", "blocks", "projection")
 LANDMARK_RULES = ("auto", "degree", "stride")
+
+
+def reject_unknown_keys(data: Mapping, config_cls: type, label: str = "keys", where: str = "") -> None:
+    """Raise ``ValueError`` when ``data`` has keys that are not fields of the dataclass ``config_cls``.
+
+    The one check behind every config's ``from_dict`` (``GraphConfig``, ``SOSMConfig``, ``TrainConfig``
+    and its sections). The message names the unknown keys, lists the valid ones in field order and,
+    for each unknown key with a close match (``difflib.get_close_matches``), suggests it.
+
+    Args:
+        data: the mapping to check (not modified).
+        config_cls: the dataclass whose field names are the valid keys.
+        label: what the keys are called after "unknown", e.g. ``"GraphConfig keys"`` (default ``"keys"``).
+        where: text put after the unknown keys, e.g. ``" in config section 'optim'"`` (default empty).
+
+    Example:
+        >>> reject_unknown_keys({"windw": 2}, GraphConfig, "GraphConfig keys")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown GraphConfig keys ['windw']; valid keys are ['causal', 'window', ...]; did you mean 'window'?
+    """
+    valid = [f.name for f in fields(config_cls)]
+    unknown = sorted(set(data) - set(valid), key=str)
+    if not unknown:
+        return
+    suggestions = [(key, match[0]) for key in unknown
+                   if isinstance(key, str) and (match := get_close_matches(key, valid, n=1))]
+    if len(unknown) == 1 and suggestions:
+        hint = f"; did you mean {suggestions[0][1]!r}?"
+    elif suggestions:
+        hint = "; did you mean " + ", ".join(f"{match!r} for {key!r}" for key, match in suggestions) + "?"
+    else:
+        hint = ""
+    raise ValueError(f"unknown {label} {unknown}{where}; valid keys are {valid}{hint}")
 
 
 @dataclass
@@ -104,8 +139,5 @@ class GraphConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "GraphConfig":
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(data) - set(valid))
-        if unknown:
-            raise ValueError(f"unknown GraphConfig keys {unknown}; valid keys are {valid}")
+        reject_unknown_keys(data, cls, "GraphConfig keys")
         return cls(**data)

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Union
 
-from ..graph.config import GraphConfig
+from ..graph.config import GraphConfig, reject_unknown_keys
 
 MODELS = ("hybrid", "transformer", "mamba", "graph_attention")
 POSITIONALS = ("rope", "graph_rope", "graph_alibi", "none")
@@ -179,10 +179,7 @@ class SOSMConfig:
         """Build from a plain dict; unknown keys raise ``ValueError`` listing the valid ones."""
         if not isinstance(data, dict):
             raise TypeError(f"SOSMConfig.from_dict needs a dict, got {type(data).__name__}")
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(data) - set(valid))
-        if unknown:
-            raise ValueError(f"unknown SOSMConfig keys {unknown}; valid keys are {valid}")
+        reject_unknown_keys(data, cls, "SOSMConfig keys")
         data = dict(data)
         if "graph" in data and isinstance(data["graph"], dict):
             data["graph"] = GraphConfig.from_dict(data["graph"])

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
+
+from ..graph.config import reject_unknown_keys
 
 DATASETS = ("tinyshakespeare", "default", "text_file")
 TOKENIZERS = ("byte", "bpe")
@@ -55,10 +57,7 @@ def _is_number(value: Any) -> bool:
 def _reject_unknown(cls, data: dict, section: str) -> None:
     if not isinstance(data, dict):
         raise TypeError(f"config section {section!r} must be a mapping, got {type(data).__name__}")
-    valid = [f.name for f in fields(cls)]
-    unknown = sorted(set(data) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown keys {unknown} in config section {section!r}; valid keys are {valid}")
+    reject_unknown_keys(data, cls, where=f" in config section {section!r}")
 
 
 @dataclass

@@ -31,6 +31,15 @@ def test_k_not_positive(k):
         GraphConfig(k=k)
 
 
+def test_misspelt_config_key_suggests_the_right_one():
+    with pytest.raises(ValueError, match=r"unknown GraphConfig keys \['windw'\]; valid keys are \['causal', 'window'.*"
+                                         r"; did you mean 'window'\?$"):
+        GraphConfig.from_dict({"windw": 2})
+    with pytest.raises(ValueError, match=r"unknown GraphConfig keys \['kk', 'windw', 'zzz'\]; .*"
+                                         r"; did you mean 'k' for 'kk', 'window' for 'windw'\?$"):
+        GraphConfig.from_dict({"windw": 2, "kk": 3, "zzz": 1})
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
 def test_nan_inf(builder, bad):
     x = torch.randn(1, 10, 64)

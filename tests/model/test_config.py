@@ -38,6 +38,12 @@ def test_unknown_keys_rejected_listing_valid_ones():
         SOSMConfig.from_dict({"graph": {"kk": 3}})
 
 
+def test_misspelt_key_suggests_the_right_one():
+    with pytest.raises(ValueError, match=r"unknown SOSMConfig keys \['d_modle'\]; valid keys are .*'d_model'.*"
+                                         r"; did you mean 'd_model'\?$"):
+        SOSMConfig.from_dict({"d_modle": 64})
+
+
 @pytest.mark.parametrize("overrides, name", [
     (dict(model="rnn"), "model"), (dict(d_model=30, n_heads=4), "d_model"), (dict(positional="alibi"), "positional"),
     (dict(layer_pattern="AXM"), "layer_pattern"), (dict(vocab_size=1), "vocab_size"), (dict(dropout=1.0), "dropout"),

@@ -126,6 +126,15 @@ def test_config_rejects_unknown_keys_and_bad_values(tmp_path):
         TrainConfig.from_yaml(bad)
 
 
+def test_config_misspelt_key_suggests_the_right_one():
+    with pytest.raises(ValueError, match=r"unknown keys \['max_step'\] in config section 'train'; valid keys are .*"
+                                         r"; did you mean 'max_steps'\?$"):
+        TrainConfig.from_dict({"max_step": 10})
+    with pytest.raises(ValueError, match=r"unknown keys \['warmup_step'\] in config section 'optim'.*"
+                                         r"; did you mean 'warmup_steps'\?$"):
+        TrainConfig.from_dict({"optim": {"warmup_step": 10}})
+
+
 def test_config_yaml_round_trip(tmp_path):
     cfg = TrainConfig.from_dict({"max_steps": 5, "data": {"block_size": 32}, "model": {"model": "transformer"}})
     cfg.to_yaml(tmp_path / "c.yaml")
