@@ -37,7 +37,7 @@ import json
 import math
 import os
 from collections import Counter
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from .graph.blocks import BLOCK_DIM, BLOCK_NAMES, SEMANTIC_DIM, TEMPORAL_DIM, block_slice
+from .graph.config import reject_unknown_keys
 from .tokenizers import Tokenizer, find_words, word_spans
 
 UNITS = ("word", "token")
@@ -85,10 +86,7 @@ class StateModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "StateModelConfig":
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(data) - set(valid))
-        if unknown:
-            raise ValueError(f"unknown StateModelConfig keys {unknown}; valid keys are {valid}")
+        reject_unknown_keys(data, cls, "StateModelConfig keys")
         return cls(**data)
 
 
