@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 from pathlib import Path
 
 
@@ -11,7 +12,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Train the model described by a TrainConfig YAML file (see experiments/configs/). Writes "
                     "checkpoints (atomic, newest N kept), log.jsonl, TensorBoard logs (when installed) and "
                     "summary.json into the output folder. --resume continues the newest checkpoint on exactly "
-                    "the trajectory an uninterrupted run takes.")
+                    "the trajectory an uninterrupted run takes. SIGTERM or one Ctrl-C stops after the current "
+                    "step with a checkpoint (exit code 143 / 130); a second Ctrl-C stops at once.")
     parser.add_argument("--config", required=True, metavar="YAML", help="training config (TrainConfig) file")
     parser.add_argument("--out", metavar="DIR", help="output folder (default: runs/<config file name>)")
     parser.add_argument("--resume", action="store_true",
@@ -49,6 +51,10 @@ def run(args) -> int:
     result = trainer.train()
     last = result.evals[-1] if result.evals else {}
     tag = "  [LEAKY: non-causal graph, not a valid LM result]" if result.leaky else ""
+    if result.stopped_by:
+        print(f"stopped by {result.stopped_by} at step {result.final_step} of {config.max_steps}; checkpoint "
+              f"{result.checkpoint}; continue with: sosm train --config {args.config} --out {out} --resume{tag}")
+        return 128 + int(getattr(signal, result.stopped_by))  # the shell's code for a signal-ended process
     print(f"done: step {result.final_step}, train loss {last.get('train_loss', float('nan')):.4f}, "
           f"val loss {last.get('val_loss', float('nan')):.4f}, {result.tokens_per_s:,.0f} tokens/s, "
           f"wall {result.wall_s:.1f} s, checkpoint {result.checkpoint}{tag}")

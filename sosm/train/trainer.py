@@ -16,6 +16,8 @@ import base64
 import json
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +75,41 @@ class TrainResult:
     parameters: int = 0
     leaky: bool = False
     checkpoint: Optional[str] = None
+    stopped_by: Optional[str] = None                 # "SIGTERM" / "SIGINT" when a signal ended it early
+
+
+class _StopSignals:
+    """SIGTERM / SIGINT while training: the first one ends the run cleanly after the current step.
+
+    ``received`` names the signal once one arrived. The trainer then saves a checkpoint and
+    returns (``TrainResult.stopped_by``), so ``timeout``, a batch scheduler's preemption or one
+    Ctrl-C leave a run that ``--resume`` continues exactly. A second SIGINT raises
+    ``KeyboardInterrupt`` at once. Handlers are installed only in the main thread and restored after.
+    """
+
+    SIGNALS = ("SIGTERM", "SIGINT")
+
+    def __init__(self):
+        self.received: Optional[str] = None
+        self._previous: dict = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for name in self.SIGNALS:
+            number = getattr(signal, name, None)
+            if number is not None:
+                self._previous[number] = signal.signal(number, self._handle)
+
+    def _handle(self, number, frame) -> None:
+        if self.received is not None and number == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = self.received or signal.Signals(number).name
+
+    def restore(self) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous.clear()
 
 
 class Trainer:
@@ -257,8 +294,10 @@ class Trainer:
         bar = tqdm(total=cfg.max_steps, initial=self.step, desc=cfg.display_name, disable=not cfg.progress_bar,
                    dynamic_ncols=True, unit="step")
         self.model.train()
-        last_saved = None
+        last_saved, saved_step = None, None
+        stop = _StopSignals()
         try:
+            stop.install()
             while self.step < cfg.max_steps:
                 t0 = time.perf_counter()
                 loss, lr, grad_norm = self.train_step()
@@ -286,9 +325,20 @@ class Trainer:
                               f"val loss {losses['val_loss']:.4f}{tag}")
                 if (cfg.checkpoint_interval and self.step % cfg.checkpoint_interval == 0) or self.step == cfg.max_steps:
                     last_saved = self.save_checkpoint(self.elapsed_before + time.perf_counter() - start)
+                    saved_step = self.step
                 if self.step_callback is not None:
                     self.step_callback(self, self.step, loss)
+                if stop.received and self.step < cfg.max_steps:  # finish this step, save, leave
+                    if saved_step != self.step:
+                        last_saved = self.save_checkpoint(self.elapsed_before + time.perf_counter() - start)
+                    result.stopped_by = stop.received
+                    self.log.write("event", self.step, event="stopped", signal=stop.received,
+                                   checkpoint=str(last_saved), leaky=self.leaky)
+                    bar.write(f"{stop.received}: stopped at step {self.step}, checkpoint {last_saved}; "
+                              "continue with --resume")
+                    break
         finally:
+            stop.restore()
             bar.close()
         wall = self.elapsed_before + time.perf_counter() - start
         if last_saved is None and not list_checkpoints(self.out_dir):
@@ -310,7 +360,8 @@ class Trainer:
                    "final_train_loss": last.get("train_loss"), "final_val_loss": last.get("val_loss"),
                    "best_val_loss": self.best_val if math.isfinite(self.best_val) else None,
                    "tokens_per_s": result.tokens_per_s, "wall_s": result.wall_s, "device": str(self.device),
-                   "checkpoint": result.checkpoint}
+                   "checkpoint": result.checkpoint, "finished": self.step >= self.config.max_steps,
+                   "stopped_by": result.stopped_by}
         tmp = self.out_dir / f"{SUMMARY_FILE}.tmp"
         with open(tmp, "w", encoding="utf-8") as handle:
             handle.write(json.dumps(summary, indent=2) + "\n")

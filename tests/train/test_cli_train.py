@@ -83,3 +83,33 @@ def test_help_lists_the_documented_flags(capsys):
             build_parser().parse_args([command, "--help"])
         text = capsys.readouterr().out
         assert all(flag in text for flag in flags), (command, text)
+
+
+def test_sigterm_stops_the_command_with_a_checkpoint_and_exit_143(tmp_path, text_file):
+    """``timeout`` sends SIGTERM: the run saves the step it finished, says how to resume, exits 143."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = write_config(tmp_path, text_file, model="transformer")
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "sosm.cli", "train", "--config", str(config), "--out", str(out), "--max-steps",
+           "100000", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    log = out / "log.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:  # wait until training steps are logged
+        if log.is_file() and '"kind": "train"' in log.read_text():
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.communicate()[0]
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped_by"] == "SIGTERM" and summary["finished"] is False and summary["steps"] >= 1
+    assert f"step_{summary['steps']:07d}" in summary["checkpoint"]
+    assert "stopped by SIGTERM" in output and "--resume" in output

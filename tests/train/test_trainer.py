@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import pytest
 import torch
@@ -51,6 +53,30 @@ def test_crash_mid_run_then_resume_reproduces_curve_exactly(make_config, tmp_pat
     assert resumed.losses == {s: full.losses[s] for s in range(17, 25)}
     steps = [r["step"] for r in read_log(tmp_path / "crash") if r["kind"] == "train"]
     assert steps == sorted(set(steps)), "records of the crashed steps 17-19 must be dropped on resume"
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+def test_signal_stops_after_the_step_with_a_checkpoint_and_resume_is_exact(make_config, tmp_path, name):
+    """timeout / preemption / one Ctrl-C: stop after the current step, save it, --resume continues bit for bit."""
+    number = getattr(signal, name)
+    before = signal.getsignal(number)
+    full = run(make_config(), tmp_path / "full")
+
+    def send(trainer, step, loss):
+        if step == 11:  # not a checkpoint step (every 8)
+            os.kill(os.getpid(), number)
+
+    stopped = Trainer(make_config(), tmp_path / "part", model_factory=tiny_factory, step_callback=send).train()
+    assert stopped.stopped_by == name and stopped.final_step == 11
+    assert stopped.checkpoint.endswith("0000011") and stopped.losses == {s: full.losses[s] for s in range(1, 12)}
+    assert signal.getsignal(number) == before, "the trainer must put the previous handler back"
+    summary = json.loads((tmp_path / "part" / "summary.json").read_text())
+    assert summary["finished"] is False and summary["stopped_by"] == name and summary["steps"] == 11
+    assert [r["signal"] for r in read_log(tmp_path / "part") if r.get("event") == "stopped"] == [name]
+    resumed = run(make_config(), tmp_path / "part", resume=True)
+    assert resumed.start_step == 11 and resumed.stopped_by is None
+    assert resumed.losses == {s: full.losses[s] for s in range(12, 25)}
+    assert json.loads((tmp_path / "part" / "summary.json").read_text())["finished"] is True
 
 
 def test_extending_max_steps_keeps_the_pinned_schedule(make_config, tmp_path):
