@@ -122,14 +122,19 @@ def _p(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+def _channels_unit(x: torch.Tensor) -> torch.Tensor:
+    """float32 ``[B, T, E]`` (detached) with unit stride along E and non-negative strides (a copy only if needed)."""
+    x = x.detach()
+    if x.dtype != torch.float32:
+        x = x.float()
+    if x.stride(2) != 1 or min(x.stride()) < 0:
+        x = x.contiguous()
+    return x
+
+
 def _bld(t: torch.Tensor) -> torch.Tensor:
     """``[B, D, L]`` -> float32 ``[B, L, D]`` view with unit stride along D (a copy only if needed)."""
-    v = t.detach().transpose(1, 2)
-    if v.dtype != torch.float32:
-        v = v.float()
-    if v.stride(2) != 1 or min(v.stride()) < 0:
-        v = v.contiguous()
-    return v
+    return _channels_unit(t.transpose(1, 2))
 
 
 class _NativeScan(torch.autograd.Function):
@@ -222,16 +227,6 @@ def selective_scan_native(u, delta, A, B, C, D=None, z=None, delta_bias=None, de
         t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias))
     out, last = _NativeScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, need_grad)
     return (out, last) if return_last_state else out
-
-
-def _channels_unit(x: torch.Tensor) -> torch.Tensor:
-    """float32 ``[B, T, E]`` with unit stride along E and non-negative strides (a copy only if needed)."""
-    x = x.detach()
-    if x.dtype != torch.float32:
-        x = x.float()
-    if x.stride(2) != 1 or min(x.stride()) < 0:
-        x = x.contiguous()
-    return x
 
 
 class _NativeConv(torch.autograd.Function):
