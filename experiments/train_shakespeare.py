@@ -25,6 +25,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "experiments" / "configs"
 MODELS = ("hybrid", "transformer", "mamba", "graph_attention", "hybrid_leaky")
+# hybrid ablations (configs shakespeare_char_cpu_<name>.yaml), run on request: --models ... --name ..._ablations
+ABLATIONS = ("hybrid_window4", "hybrid_window16", "hybrid_no_landmarks")
 
 
 def config_path(model: str) -> Path:
@@ -112,7 +114,7 @@ def render_table(record: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS + ABLATIONS)
     parser.add_argument("--max-steps", type=int, default=None, help="same shortened step count for every model")
     parser.add_argument("--out", default="runs/shakespeare_char_cpu", help="run folders go here")
     parser.add_argument("--results", default="experiments/results", help="where the JSON goes")
