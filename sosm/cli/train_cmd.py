@@ -22,6 +22,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="train this model instead of the config's, sized to the config model's parameter "
                              "count (sosm.model.matched_config); the rest of the config is kept")
     parser.add_argument("--max-steps", type=int, metavar="N", help="override max_steps of the config")
+    parser.add_argument("--seed", type=int, metavar="N", help="override the config's seed (a second run of the same config)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override the config's device")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     return parser
@@ -36,6 +37,8 @@ def run(args) -> int:
         if args.max_steps < 1:
             raise ValueError(f"--max-steps={args.max_steps} is invalid; accepted: an int >= 1")
         changes["max_steps"] = args.max_steps
+    if args.seed is not None:
+        changes["seed"] = args.seed
     if args.device is not None:
         changes["device"] = args.device
     if args.model is not None:

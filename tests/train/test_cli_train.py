@@ -113,3 +113,16 @@ def test_sigterm_stops_the_command_with_a_checkpoint_and_exit_143(tmp_path, text
     assert summary["stopped_by"] == "SIGTERM" and summary["finished"] is False and summary["steps"] >= 1
     assert f"step_{summary['steps']:07d}" in summary["checkpoint"]
     assert "stopped by SIGTERM" in output and "--resume" in output
+
+
+def test_seed_option_overrides_the_config_seed(tmp_path, text_file):
+    config = write_config(tmp_path, text_file, model="transformer")
+    runs = {}
+    for name, extra in (("a", []), ("b", ["--seed", "1337"]), ("c", ["--seed", "7"])):
+        out = tmp_path / name
+        assert main(["train", "--config", str(config), "--out", str(out), "--max-steps", "2", *extra]) == 0
+        runs[name] = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    seeds = {name: next(r for r in log if r.get("event") == "start")["config"]["seed"] for name, log in runs.items()}
+    assert seeds == {"a": 1337, "b": 1337, "c": 7}
+    loss = {name: [r["loss"] for r in log if r["kind"] == "train"] for name, log in runs.items()}
+    assert loss["a"] == loss["b"] != loss["c"]
