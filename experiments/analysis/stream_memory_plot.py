@@ -6,7 +6,7 @@ paired per-window comparison (how many windows each mode wins against plain, and
 bootstrap 95% interval of the mean per-window difference), and writes a PNG of the
 per-window loss difference to plain (moving average over ``--smooth`` windows).
 
-    python experiments/results/stream_memory_plot.py stream_memory.json --png stream_memory.png
+    python experiments/analysis/stream_memory_plot.py stream_memory.json --png stream_memory.png
 """
 from __future__ import annotations
 

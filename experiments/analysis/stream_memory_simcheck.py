@@ -1,7 +1,7 @@
 """Retrieval check behind stream_memory.md: cosine of the 8 retrieved entries, edges kept per threshold,
 fraction of retrieved entries that are the same byte as the query (checkpoint: /tmp/h1runs/hybrid_memory).
 
-    OMP_NUM_THREADS=1 SOSM_DATA_DIR=/work/shared/data python experiments/results/stream_memory_simcheck.py
+    OMP_NUM_THREADS=1 SOSM_DATA_DIR=/work/shared/data python experiments/analysis/stream_memory_simcheck.py
 """
 import torch, numpy as np, warnings
 warnings.filterwarnings("ignore")
