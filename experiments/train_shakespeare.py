@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "experiments" / "configs"
 MODELS = ("hybrid", "transformer", "mamba", "graph_attention", "hybrid_leaky")
 # hybrid ablations (configs shakespeare_char_cpu_<name>.yaml), run on request: --models ... --name ..._ablations
-ABLATIONS = ("hybrid_window4", "hybrid_window16", "hybrid_no_landmarks")
+ABLATIONS = ("hybrid_window4", "hybrid_window16", "hybrid_no_landmarks",
+             "transformer_ctx256", "hybrid_ctx256", "mamba_ctx256")  # last three: context 256 instead of 64
 
 
 def config_path(model: str) -> Path:
