@@ -90,6 +90,7 @@ def pair_scores_feature_major(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         acc = acc + q[c] * k[c]
     return acc
 
+
 def drop_zero_columns(f: torch.Tensor) -> torch.Tensor:
     """``f [..., d']`` without the feature columns that are zero for every token (contiguous).
 

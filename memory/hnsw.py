@@ -24,10 +24,9 @@ Example:
 """
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any, Optional, Sequence, Union
-
-import itertools
 
 import hnswlib
 import numpy as np
@@ -71,6 +70,15 @@ def auto_ef(count: int) -> int:
     return max(EF_MIN, math.ceil(EF_PER_SQRT_N * math.sqrt(max(int(count), 0))))
 
 
+def _gather_rows(array: np.ndarray, ids: np.ndarray, fill) -> np.ndarray:
+    """``array[ids]`` (a new array), with ``fill`` in the empty slots (``ids == -1``)."""
+    if ids.size == 0 or ids.min() >= 0:  # every slot filled: the common case, one gather
+        return array[ids]
+    out = array[np.where(ids >= 0, ids, 0)]
+    out[ids < 0] = fill
+    return out
+
+
 class RetrievalResult:
     """Nearest entries per query; slot j of query q is empty when ``ids[q, j] == -1``.
 
@@ -107,23 +115,13 @@ class RetrievalResult:
     @property
     def states(self) -> torch.Tensor:
         if self._states is None:
-            ids, vectors = self._raw_ids, self._source[0]
-            if ids.size == 0 or ids.min() >= 0:
-                states = vectors[ids]
-            else:
-                states = vectors[np.where(ids >= 0, ids, 0)]
-                states[ids < 0] = 0.0
-            self._states = torch.from_numpy(states)
+            self._states = torch.from_numpy(_gather_rows(self._source[0], self._raw_ids, 0.0))
         return self._states
 
     @property
     def positions(self) -> torch.Tensor:
         if self._positions is None:
-            ids, positions = self._raw_ids, self._source[1]
-            if ids.size == 0 or ids.min() >= 0:
-                self._positions = torch.from_numpy(positions[ids])
-            else:
-                self._positions = torch.from_numpy(np.where(ids >= 0, positions[np.where(ids >= 0, ids, 0)], UNPOSITIONED))
+            self._positions = torch.from_numpy(_gather_rows(self._source[1], self._raw_ids, UNPOSITIONED))
         return self._positions
 
     def __repr__(self) -> str:
