@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -26,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from experiments.bench.common import write_result  # noqa: E402
+from experiments.bench.common import interleaved_times, write_result  # noqa: E402
 from sosm.kernels.selective_scan import (native_cpu, scan_path, selective_scan_native,  # noqa: E402
                                          selective_scan_ref, selective_scan_vectorized)
 from sosm.train.components import count_parameters, sosm_model_factory  # noqa: E402
@@ -71,20 +69,11 @@ def build(name: str):
 
 def time_steps(models, repeats: int) -> dict:
     built = {m: build(m) for m in models}
-    for _, step in built.values():  # warm-up
-        step()
-    wall = {m: [] for m in models}
-    cpu = {m: [] for m in models}
-    for _ in range(repeats):
-        for m, (_, step) in built.items():
-            t0, c0 = time.perf_counter(), time.process_time()
-            step()
-            wall[m].append(time.perf_counter() - t0)
-            cpu[m].append(time.process_time() - c0)
+    times, _ = interleaved_times({m: step for m, (_, step) in built.items()}, repeats, warmup=1)
     out = {}
     for m in models:
-        out[m] = {"params": count_parameters(built[m][0]), "median_s": statistics.median(wall[m]),
-                  "median_cpu_s": statistics.median(cpu[m]), "samples_s": wall[m]}
+        out[m] = {"params": count_parameters(built[m][0]), "median_s": times[m]["median_s"],
+                  "median_cpu_s": times[m]["median_cpu_s"], "samples_s": times[m]["samples_s"]}
     if "transformer" in out:
         for m in models:
             out[m]["ratio_to_transformer"] = out[m]["median_s"] / out["transformer"]["median_s"]
@@ -119,22 +108,18 @@ def scan_bench(repeats: int) -> dict:
     def fwd_bwd(fn):
         torch.autograd.grad(fn(*args), inputs, gout)
 
-    samples = {name: {k: [] for k in ("fwd_s", "fwd_cpu_s", "fwd_bwd_s", "fwd_bwd_cpu_s")} for name in paths}
     for _ in range(2):  # warm-up (the native library is built and loaded before this)
         for fn in paths.values():
             fwd_bwd(fn)
-    for _ in range(repeats):  # interleaved: each repeat times every path once
-        for name, fn in paths.items():
-            for kind, call in (("fwd", fwd), ("fwd_bwd", fwd_bwd)):
-                t0, c0 = time.perf_counter(), time.process_time()
-                call(fn)
-                samples[name][f"{kind}_s"].append(time.perf_counter() - t0)
-                samples[name][f"{kind}_cpu_s"].append(time.process_time() - c0)
+    jobs = {(name, kind): (lambda call, fn: lambda: call(fn))(call, fn)
+            for name, fn in paths.items() for kind, call in (("fwd", fwd), ("fwd_bwd", fwd_bwd))}
+    times, _ = interleaved_times(jobs, repeats)  # interleaved: each repeat times every path once
     res = {"shape": {"batch": B, "dim": E, "d_state": N, "length": L, "layout": "model ([B, L, E] memory)",
                      "options": "D, z, delta_bias, softplus"},
            "native_library": native_cpu.status()[1]}
     for name in paths:
-        res[name] = {k: statistics.median(v) for k, v in samples[name].items()}
+        res[name] = {f"{kind}{suffix}": times[name, kind][median]
+                     for kind in ("fwd", "fwd_bwd") for suffix, median in (("_s", "median_s"), ("_cpu_s", "median_cpu_s"))}
     res["speedup_fwd_bwd"] = res["reference_loop"]["fwd_bwd_s"] / res["vectorized"]["fwd_bwd_s"]
     if "native" in paths:
         for kind in ("fwd_s", "fwd_cpu_s", "fwd_bwd_s", "fwd_bwd_cpu_s"):

@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from experiments.bench.common import write_result  # noqa: E402
+from experiments.bench.common import interleaved_times, write_result  # noqa: E402
 
 from sosm.graph import GraphBuilder, GraphConfig  # noqa: E402
 
@@ -71,39 +69,23 @@ def main():
         jobs["anchor:faiss_flat_d16"] = faiss_knn
     except ImportError:
         pass
-    builders, graphs = {}, {}
+    builders = {}
     for name, options in VARIANTS.items():
         builders[name] = GraphBuilder(GraphConfig(**options))
         jobs[name] = (lambda b: lambda: b.build(states))(builders[name])
     model_builder = GraphBuilder(GraphConfig())
     jobs["default_B12_T256"] = lambda: model_builder.build(model_states)
 
-    for fn in jobs.values():  # warm-up
-        fn()
-    graphs = {name: builders[name].build(states) for name in VARIANTS}
-    graphs["default_B12_T256"] = model_builder.build(model_states)
     load_before = os.getloadavg()
-    wall = {name: [] for name in jobs}
-    cpu = {name: [] for name in jobs}
-    for _ in range(args.repeats):
-        for name, fn in jobs.items():
-            t0, c0 = time.perf_counter(), time.process_time()
-            fn()
-            wall[name].append(time.perf_counter() - t0)
-            cpu[name].append(time.process_time() - c0)
+    times, graphs = interleaved_times(jobs, args.repeats, warmup=1)  # graphs: each job's last result
     load_after = os.getloadavg()
-
-    def summary(name):
-        return {"median_s": statistics.median(wall[name]), "samples_s": wall[name],
-                "median_cpu_s": statistics.median(cpu[name]), "cpu_samples_s": cpu[name]}
-
-    anchors = {name.split(":", 1)[1]: summary(name) for name in jobs if name.startswith("anchor:")}
+    anchors = {name.split(":", 1)[1]: times[name] for name in jobs if name.startswith("anchor:")}
     knn = anchors["torch_knn_d16"]
     results = {}
     for name in jobs:
         if name.startswith("anchor:"):
             continue
-        timing = summary(name)
+        timing = times[name]
         results[name] = {**timing, "edges": graphs[name].num_edges,
                          "config": VARIANTS.get(name, {}),
                          "shape": list(MODEL_SHAPE) + [64] if name == "default_B12_T256" else [1, args.length, 64],

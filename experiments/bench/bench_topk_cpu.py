@@ -23,17 +23,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from experiments.bench.common import write_result  # noqa: E402
+from experiments.bench.common import interleaved_times, write_result  # noqa: E402
 
 ANCHORS_DOC = ("../shared/ANCHORS.md (2-core CPU): T=100k d=16 K=8 faiss 8.1 s, torch blocked 34.1 s; "
                "d=64 faiss 11.0 s, torch blocked 31.4 s; T=4096: faiss 0.060 s, torch blocked 0.051 s; "
@@ -143,25 +141,16 @@ def main():
     if args.memory_only:
         return add_memory(name, methods, args)
     x = make_inputs(args.length, args.dim)
-    for _ in range(args.warmup):
-        for method in methods:
-            METHODS[method](x, args.k, args.threads, args.block_size)
+    jobs = {method: (lambda m: lambda: METHODS[m](x, args.k, args.threads, args.block_size))(method)
+            for method in methods}
     load_before = os.getloadavg()
-    wall = {m: [] for m in methods}
-    cpu = {m: [] for m in methods}
-    found = {}
-    for _ in range(args.repeats):  # interleaved: every repeat runs every method once
-        for method in methods:
-            t0, c0 = time.perf_counter(), time.process_time()
-            found[method] = METHODS[method](x, args.k, args.threads, args.block_size)
-            wall[method].append(time.perf_counter() - t0)
-            cpu[method].append(time.process_time() - c0)
-            print(method, f"wall {wall[method][-1]:.3f} s cpu {cpu[method][-1]:.3f} s", flush=True)
+    times, found = interleaved_times(  # interleaved: every repeat runs every method once
+        jobs, args.repeats, warmup=args.warmup,
+        report=lambda method, wall, cpu: print(method, f"wall {wall:.3f} s cpu {cpu:.3f} s", flush=True))
     load_after = os.getloadavg()
     row = {"T": args.length, "d": args.dim, "K": args.k, "causal": False}
     for method in methods:
-        row[method] = {"median_s": statistics.median(wall[method]), "samples_s": wall[method],
-                       "median_cpu_s": statistics.median(cpu[method]), "cpu_samples_s": cpu[method]}
+        row[method] = times[method]
         if not args.no_memory:
             row[method].update(peak_memory(method, args.length, args.dim, args.k, args.threads, args.block_size))
     for anchor in ("faiss", "torch_blocked"):

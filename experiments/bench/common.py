@@ -6,7 +6,8 @@ figures and their ratios (STYLE.md, "In this project" 9).
 
 Timing: ``median_time(fn, repeats=3, warmup=1)`` runs ``fn`` ``warmup`` times untimed, then
 ``repeats`` times, synchronising CUDA around each call when the tensors live there, and
-returns the median and every sample (seconds). Peak memory of a call in a fresh process:
+returns the median and every sample (seconds); ``interleaved_times(jobs, repeats)`` does the
+same for several jobs taken in turn within each repeat (ours beside its anchors). Peak memory of a call in a fresh process:
 ``peak_rss_subprocess(code)`` (``resource.getrusage`` max RSS, which sees torch's allocations;
 ``tracemalloc`` only sees Python objects).
 
@@ -61,6 +62,42 @@ def median_time(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> 
         cpu.append(time.process_time() - c0)
     return {"median_s": statistics.median(samples), "samples_s": samples, "median_cpu_s": statistics.median(cpu),
             "cpu_samples_s": cpu, "repeats": repeats, "warmup": warmup}
+
+
+def interleaved_times(jobs: dict, repeats: int, warmup: int = 0,
+                      report: Optional[Callable[[str, float, float], None]] = None) -> tuple[dict, dict]:
+    """Time every job of ``jobs`` (name -> no-argument callable) once per repeat, in turn.
+
+    Interleaving puts the drift of a shared machine's load on every job alike, so ratios between
+    jobs stay fair. ``warmup`` untimed rounds come first; ``report(name, wall_s, cpu_s)``, when
+    given, is called after each timed call (progress lines).
+
+    Returns:
+        ``(times, last)``: ``times[name]`` is ``{"median_s", "samples_s", "median_cpu_s",
+        "cpu_samples_s"}`` (wall and this process's CPU time, as :func:`median_time`), ``last[name]``
+        the job's return value in the last repeat.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
+    for _ in range(warmup):
+        for fn in jobs.values():
+            fn()
+    _sync()
+    wall = {name: [] for name in jobs}
+    cpu = {name: [] for name in jobs}
+    last = {}
+    for _ in range(repeats):
+        for name, fn in jobs.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            last[name] = fn()
+            _sync()
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+            if report is not None:
+                report(name, wall[name][-1], cpu[name][-1])
+    times = {name: {"median_s": statistics.median(wall[name]), "samples_s": wall[name],
+                    "median_cpu_s": statistics.median(cpu[name]), "cpu_samples_s": cpu[name]} for name in jobs}
+    return times, last
 
 
 def environment() -> dict:
