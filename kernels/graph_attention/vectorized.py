@@ -91,8 +91,9 @@ class _GatherAttention(torch.autograd.Function):
 
 
 # Sequences with B*H*T*T at most this run one dense masked attention. CPU fwd+bwd, 1 thread, H=4, d=32,
-# ~10 neighbours per query (dense vs gather, ms): 3.1M 18 vs 78; 12.6M 62 vs 137; 16.8M 78 vs 97;
-# 33.6M 157 vs 97; 67M 322 vs 88 (the hybrid's whole training step at B=12, T=256: 439 -> 304 ms).
+# ~10 neighbours per query, dense vs gather ms CPU: 3.1M 18.5 vs 117; 12.6M 64 vs 202; 16.8M 81 vs 127;
+# 33.6M 156 vs 118; 67M 335 vs 111; the hybrid's training step at B=12, T=256 470 ms with the old 2M
+# threshold, 313 ms with this one (experiments/bench/bench_cpu_components.py, results/cpu_components.json).
 DENSE_ELEMENTS = 1 << 24
 
 
