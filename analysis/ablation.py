@@ -29,7 +29,7 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from ..graph.blocks import BLOCK_NAMES, block_slice
+from ..common.blocks import BLOCK_NAMES, block_slice
 from ..graph.types import EDGE_TYPE_ID, EDGE_TYPES
 from .depass import edge_type_map
 from .recording import check_model, record_forward

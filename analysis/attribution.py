@@ -29,7 +29,7 @@ from typing import Optional
 
 import torch
 
-from ..graph.blocks import BLOCK_NAMES, block_slice
+from ..common.blocks import BLOCK_NAMES, block_slice
 from .depass import DePass
 from .recording import check_model, logits_from_stack_input, record_forward
 

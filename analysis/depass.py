@@ -42,7 +42,7 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from ..graph.blocks import BLOCK_NAMES, block_slice
+from ..common.blocks import BLOCK_NAMES, block_slice
 from ..graph.types import EDGE_TYPES, UNREACHABLE
 from .linear_modes import layer_linear, norm_linear
 from .recording import ForwardRecord, check_model, record_forward

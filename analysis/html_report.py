@@ -91,7 +91,7 @@ def _graph_svg(report: dict) -> str:
         parts.append(f'<path class="edge edge-{e["type"]}" stroke="{EDGE_COLORS.get(e["type"], "#000")}" d="{d}" '
                      f'{data}><title>{e["s"]}->{e["t"]} {e["type"]} sim {e["similarity"]}</title></path>')
     landmarks = set(graph["landmarks"])
-    from ..graph.blocks import BLOCK_NAMES
+    from ..common.blocks import BLOCK_NAMES
     for t, node in enumerate(graph["nodes"]):
         color = BLOCK_COLORS[BLOCK_NAMES.index(node["dominant_block"]) % len(BLOCK_COLORS)]
         top = ", ".join(f"{label!r}:{p:.2f}" for label, p in preds[t]["top"])
@@ -111,7 +111,7 @@ def _legend(report: dict) -> str:
                     f'<span class="sw" style="background:{EDGE_COLORS.get(t, "#000")}"></span>{t}</span>'
                     for t in present)
     blocks = sorted({n["dominant_block"] for n in report["graph"]["nodes"]})
-    from ..graph.blocks import BLOCK_NAMES
+    from ..common.blocks import BLOCK_NAMES
     swatches = "".join(f'<span><span class="sw" style="border-radius:6px;background:'
                        f'{BLOCK_COLORS[BLOCK_NAMES.index(b)]}"></span>{b}</span>' for b in blocks)
     return (f'<div class="legend">edges: {boxes}</div><div class="legend">node colour = dominant MU block: '

@@ -34,8 +34,8 @@ import torch.nn.functional as F
 
 from ..kernels import selective_scan
 from ..kernels.graph_attention.reference import alibi_distance, dense_mask
-from ..model.baselines import TransformerBlock
-from ..model.graph_attention_layer import AttentionBlock, GraphAttentionBlock, LayerContext
+from ..model.attention import AttentionBlock, GraphAttentionBlock, TransformerBlock
+from ..model.context import LayerContext
 from ..model.mamba import TopologicalMamba
 from ..model.positional import apply_rotary
 

@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..graph.blocks import BLOCK_NAMES
+from ..common.blocks import BLOCK_NAMES
 from ..graph.types import EDGE_TYPES, STAGES, SemanticGraph
 from .depass import edge_type_map
 

@@ -21,7 +21,7 @@ from typing import Optional
 import torch
 
 from ..model import SOSMModel, State
-from ..model.graph_attention_layer import LayerContext
+from ..model.context import LayerContext
 
 
 @dataclass

@@ -24,13 +24,13 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
 
-from ..graph.blocks import BLOCK_DIM, BLOCK_NAMES, N_BLOCKS
+from ..common.blocks import BLOCK_DIM, BLOCK_NAMES, N_BLOCKS
+from ..common.files import atomic_write
 from ..graph.types import EDGE_TYPES, STAGES
 from .ablation import next_token_loss, run_ablations
 from .depass import DePass
@@ -132,15 +132,6 @@ def build_report(model, input_ids: torch.Tensor, labels: Optional[Sequence[str]]
     return report
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def write_report(report: dict, out_dir, graph=None) -> Path:
     """Write ``report.json``, the PNG plots and ``index.html`` into ``out_dir``; returns the HTML path.
 
@@ -154,17 +145,17 @@ def write_report(report: dict, out_dir, graph=None) -> Path:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_bytes(out / "report.json", (json.dumps(report, indent=1) + "\n").encode("utf-8"))
+    atomic_write(out / "report.json", (json.dumps(report, indent=1) + "\n").encode("utf-8"))
     pngs = {}
     if report.get("provenance") is not None:
         for name, plot in PLOTS.items():
             pngs[name] = plot(report)
-            _atomic_bytes(out / name, pngs[name])
+            atomic_write(out / name, pngs[name])
     if graph is not None:
         from ..graph.view import to_html
 
         to_html(graph, out / "graph.html", title="semantic graph (graph.view)")
     path = out / "index.html"
-    _atomic_bytes(path, render_html(report, pngs, graph_page="graph.html" if graph is not None else None)
+    atomic_write(path, render_html(report, pngs, graph_page="graph.html" if graph is not None else None)
                   .encode("utf-8"))
     return path

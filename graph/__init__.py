@@ -1,5 +1,5 @@
 """Semantic graphs over token states (``sosm.graph``)."""
-from .blocks import BLOCK_NAMES, BLOCK_DIM, N_BLOCKS, SEMANTIC_DIM, TEMPORAL_DIM, block_index, block_slice
+from ..common.blocks import BLOCK_NAMES, BLOCK_DIM, N_BLOCKS, SEMANTIC_DIM, TEMPORAL_DIM, block_index, block_slice
 from .config import GraphConfig
 from .types import EDGE_TYPES, STAGES, UNREACHABLE, SemanticGraph
 from .adaptive import adaptive_k, block_entropy

@@ -19,7 +19,7 @@ import math
 
 import torch
 
-from .blocks import BLOCK_DIM, N_BLOCKS
+from ..common.blocks import BLOCK_DIM, N_BLOCKS
 
 
 def block_entropy(x: torch.Tensor) -> torch.Tensor:

@@ -54,7 +54,7 @@ class GraphBuilder:
             causal, window) -> (indices [B, T, k], similarities, block_similarities)``; only its
             indices are used (similarities are recomputed exactly). Default: ``streaming_topk``.
         gate: optional :class:`TemporalGate` (or any module mapping two ``[E, 32]`` temporal
-            states to ``[E]`` scores in (0, 1)); default ``TemporalGate(seed=config.seed)`` when
+            states to ``[E]`` scores in (0, 1)); default ``TemporalGate(seed=config.sample_seed)`` when
             ``config.temporal_gate``.
     """
 
@@ -62,7 +62,7 @@ class GraphBuilder:
                  gate: Optional[torch.nn.Module] = None):
         self.config = (config or GraphConfig()).validate()
         self.topk_fn = topk_fn
-        self.gate = gate if gate is not None or not self.config.temporal_gate else TemporalGate(seed=self.config.seed)
+        self.gate = gate if gate is not None or not self.config.temporal_gate else TemporalGate(seed=self.config.sample_seed)
 
     def build(self, states: torch.Tensor, temporal: Optional[torch.Tensor] = None,
               padding_mask: Optional[torch.Tensor] = None) -> SemanticGraph:
@@ -100,7 +100,7 @@ class GraphBuilder:
         cfg = self.config
         if self.topk_fn is None:
             return streaming_topk(features, k_run, causal=cfg.causal, window=cfg.window, padding_mask=mask,
-                                  block_size=cfg.block_size)
+                                  tile=cfg.topk_tile)
         extra = 0 if mask is None else int((~mask).sum(1).max())  # padded keys the hook may return
         idx = self.topk_fn(x, k_run + extra, similarity=cfg.similarity,
                            block_weights=block_weight_vector(cfg).tolist() if cfg.similarity == "blocks" else None,
@@ -130,7 +130,7 @@ class GraphBuilder:
         stages = torch.full_like(idx, STAGE_ID[stage])
         if cfg.mutual:
             keep &= mutual_filter(features, idx, scores, k_node, causal=cfg.causal, window=cfg.window,
-                                  padding_mask=mask, block_size=cfg.block_size)
+                                  padding_mask=mask, tile=cfg.topk_tile)
             stages.fill_(STAGE_ID["mutual"])
         b, i, s = keep.nonzero(as_tuple=True)
         src, dst, sim = b * length + idx[b, i, s], b * length + i, scores[b, i, s]
@@ -159,7 +159,7 @@ class GraphBuilder:
         if cfg.betweenness_shortcuts > 0:
             from .shortcuts import betweenness_shortcuts
             ei = betweenness_shortcuts(token_edge_index, batch, length, cfg.betweenness_shortcuts,
-                                       cfg.betweenness_chunk, cfg.betweenness_samples, cfg.seed, cfg.causal,
+                                       cfg.betweenness_chunk, cfg.betweenness_samples, cfg.sample_seed, cfg.causal,
                                        padding_mask=mask)
             found.append(_part(ei.to(device), "shortcut", "betweenness"))
         if not found:

@@ -2,48 +2,16 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
-from difflib import get_close_matches
-from typing import Mapping, Optional
+from dataclasses import asdict, dataclass, field
+from typing import Optional
 
-from .blocks import BLOCK_NAMES, DEFAULT_BLOCK_WEIGHTS
+from ..common.blocks import BLOCK_NAMES, DEFAULT_BLOCK_WEIGHTS
+from ..common.configs import reject_unknown_keys, rename_keys
 
 SIMILARITY_MODES = ("full", "blocks", "projection")
 LANDMARK_RULES = ("auto", "degree", "stride")
-
-
-def reject_unknown_keys(data: Mapping, config_cls: type, label: str = "keys", where: str = "") -> None:
-    """Raise ``ValueError`` when ``data`` has keys that are not fields of the dataclass ``config_cls``.
-
-    The one check behind every config's ``from_dict`` (``GraphConfig``, ``SOSMConfig``, ``TrainConfig``
-    and its sections). The message names the unknown keys, lists the valid ones in field order and,
-    for each unknown key with a close match (``difflib.get_close_matches``), suggests it.
-
-    Args:
-        data: the mapping to check (not modified).
-        config_cls: the dataclass whose field names are the valid keys.
-        label: what the keys are called after "unknown", e.g. ``"GraphConfig keys"`` (default ``"keys"``).
-        where: text put after the unknown keys, e.g. ``" in config section 'optim'"`` (default empty).
-
-    Example:
-        >>> reject_unknown_keys({"windw": 2}, GraphConfig, "GraphConfig keys")  # doctest: +ELLIPSIS
-        Traceback (most recent call last):
-        ...
-        ValueError: unknown GraphConfig keys ['windw']; valid keys are ['causal', 'window', ...]; did you mean 'window'?
-    """
-    valid = [f.name for f in fields(config_cls)]
-    unknown = sorted(set(data) - set(valid), key=str)
-    if not unknown:
-        return
-    suggestions = [(key, match[0]) for key in unknown
-                   if isinstance(key, str) and (match := get_close_matches(key, valid, n=1))]
-    if len(unknown) == 1 and suggestions:
-        hint = f"; did you mean {suggestions[0][1]!r}?"
-    elif suggestions:
-        hint = "; did you mean " + ", ".join(f"{match!r} for {key!r}" for key, match in suggestions) + "?"
-    else:
-        hint = ""
-    raise ValueError(f"unknown {label} {unknown}{where}; valid keys are {valid}{hint}")
+#: knobs renamed in 0.2 (old name -> new name), accepted in config files until the next release
+RENAMED = {"block_size": "topk_tile", "seed": "sample_seed"}
 
 
 @dataclass
@@ -64,7 +32,7 @@ class GraphConfig:
     block_weights: dict = field(default_factory=lambda: dict(DEFAULT_BLOCK_WEIGHTS))  # for "blocks"
     projection_dim: int = 16            # for "projection": fixed random orthonormal 64 -> projection_dim
     projection_seed: int = 0            # seed of that projection
-    block_size: int = 1024              # rows/cols per tile of the streaming top-k (memory O(block_size^2))
+    topk_tile: int = 1024               # streaming top-k tile: topk_tile/4 query rows x 4*topk_tile key columns (memory O(B*topk_tile^2))
     # entropy-adaptive K
     adaptive_k: bool = False
     k_min: int = 2
@@ -83,7 +51,7 @@ class GraphConfig:
     betweenness_samples: Optional[int] = 256  # networkx k-sampling for large graphs (None: exact)
     fibonacci_shortcuts: bool = False   # j = i - F_n for Fibonacci F_n > window, up to fibonacci_max
     fibonacci_max: int = 256
-    seed: int = 0                       # for every sampled choice (betweenness sampling)
+    sample_seed: int = 0                # seed of the builder's own random choices (betweenness sampling, temporal gate init)
     # landmarks
     num_landmarks: int = 0              # L (0 disables landmarks)
     landmark_rule: str = "auto"         # "auto": "stride" when causal else "degree"
@@ -105,7 +73,7 @@ class GraphConfig:
              and sum(float(w) for w in self.block_weights.values()) > 0,
              "block_weights", f"a non-empty dict of non-negative weights over {list(BLOCK_NAMES)}")
         need(1 <= self.projection_dim <= 64, "projection_dim", "1..64")
-        need(self.block_size >= 16, "block_size", "an int >= 16")
+        need(isinstance(self.topk_tile, int) and self.topk_tile >= 16, "topk_tile", "an int >= 16")
         need(1 <= self.k_min <= self.k <= self.k_max, "k_min", "1 <= k_min <= k <= k_max")
         need(self.alpha >= 0, "alpha", ">= 0")
         need(self.threshold is None or -1.0 <= self.threshold <= 1.0, "threshold", "None or a float in [-1, 1]")
@@ -139,5 +107,12 @@ class GraphConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "GraphConfig":
+        """Build from a plain dict; unknown keys raise ``ValueError`` listing the valid ones.
+
+        Renamed knobs (:data:`RENAMED`) are still accepted, with a ``FutureWarning`` naming the new name.
+        """
+        if not isinstance(data, dict):
+            raise TypeError(f"GraphConfig.from_dict needs a dict, got {type(data).__name__}")
+        data = rename_keys(data, RENAMED, "GraphConfig")
         reject_unknown_keys(data, cls, "GraphConfig keys")
         return cls(**data)

@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from .blocks import BLOCK_NAMES
+from ..common.blocks import BLOCK_NAMES
 from .types import EDGE_TYPES, STAGES, SemanticGraph
 
 

@@ -19,7 +19,7 @@ import math
 import torch
 from torch import nn
 
-from .blocks import TEMPORAL_DIM
+from ..common.blocks import TEMPORAL_DIM
 
 
 class TemporalGate(nn.Module):

@@ -26,64 +26,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
-from typing import Callable, Union
+from typing import Union
 
 import torch
 
-from .blocks import BLOCK_NAMES, N_BLOCKS
+from ..common.blocks import BLOCK_NAMES, N_BLOCKS
+from ..common.files import atomic_write
 from .convert import node_label, to_networkx
 from .types import EDGE_TYPE_ID, EDGE_TYPES, STAGE_ID, STAGES, SemanticGraph
 
 FORMAT = "sosm.semantic_graph"
 VERSION = 1
-
-
-def atomic_write(path: Union[str, Path], write: Callable) -> Path:
-    """Call ``write(file)`` on a temp file beside ``path``, fsync it, rename it over ``path``, fsync the folder.
-
-    The one atomic file writer of the code base: a crash at any point leaves either the old
-    file or the new one, never a torn one. The file gets the usual permissions (0666 less
-    the umask), not the 0600 of a temp file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
-    return path
-
-
-def fsync_dir(path: Union[str, Path]) -> None:
-    """fsync a folder, so that a rename inside it survives a crash (no-op where unsupported)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _float(value: float):
@@ -159,7 +113,7 @@ def from_json(data: dict) -> SemanticGraph:
 def save_json(graph: SemanticGraph, path: Union[str, Path], indent: int = 1) -> Path:
     """Write :func:`to_json` to ``path`` atomically (temp file, fsync, rename); returns the path."""
     text = json.dumps(to_json(graph), indent=indent, allow_nan=False)
-    return atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+    return atomic_write(path, text)
 
 
 def load_json(path: Union[str, Path]) -> SemanticGraph:

@@ -16,7 +16,7 @@ out-edges instead of pulling over all edges. Everything is torch, so the same co
 GPU. Memory: O(E + N * L).
 
 On CPU tensors the same BFS runs as a C loop (``native_landmarks.py`` + ``landmarks_cpu.c``,
-compiled on first use by the shared ``sosm._native`` helper, like the native selective scan):
+compiled on first use by the shared ``sosm.common.native`` helper, like the native selective scan):
 CSR by source, frontier bits pushed along out-edges, identical numbers. ``SOSM_NATIVE_CPU=0``
 or no compiler (one warning) runs the torch BFS. 100k nodes, 2.1M edges, 64 landmarks, one
 thread: 0.107 s native vs 0.753 s torch vs 0.521 s scipy ``shortest_path``

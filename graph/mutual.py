@@ -41,7 +41,7 @@ def _per_node_k(k: Union[int, torch.Tensor], batch: int, length: int, device) ->
 
 def mutual_filter(features: torch.Tensor, indices: torch.Tensor, scores: torch.Tensor,
                   k: Union[int, torch.Tensor], *, causal: bool = True, window: int = 1,
-                  padding_mask: Optional[torch.Tensor] = None, block_size: int = 1024) -> torch.Tensor:
+                  padding_mask: Optional[torch.Tensor] = None, tile: int = 1024) -> torch.Tensor:
     """Which top-k slots survive mutual k-NN filtering.
 
     Args:
@@ -50,7 +50,7 @@ def mutual_filter(features: torch.Tensor, indices: torch.Tensor, scores: torch.T
             desc then index asc (the output of ``streaming_topk``).
         scores: ``[B, T, Kmax]`` exact scores of those slots.
         k: int or ``LongTensor[B, T]`` per-node K (adaptive K); slots ``>= K_i`` are not edges.
-        causal, window, padding_mask, block_size: as for ``streaming_topk``.
+        causal, window, padding_mask, tile: as for ``streaming_topk``.
 
     Returns:
         ``BoolTensor[B, T, Kmax]``: True where the slot is an edge that survives.
@@ -72,7 +72,7 @@ def mutual_filter(features: torch.Tensor, indices: torch.Tensor, scores: torch.T
         past = scores[b, j]  # j's past candidates, best first
         past_ok = (indices[b, j] >= 0) & (slot[None, :] < k_j[:, None])
         count = (past_ok & (past >= s_e[:, None])).sum(1)
-        count += _future_counts(features.float(), b, j, i, s_e, window, padding_mask, block_size,
+        count += _future_counts(features.float(), b, j, i, s_e, window, padding_mask, tile,
                                 alive=count < k_j)
         keep = count < k_j
     out = torch.zeros_like(is_edge)
@@ -88,7 +88,7 @@ def _range_counts(hits: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> tor
     return (total.gather(1, hi[:, None]) - total.gather(1, lo[:, None])).squeeze(1).long()
 
 
-def _future_counts(f, b, j, i, s_e, window, padding_mask, block_size, alive):
+def _future_counts(f, b, j, i, s_e, window, padding_mask, tile, alive):
     """Per edge: ``#{m real : j + window < m < i, score(j, m) >= s_e}`` (exact).
 
     Tiles: (batch item, tile of sources j, tile of m); one float32 matmul per tile pair, then
@@ -106,29 +106,29 @@ def _future_counts(f, b, j, i, s_e, window, padding_mask, block_size, alive):
     key = b[todo] * length + j[todo]
     key, order = torch.sort(key)
     todo = todo[order]
-    chunk = 4 * block_size  # edge rows per gathered [chunk, block_size] slab
+    chunk = 4 * tile  # edge rows per gathered [chunk, tile] slab
     for b0 in range(batch):
         pad_bias = None
         if padding_mask is not None:  # padded m: -inf, never counted
             pad_bias = torch.zeros(length, device=f.device).masked_fill_(~padding_mask[b0], float("-inf"))
-        for j0 in range(0, length, block_size):
-            j1 = min(length, j0 + block_size)
+        for j0 in range(0, length, tile):
+            j1 = min(length, j0 + tile)
             lo, hi = torch.searchsorted(key, torch.tensor([b0 * length + j0, b0 * length + j1])).tolist()
             if lo == hi:
                 continue
             group = todo[lo:hi]
             m_start = j0 + window + 1
             m_stop = int(i[group].max())
-            for m0 in range(m_start, m_stop, block_size):
-                m1 = min(m_stop, m0 + block_size)
-                tile = f[b0, j0:j1] @ f[b0, m0:m1].T  # [tj, tm] float32
+            for m0 in range(m_start, m_stop, tile):
+                m1 = min(m_stop, m0 + tile)
+                scores = f[b0, j0:j1] @ f[b0, m0:m1].T  # [tj, tm] float32
                 if pad_bias is not None:
-                    tile += pad_bias[m0:m1]
+                    scores += pad_bias[m0:m1]
                 sel = group[(i[group] > m0) & (j[group] + window + 1 < m1)]
                 cols = torch.arange(m1 - m0, device=f.device)
                 for e0 in range(0, sel.numel(), chunk):
                     e = sel[e0:e0 + chunk]
-                    fast = tile[j[e] - j0]  # [n, tm]
+                    fast = scores[j[e] - j0]  # [n, tm]
                     first = (j[e] + window + 1 - m0).clamp(0, m1 - m0)  # candidates: columns [first, last)
                     last = (i[e] - m0).clamp(0, m1 - m0).maximum(first)
                     thr = s_e[e][:, None]

@@ -4,7 +4,7 @@
 CPU edge lists; ``sosm.graph.landmarks.landmark_distances`` calls it on CPU tensors when
 :func:`status` is ok and ``SOSM_NATIVE_CPU`` is not ``0``, else runs its torch BFS (one warning
 when the library cannot be built). Compilation, caching and loading are the shared
-``sosm._native`` helper's (same cache folder and rules as the native selective scan).
+``sosm.common.native`` helper's (same cache folder and rules as the native selective scan).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .. import _native  # stdlib-only leaf shared with sosm.kernels (neither room imports the other)
+from ..common import native as _native  # the leaf's compile-on-first-use helper (shared with sosm.kernels)
 
 SOURCE = Path(__file__).with_name("landmarks_cpu.c")
 ABI = 1

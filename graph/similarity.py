@@ -26,11 +26,10 @@ from functools import lru_cache
 
 import torch
 
-from .blocks import BLOCK_DIM, BLOCK_NAMES, N_BLOCKS, SEMANTIC_DIM
+from ..common.blocks import BLOCK_DIM, BLOCK_NAMES, SEMANTIC_DIM
+from ..common.features import block_units
+from ..common.features import featurize as common_featurize
 from .config import GraphConfig
-
-EPS = 1e-8
-
 
 def block_weight_vector(config: GraphConfig) -> torch.Tensor:
     """``[16]`` float32 weights in block order (0 for blocks absent from ``config.block_weights``)."""
@@ -54,21 +53,16 @@ def projection_matrix(config: GraphConfig, device=None) -> torch.Tensor:
 def featurize(x: torch.Tensor, config: GraphConfig) -> torch.Tensor:
     """Per-token features ``[B, T, d']`` float32 so that ``similarity(i, j) = f_i . f_j``.
 
+    The definition lives in :func:`sosm.common.features.featurize` (shared with the fused top-k
+    kernel); this resolves ``config``'s block weights and projection for it.
+
     Args:
         x: ``[B, T, 64]`` semantic states (any float dtype; computed in float32).
         config: picks the mode (``config.similarity``) and its parameters.
     """
-    x = x.float()
-    if config.similarity == "full":
-        return x / x.norm(dim=-1, keepdim=True).clamp_min(EPS)
-    if config.similarity == "blocks":
-        w = block_weight_vector(config).to(x.device)
-        scale = (w / w.sum()).sqrt()  # [16]
-        xb = x.unflatten(-1, (N_BLOCKS, BLOCK_DIM))
-        xb = xb / xb.norm(dim=-1, keepdim=True).clamp_min(EPS) * scale[:, None]
-        return xb.flatten(-2)
-    p = x @ projection_matrix(config, x.device).T  # [B, T, d']
-    return p / p.norm(dim=-1, keepdim=True).clamp_min(EPS)
+    weights = block_weight_vector(config) if config.similarity == "blocks" else None
+    projection = projection_matrix(config, x.device) if config.similarity == "projection" else None
+    return common_featurize(x, config.similarity, weights, projection)
 
 
 def pair_scores(f_query: torch.Tensor, f_key: torch.Tensor) -> torch.Tensor:
@@ -119,13 +113,7 @@ def block_similarity(x: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, conf
     Returns:
         ``(block_sims [E, 16] float32, dominant [E] long)``.
     """
-    x = x.float()
-    if config.similarity == "full":
-        unit = (x / x.norm(dim=-1, keepdim=True).clamp_min(EPS)).unflatten(-1, (N_BLOCKS, BLOCK_DIM))
-    else:
-        xb = x.unflatten(-1, (N_BLOCKS, BLOCK_DIM))
-        unit = xb / xb.norm(dim=-1, keepdim=True).clamp_min(EPS)  # [N, 16, 4]
-    unit = unit.permute(2, 0, 1).contiguous()  # [4, N, 16]: block components outermost
+    unit = block_units(x, config.similarity).permute(2, 0, 1).contiguous()  # [4, N, 16]: block components outermost
     a, b = unit.index_select(1, src), unit.index_select(1, dst)  # [4, E, 16]
     sims = a[0] * b[0]  # [E, 16]; components added in order (per edge, independent of batching)
     for c in range(1, BLOCK_DIM):

@@ -6,8 +6,8 @@ padded tokens (``padding_mask`` False) are never keys and get no neighbours. Ran
 float32), ties to the lower index j, so :func:`streaming_topk` and :func:`dense_topk` return
 identical indices and bit-identical scores.
 
-How the streaming path stays exact and fast: for each tile of ``block_size // 4`` queries it
-streams key tiles of up to ``4 * block_size`` columns (causal: only keys before the tile's
+How the streaming path stays exact and fast: for each tile of ``tile // 4`` queries it
+streams key tiles of up to ``4 * tile`` columns (causal: only keys before the tile's
 frontier), scores them with one float32 matmul (excluded band and padding added as ``-inf``
 biases, never boolean masks) and merges them into a running top-``k + slack`` list per query
 (see :func:`_merge`: strided 16-column group maxima, a per-row floor from chunk maxima, and
@@ -17,13 +17,13 @@ has float32 score <= the row's worst, so its exact score is below ``worst + marg
 (``margin`` bounds the float32 matmul error); a row whose exact k-th score is not above that
 bound (near-ties, duplicated vectors) is recomputed exactly over all its candidates. Feature
 columns that are zero for every token are dropped first (same scores). Peak memory:
-``O(B * T * k + B * block_size^2)``.
+``O(B * T * k + B * tile^2)``.
 
 Example:
     >>> import torch
     >>> from sosm.graph.topk import streaming_topk, dense_topk
     >>> f = torch.nn.functional.normalize(torch.randn(2, 50, 16), dim=-1)
-    >>> a = streaming_topk(f, 4, causal=True, window=1, block_size=16)
+    >>> a = streaming_topk(f, 4, causal=True, window=1, tile=16)
     >>> b = dense_topk(f, 4, causal=True, window=1)
     >>> all(torch.equal(u, v) for u, v in zip(a, b))
     True
@@ -34,6 +34,7 @@ from typing import Optional
 
 import torch
 
+from ..common.features import candidate_mask
 from .similarity import drop_zero_columns, pair_scores, pair_scores_feature_major
 
 NEG_INF = float("-inf")
@@ -42,12 +43,6 @@ NEG_INF = float("-inf")
 MATMUL_MARGIN = 1e-4
 _FALLBACK_ROWS = 64
 _GROUP = 16  # columns per group in the tile prefilter of _merge
-
-
-def candidate_mask(queries: torch.Tensor, keys: torch.Tensor, causal: bool, window: int) -> torch.Tensor:
-    """``[len(queries), len(keys)]`` bool: True where key j is a candidate of query i (positions)."""
-    gap = queries[:, None] - keys[None, :]
-    return gap > window if causal else gap.abs() > window
 
 
 def _select_exact(scores: torch.Tensor, keys: torch.Tensor, k: int):
@@ -267,25 +262,25 @@ class _Band:
                 scores[:, :, a - k0:b - k0] += bias[:, a - lo - c0:b - lo - c0]
 
 
-def _tile_shape(block_size: int, length: int, kk: int):
+def _tile_shape(tile: int, length: int, kk: int):
     """``(rows, cols, unit)``: query rows and key columns per tile and batch item, key-width unit.
 
-    A tile holds ``rows * cols = block_size^2`` scores (``block_size // 4`` rows by
-    ``4 * block_size`` columns: wide tiles mean fewer merges per query row). Key tiles are cut
+    A tile holds ``rows * cols = tile^2`` scores (``tile // 4`` rows by
+    ``4 * tile`` columns: wide tiles mean fewer merges per query row). Key tiles are cut
     in ``unit`` columns: ``_GROUP`` times the chunk count of :func:`_merge`, so every tile but
     short sequences' gets the chunk floor; a causal query tile's last key tile stops at the
     first unit past its last candidate.
     """
     chunks = 1 << (2 * kk - 1).bit_length()
-    rows = min(length, max(_GROUP, block_size // 4))
-    cols = max(_GROUP, 4 * block_size)
+    rows = min(length, max(_GROUP, tile // 4))
+    cols = max(_GROUP, 4 * tile)
     unit = _GROUP * chunks if min(cols, length) >= _GROUP * chunks else _GROUP
     cols = -(-min(cols, length) // unit) * unit
     return rows, cols, unit
 
 
 def streaming_topk(features: torch.Tensor, k: int, *, causal: bool = True, window: int = 1,
-                   padding_mask: Optional[torch.Tensor] = None, block_size: int = 1024,
+                   padding_mask: Optional[torch.Tensor] = None, tile: int = 1024,
                    slack: Optional[int] = None):
     """Exact top-k neighbours by tiles of queries and keys; same results as :func:`dense_topk`.
 
@@ -295,8 +290,8 @@ def streaming_topk(features: torch.Tensor, k: int, *, causal: bool = True, windo
         causal: candidates ``j <= i - window - 1`` (default) else ``|i - j| > window``.
         window: sequential window excluded from candidates, ``>= 0``. Default 1.
         padding_mask: ``[B, T]`` bool, True for real tokens; None means all real.
-        block_size: a tile holds ``block_size // 4`` query rows by ``4 * block_size`` key
-            columns per batch item, about ``B * block_size^2`` float32 scores (default 1024:
+        tile: a tile holds ``tile // 4`` query rows by ``4 * tile`` key
+            columns per batch item, about ``B * tile^2`` float32 scores (default 1024:
             4 MiB per sample; rounded to whole 16-column groups).
         slack: extra float32 candidates kept per row before exact re-scoring
             (default ``max(4, k // 2)``); only affects speed.
@@ -313,7 +308,7 @@ def streaming_topk(features: torch.Tensor, k: int, *, causal: bool = True, windo
     out_val = torch.zeros(batch, length, k, device=dev)
     if length == 0:
         return out_idx, out_val
-    rows, cols, unit = _tile_shape(block_size, length, kk)
+    rows, cols, unit = _tile_shape(tile, length, kk)
     padded = -(-length // unit) * unit
     f_keys = f if padded == length else torch.cat([f, f.new_zeros(batch, padded - length, dim)], 1)
     key_bias = None  # [B, padded] 0 / -inf where padding_mask is False (positions >= length are filled)

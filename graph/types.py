@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from .blocks import N_BLOCKS
+from ..common.blocks import N_BLOCKS
 
 EDGE_TYPES: tuple[str, ...] = ("sequential", "semantic", "shortcut", "memory")
 EDGE_TYPE_ID: dict[str, int] = {name: i for i, name in enumerate(EDGE_TYPES)}

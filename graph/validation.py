@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from .blocks import SEMANTIC_DIM, TEMPORAL_DIM
+from ..common.blocks import SEMANTIC_DIM, TEMPORAL_DIM
 from .config import GraphConfig
 
 

@@ -26,9 +26,9 @@ from typing import Optional, Union
 
 import torch
 
-from .blocks import BLOCK_NAMES
+from ..common.blocks import BLOCK_NAMES
+from ..common.files import atomic_write
 from .convert import node_label
-from .io import atomic_write
 from .types import EDGE_TYPE_ID, EDGE_TYPES, STAGES, SemanticGraph
 
 EDGE_COLORS = {"sequential": "#9a9a9a", "semantic": "#1f77b4", "shortcut": "#2ca02c", "memory": "#d62728"}
@@ -195,7 +195,7 @@ def to_html(graph: SemanticGraph, path: Union[str, Path], sample: int = 0, title
             f"{''.join(parts)}</svg><h3>Summary</h3><table>{rows}</table><h3>Top edges by similarity</h3>"
             f"<table><tr><th>sample</th><th>source</th><th>target</th><th>type</th><th>similarity</th>"
             f"<th>dominant block</th><th>stage</th></tr>{top}</table><script>{_SCRIPT}</script></body></html>")
-    return atomic_write(path, lambda handle: handle.write(page.encode("utf-8")))
+    return atomic_write(path, page)
 
 
 def to_png(graph: SemanticGraph, path: Union[str, Path], sample: int = 0, dpi: int = 120) -> Path:
@@ -229,4 +229,4 @@ def to_png(graph: SemanticGraph, path: Union[str, Path], sample: int = 0, dpi: i
     fig.tight_layout()
     buffer = _io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
-    return atomic_write(path, lambda handle: handle.write(buffer.getvalue()))
+    return atomic_write(path, buffer.getvalue())

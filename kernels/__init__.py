@@ -1,5 +1,12 @@
-"""Triton kernels with pure-PyTorch references beside them (``sosm.kernels``)."""
+"""Triton kernels with pure-PyTorch references beside them (``sosm.kernels``).
 
-from .selective_scan import causal_conv1d, selective_scan, selective_state_update  # noqa: E402
-from .topk_similarity import topk_similarity  # noqa: E402
-from .graph_attention import GraphLayout, graph_attention  # noqa: E402
+Each op is a folder (``reference.py`` beside the Triton kernel) with one dispatching entry point:
+CUDA runs Triton, the CPU a native C loop or a vectorised PyTorch path (docs/CONTRACTS.md).
+This room imports nothing of ours but the leaf ``sosm.common``.
+"""
+from .graph_attention import GraphLayout, graph_attention
+from .selective_scan import causal_conv1d, selective_scan, selective_state_update
+from .topk_similarity import topk_similarity
+
+__all__ = ["graph_attention", "GraphLayout", "selective_scan", "selective_state_update", "causal_conv1d",
+           "topk_similarity"]

@@ -43,7 +43,7 @@ from typing import Optional, Union
 
 import torch
 
-from sosm.graph.blocks import BLOCK_DIM, N_BLOCKS, SEMANTIC_DIM
+from sosm.common.blocks import BLOCK_DIM, N_BLOCKS, SEMANTIC_DIM
 from sosm.graph.types import EDGE_TYPE_ID, STAGE_ID, SemanticGraph
 
 from ._checks import as_float_matrix, check_positive_int

@@ -12,7 +12,7 @@ Layout of a memory directory ``dir``::
 
 A save writes a new version into ``dir/.tmp-v000008-<pid>``, fsyncs every file and the
 folder, renames it to ``dir/v000008``, fsyncs ``dir``, and only then replaces
-``CURRENT`` through ``CURRENT.tmp`` + fsync + ``os.replace`` (one atomic rename) and fsyncs
+``CURRENT`` atomically (``sosm.common.files.atomic_write``: temp file, fsync, one rename) and fsyncs
 ``dir`` again. The previous version is deleted only after that. A crash at any step
 leaves ``CURRENT`` naming a complete, verified copy; leftovers are cleaned on the next save.
 
@@ -36,7 +36,7 @@ from typing import Optional
 import hnswlib
 import numpy as np
 
-from sosm.graph.io import fsync_dir
+from ..common.files import atomic_dir, atomic_write, fsync_dir, write_synced
 
 FORMAT_VERSION = 1
 FILES = ("index.bin", "vectors.npy", "entries.jsonl")
@@ -55,27 +55,20 @@ def save_memory(memory, directory) -> Path:
         fsync_dir(root.parent)
     versions = [int(p.name[1:]) for p in root.glob("v[0-9]*") if p.name[1:].isdigit()]
     name = f"v{max(versions, default=0) + 1:06d}"
-    temp = root / f".tmp-{name}-{os.getpid()}"
-    shutil.rmtree(temp, ignore_errors=True)
-    temp.mkdir()
-    _write_index(memory, temp / "index.bin")
-    _write_vectors(memory, temp / "vectors.npy")
-    _write_entries(memory, temp / "entries.jsonl")
-    manifest = {
-        "format_version": FORMAT_VERSION, "dim": memory.dim, "space": memory.space,
-        "count": memory.count, "live": len(memory), "next_id": memory.count,
-        "M": memory.M, "ef_construction": memory.ef_construction, "ef": memory.ef,
-        "ef_auto": memory.ef_auto,
-        "max_elements": memory.capacity, "seed": memory.seed,
-        "files": {f: {"sha256": _sha256(temp / f), "bytes": (temp / f).stat().st_size} for f in FILES},
-    }
-    _write_bytes(temp / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True).encode())
-    fsync_dir(temp)
-    os.rename(temp, root / name)
-    fsync_dir(root)
-    _write_bytes(root / "CURRENT.tmp", f"{name} {_sha256(root / name / 'manifest.json')}\n".encode())
-    os.replace(root / "CURRENT.tmp", root / "CURRENT")
-    fsync_dir(root)
+    with atomic_dir(root / name, prefix=".tmp-") as temp:
+        _write_index(memory, temp / "index.bin")
+        _write_vectors(memory, temp / "vectors.npy")
+        _write_entries(memory, temp / "entries.jsonl")
+        manifest = {
+            "format_version": FORMAT_VERSION, "dim": memory.dim, "space": memory.space,
+            "count": memory.count, "live": len(memory), "next_id": memory.count,
+            "M": memory.M, "ef_construction": memory.ef_construction, "ef": memory.ef,
+            "ef_auto": memory.ef_auto,
+            "max_elements": memory.capacity, "seed": memory.seed,
+            "files": {f: {"sha256": _sha256(temp / f), "bytes": (temp / f).stat().st_size} for f in FILES},
+        }
+        write_synced(temp / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True))
+    atomic_write(root / "CURRENT", f"{name} {_sha256(root / name / 'manifest.json')}\n")
     for stale in root.iterdir():
         if stale.name != name and (stale.name.startswith(".tmp-") or (stale.name.startswith("v") and stale.name[1:].isdigit())):
             shutil.rmtree(stale, ignore_errors=True)
@@ -169,14 +162,12 @@ def _check_index_agrees(memory, folder: Path, samples: int = 256) -> None:
 
 def _write_index(memory, path: Path) -> None:
     memory._index.save_index(str(path))
-    _fsync_file(path)
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
 
 
 def _write_vectors(memory, path: Path) -> None:
-    with open(path, "wb") as handle:
-        np.save(handle, memory._vectors[:memory.count], allow_pickle=False)
-        handle.flush()
-        os.fsync(handle.fileno())
+    write_synced(path, lambda handle: np.save(handle, memory._vectors[:memory.count], allow_pickle=False))
 
 
 def _write_entries(memory, path: Path) -> None:
@@ -185,19 +176,7 @@ def _write_entries(memory, path: Path) -> None:
         position = int(memory._positions[i])
         lines.append(json.dumps({"id": i, "position": None if position < 0 else position,
                                  "deleted": bool(memory._deleted[i]), "metadata": memory._metadata[i]}))
-    _write_bytes(path, ("\n".join(lines) + ("\n" if lines else "")).encode())
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as handle:
-        os.fsync(handle.fileno())
+    write_synced(path, "\n".join(lines) + ("\n" if lines else ""))
 
 
 def _sha256(path: Path) -> str:

@@ -10,7 +10,7 @@ How a :class:`StateModel` is fit (deterministic, a few seconds on the default co
 4. Truncated SVD to 64 directions (randomized, fixed seed), sorted by singular value; each direction's sign is
    fixed so that its largest-magnitude entry is positive; a unit's vector is
    ``U * S ** eigen_power``, scaled to L2 norm 8 (= sqrt(64), RMS 1 per dim).
-5. Block mapping (through :mod:`sosm.graph.blocks` only): block number b of
+5. Block mapping (through :mod:`sosm.common.blocks` only): block number b of
    ``BLOCK_NAMES`` gets SVD directions ``4b .. 4b+3``. So ``I`` (identity) holds the four
    strongest directions, ``D`` the next four, then ``R1, R2, K, M, ...``, and ``Z`` the
    weakest kept ones.
@@ -45,8 +45,9 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .graph.blocks import BLOCK_DIM, BLOCK_NAMES, SEMANTIC_DIM, TEMPORAL_DIM, block_slice
-from .graph.config import reject_unknown_keys
+from .common.blocks import BLOCK_DIM, BLOCK_NAMES, SEMANTIC_DIM, block_slice
+from .common.configs import reject_unknown_keys
+from .common.features import sinusoidal_positions
 from .tokenizers import Tokenizer, find_words, word_spans
 
 UNITS = ("word", "token")
@@ -137,21 +138,8 @@ class TextStates:
                           token_word=list(range(len(used))))
 
 
-def temporal_states(seq_len: int, dim: int = TEMPORAL_DIM, base: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal position features ``[T, dim]``: sines in the first half, cosines in the second.
-
-    Example:
-        >>> temporal_states(5).shape
-        torch.Size([5, 32])
-    """
-    if not isinstance(seq_len, int) or seq_len < 0:
-        raise ValueError(f"seq_len={seq_len!r} is invalid; accepted: an int >= 0")
-    if dim % 2 or dim < 2:
-        raise ValueError(f"dim={dim!r} is invalid; accepted: an even int >= 2")
-    half = dim // 2
-    freqs = base ** (-torch.arange(half, dtype=torch.float64) / half)       # (dim/2,)
-    angles = torch.arange(seq_len, dtype=torch.float64)[:, None] * freqs      # (T, dim/2)
-    return torch.cat([angles.sin(), angles.cos()], dim=1).float()            # (T, dim)
+#: the temporal state of model-free text states: the leaf's sinusoidal position features ``[T, 32]``
+temporal_states = sinusoidal_positions
 
 
 def _char_ngrams(word: str, sizes: Sequence[int]) -> list[str]:

@@ -8,7 +8,7 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
-from sosm.graph.blocks import SEMANTIC_DIM  # noqa: E402
+from sosm.common.blocks import SEMANTIC_DIM  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

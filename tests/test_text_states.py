@@ -3,7 +3,7 @@ import torch
 import pytest
 
 from sosm.data import default_corpus
-from sosm.graph.blocks import SEMANTIC_DIM, TEMPORAL_DIM, block_slice
+from sosm.common.blocks import SEMANTIC_DIM, TEMPORAL_DIM, block_slice
 from sosm.text_states import (StateModel, StateModelConfig, corpus_states, default_state_model,
                               temporal_states)
 from sosm.tokenizers import BPETokenizer, ByteTokenizer

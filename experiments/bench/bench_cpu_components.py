@@ -107,7 +107,7 @@ def bench_graph_attention(repeats):
 
 def bench_graph_build(repeats):
     cfg = TrainConfig.from_yaml(CONFIGS / "shakespeare_char_cpu_hybrid.yaml")
-    model = sosm_model_factory(cfg.model, VOCAB, cfg.data.block_size, False)
+    model = sosm_model_factory(cfg.model, VOCAB, cfg.data.block_size)
     g = torch.Generator().manual_seed(2)
     semantic, temporal = torch.randn(12, 64, 64, generator=g), torch.randn(12, 64, 32, generator=g)
     features = F.normalize(semantic, dim=-1)
@@ -125,7 +125,7 @@ def bench_graph_build(repeats):
 
 def bench_adamw(repeats):
     cfg = TrainConfig.from_yaml(CONFIGS / "shakespeare_char_cpu_hybrid.yaml")
-    model = sosm_model_factory(cfg.model, VOCAB, cfg.data.block_size, False)
+    model = sosm_model_factory(cfg.model, VOCAB, cfg.data.block_size)
     for p in model.parameters():
         p.grad = torch.randn_like(p)
     jobs = {"fused": torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True).step,
@@ -138,7 +138,7 @@ def bench_adamw(repeats):
 def bench_hybrid_step_t256(repeats):
     cfg = TrainConfig.from_yaml(CONFIGS / "shakespeare_char_cpu_hybrid_ctx256.yaml")
     torch.manual_seed(0)
-    model = sosm_model_factory(cfg.model, VOCAB, cfg.data.block_size, False).train()
+    model = sosm_model_factory(cfg.model, VOCAB, cfg.data.block_size).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
     x = torch.randint(0, VOCAB, (12, 257), generator=torch.Generator().manual_seed(3))
     current = vectorized.DENSE_ELEMENTS

@@ -50,7 +50,7 @@ VOCAB = 256
 def build(name: str):
     cfg = TrainConfig.from_yaml(ROOT / "experiments" / "configs" / f"shakespeare_char_cpu_{name}.yaml")
     torch.manual_seed(cfg.seed)
-    model = sosm_model_factory(cfg.model, VOCAB, cfg.data.block_size, False).train()
+    model = sosm_model_factory(cfg.model, VOCAB, cfg.data.block_size).train()
     o = cfg.optim
     opt = torch.optim.AdamW(model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay,
                             fused=True)  # as the trainer

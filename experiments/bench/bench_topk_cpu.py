@@ -45,7 +45,7 @@ def make_inputs(length: int, dim: int) -> torch.Tensor:
 
 def run_ours(x: torch.Tensor, k: int, block: int) -> np.ndarray:
     from sosm.graph.topk import streaming_topk
-    return streaming_topk(x[None], k, causal=False, window=0, block_size=block)[0][0].numpy()
+    return streaming_topk(x[None], k, causal=False, window=0, tile=block)[0][0].numpy()
 
 
 def run_faiss(x: torch.Tensor, k: int, threads: int) -> np.ndarray:
@@ -125,7 +125,7 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs of every method first")
-    parser.add_argument("--block-size", type=int, default=2048)
+    parser.add_argument("--tile", type=int, default=2048, help="streaming top-k tile (GraphConfig.topk_tile)")
     parser.add_argument("--methods", default="ours,faiss,torch_blocked")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-RSS subprocesses")
     parser.add_argument("--memory-only", action="store_true",
@@ -141,7 +141,7 @@ def main():
     if args.memory_only:
         return add_memory(name, methods, args)
     x = make_inputs(args.length, args.dim)
-    jobs = {method: (lambda m: lambda: METHODS[m](x, args.k, args.threads, args.block_size))(method)
+    jobs = {method: (lambda m: lambda: METHODS[m](x, args.k, args.threads, args.tile))(method)
             for method in methods}
     load_before = os.getloadavg()
     times, found = interleaved_times(  # interleaved: every repeat runs every method once
@@ -152,14 +152,14 @@ def main():
     for method in methods:
         row[method] = times[method]
         if not args.no_memory:
-            row[method].update(peak_memory(method, args.length, args.dim, args.k, args.threads, args.block_size))
+            row[method].update(peak_memory(method, args.length, args.dim, args.k, args.threads, args.tile))
     for anchor in ("faiss", "torch_blocked"):
         if "ours" in row and anchor in row:
             row[f"ratio_ours_over_{anchor}"] = row["ours"]["median_s"] / row[anchor]["median_s"]
             row[f"cpu_ratio_ours_over_{anchor}"] = row["ours"]["median_cpu_s"] / row[anchor]["median_cpu_s"]
             row[f"index_agreement_with_{anchor}"] = float(
                 (np.sort(found["ours"], 1) == np.sort(found[anchor], 1)).mean())
-    record = {"threads": args.threads, "block_size": args.block_size, "repeats": args.repeats, "warmup": args.warmup,
+    record = {"threads": args.threads, "tile": args.tile, "repeats": args.repeats, "warmup": args.warmup,
               "timing": "one process, interleaved repeats, median", "load_avg_before": load_before,
               "load_avg_after": load_after, "results": [row], "anchors_doc": ANCHORS_DOC,
               "memory_method": MEMORY_METHOD}
@@ -183,7 +183,7 @@ def add_memory(name, methods, args):
         if method in row:
             row[method].pop("peak_rss_increase_mib", None)
     for method in methods:
-        row[method].update(peak_memory(method, args.length, args.dim, args.k, args.threads, args.block_size))
+        row[method].update(peak_memory(method, args.length, args.dim, args.k, args.threads, args.tile))
         print(method, row[method]["peak_rss_increase_mib"], "MiB", flush=True)
     record["memory_method"] = MEMORY_METHOD
     tmp = path.with_suffix(".json.tmp")

@@ -61,7 +61,7 @@ sys.path.insert(0, str(ROOT))
 from experiments.bench.common import environment, write_result  # noqa: E402
 from sosm.kernels._backend import force_backend, resolve  # noqa: E402
 from sosm.kernels.selective_scan import scan_path  # noqa: E402
-from sosm.model import SOSMConfig, SOSMModel, matched_config  # noqa: E402
+from sosm.model import SOSMConfig, SOSMModel, matched_config, param_count  # noqa: E402
 
 PRESETS = {
     "anchor": {"model": {"d_model": 768, "n_layers": 12, "n_heads": 12, "vocab_size": 50257,
@@ -92,26 +92,8 @@ def is_oom(err: BaseException) -> bool:
 
 
 def match_to(reference: SOSMConfig, model: str, tolerance: float = 0.05) -> tuple[SOSMConfig, str]:
-    """``model`` config at ``reference``'s parameter count: ``(config, how it was found)``.
-
-    Uses ``sosm.model.matched_config``. At the time of writing it raises ``KeyError`` when a
-    non-hybrid reference is matched by a hybrid (its per-width cache keeps only the layer codes
-    of the 1-layer candidate, 'A'); then the same depth search at the same width is done here
-    with ``SOSMConfig.param_count()``.
-    """
-    try:
-        return matched_config(reference, model, tolerance), "sosm.model.matched_config"
-    except KeyError:
-        target = reference.param_count()
-        positional = reference.positional if model in ("hybrid", "graph_attention") else "rope"
-        depths = [replace(reference, model=model, positional=positional, n_layers=n)
-                  for n in range(1, 4 * reference.n_layers + 1)]
-        best = min(depths, key=lambda c: abs(c.param_count() - target))
-        error = abs(best.param_count() - target) / target
-        if error > tolerance:
-            raise ValueError(f"no {model} depth at d_model={reference.d_model} within tolerance={tolerance} "
-                             f"of {target} parameters (closest {best.param_count()}, n_layers={best.n_layers})")
-        return best, "depth search with SOSMConfig.param_count (matched_config raised KeyError)"
+    """``model`` config at ``reference``'s parameter count: ``(config, how it was found)``."""
+    return matched_config(reference, model, tolerance), "sosm.model.matched_config"
 
 
 def variant_configs(size: str, variants, max_len: int) -> dict:
@@ -173,7 +155,7 @@ class Runner:
                                 "vocab_size": self.config.vocab_size, "d_state": self.config.d_state,
                                 "expand": self.config.expand, "positional": self.config.positional,
                                 "graph_k": self.config.graph.k, "graph_window": self.config.graph.window,
-                                "num_landmarks": self.config.num_landmarks,
+                                "num_landmarks": self.config.graph.num_landmarks,
                                 "tie_embeddings": self.config.tie_embeddings},
                      "forced_backend": self.forced, "kernel_paths": self.paths}
 
@@ -425,7 +407,7 @@ def main(argv=None) -> dict:
               "anchor": "transformer, same process, repeats interleaved", "timer": (
                   "CUDA events over the timed steps, then synchronize" if device.type == "cuda"
                   else "perf_counter wall over the timed steps (process CPU time beside it)"),
-              "params": {n: {"params": c.param_count(), "n_layers": c.n_layers, "d_model": c.d_model,
+              "params": {n: {"params": param_count(c), "n_layers": c.n_layers, "d_model": c.d_model,
                              "matched_by": how} for n, (c, how) in configs.items()},
               "anchors_md": ANCHORS_MD, "load_average_before": os.getloadavg(), "rows": []}
     for seq_len in lengths:

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import torch
 
-from ... import _native  # stdlib-only compile/cache/load helper shared with sosm.graph (no room imports)
+from ...common import native as _native  # the leaf's compile/cache/load helper (shared with sosm.graph)
 from .reference import check_scan_args
 
 SOURCE = Path(__file__).with_name("selective_scan_cpu.c")

@@ -6,18 +6,16 @@ product of per-token features ``f = featurize(x)``; candidates of query i are
 similarity, ties to the lower index j; a query with fewer than k candidates gets ``-1``
 indices and zero similarities in the unused slots.
 
-The kernels package imports nothing of ours, so the 16 blocks of 4 dims of the semantic
-state appear here as two constants (they mirror ``sosm.graph.blocks``; a test checks that).
+The features, per-block units and candidate rule are the leaf's (:mod:`sosm.common.features`),
+the same functions the graph builders call.
 """
 from __future__ import annotations
 
 import torch
 
-N_BLOCKS = 16
-BLOCK_DIM = 4
-SEMANTIC_DIM = N_BLOCKS * BLOCK_DIM
-SIMILARITIES = ("full", "blocks", "projection")
-EPS = 1e-8
+from ...common.blocks import BLOCK_DIM, N_BLOCKS, SEMANTIC_DIM
+from ...common.features import SIMILARITY_MODES as SIMILARITIES
+from ...common.features import block_units, candidate_mask, featurize
 
 
 def check_topk_args(x, k, similarity, block_weights, projection, causal, window):
@@ -52,46 +50,19 @@ def check_topk_args(x, k, similarity, block_weights, projection, causal, window)
                              f"tensor, got {getattr(projection, 'shape', projection)!r}")
 
 
-def featurize(x, similarity="full", block_weights=None, projection=None) -> torch.Tensor:
-    """Per-token features ``f`` in float32 so that ``similarity(i, j) = f_i . f_j``: ``[B, T, d']``."""
-    x = x.float()
-    if similarity == "full":
-        return x / x.norm(dim=-1, keepdim=True).clamp_min(EPS)
-    if similarity == "blocks":
-        w = torch.as_tensor(block_weights, dtype=torch.float32, device=x.device)
-        scale = (w / w.sum()).sqrt()  # [16]
-        xb = x.unflatten(-1, (N_BLOCKS, BLOCK_DIM))
-        xb = xb / xb.norm(dim=-1, keepdim=True).clamp_min(EPS) * scale[:, None]
-        return xb.flatten(-2)
-    p = x @ projection.float().to(x.device).T  # [B, T, d']
-    return p / p.norm(dim=-1, keepdim=True).clamp_min(EPS)
-
-
 def block_similarities(x, indices, similarity="full") -> torch.Tensor:
     """Per-block similarity of each query with each chosen key: ``[B, T, k, 16]``, 0 where index is -1.
 
     ``full``: the block's share of the cosine, ``x_i^b . x_j^b / (|x_i| |x_j|)``;
     ``blocks`` and ``projection``: ``cos(x_i^b, x_j^b)``.
     """
-    x = x.float()
-    if similarity == "full":
-        unit = (x / x.norm(dim=-1, keepdim=True).clamp_min(EPS)).unflatten(-1, (N_BLOCKS, BLOCK_DIM))
-    else:
-        xb = x.unflatten(-1, (N_BLOCKS, BLOCK_DIM))
-        unit = xb / xb.norm(dim=-1, keepdim=True).clamp_min(EPS)  # [B, T, 16, 4]
+    unit = block_units(x, similarity)  # [B, T, 16, 4]
     batch, length, k = indices.shape
     safe = indices.clamp_min(0).reshape(batch, length * k)
     keys = torch.gather(unit.flatten(-2), 1, safe[..., None].expand(-1, -1, SEMANTIC_DIM))
     keys = keys.reshape(batch, length, k, N_BLOCKS, BLOCK_DIM)
     sims = (unit[:, :, None] * keys).sum(-1)  # [B, T, k, 16]
     return sims.masked_fill((indices < 0)[..., None], 0.0)
-
-
-def candidate_mask(length: int, causal: bool, window: int, device=None) -> torch.Tensor:
-    """``[T, T]`` bool, True where key j is a candidate for query i (dense: for the oracle only)."""
-    i = torch.arange(length, device=device)[:, None]
-    j = torch.arange(length, device=device)[None, :]
-    return (j <= i - window - 1) if causal else ((i - j).abs() > window)
 
 
 def topk_similarity_ref(x, k, *, similarity="full", block_weights=None, projection=None,
@@ -105,7 +76,8 @@ def topk_similarity_ref(x, k, *, similarity="full", block_weights=None, projecti
     f = featurize(x, similarity, block_weights, projection)
     f64 = f.double()
     scores = (f64 @ f64.transpose(1, 2)).float()  # [B, T, T]; float64 then rounded: exact ties stay tied
-    valid = candidate_mask(x.shape[1], causal, window, x.device)
+    positions = torch.arange(x.shape[1], device=x.device)
+    valid = candidate_mask(positions, positions, causal, window)  # [T, T]
     scores = scores.masked_fill(~valid, float("-inf"))
     values, order = torch.sort(scores, dim=-1, descending=True, stable=True)  # ties: lower j first
     kk = min(k, x.shape[1])

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Optional, Union
+
+from ..common.files import atomic_write
 
 TINYSHAKESPEARE_FILE = "tinyshakespeare.txt"
 TINYSHAKESPEARE_SIZE = 1_115_394
@@ -101,18 +102,12 @@ def _candidate_dirs(cache_dir: Optional[Path]) -> list[Path]:
 
 def _download(url: str, target: Path, timeout: float = 30.0) -> None:
     """Download ``url`` to ``target`` atomically (temp file, fsync, rename)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+    def copy(out) -> None:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             for chunk in iter(lambda: response.read(1 << 16), b""):
                 out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    atomic_write(target, copy)
 
 
 def load_tinyshakespeare(cache_dir: Optional[Union[str, os.PathLike]] = None, download: bool = True) -> str:

@@ -12,19 +12,26 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Union
 
-from ..graph.config import GraphConfig, reject_unknown_keys
+from ..common.configs import reject_unknown_keys
+from ..graph.config import GraphConfig
 
 MODELS = ("hybrid", "transformer", "mamba", "graph_attention")
 POSITIONALS = ("rope", "graph_rope", "graph_alibi", "none")
 LAYER_CODES = "AM"  # A = graph attention + MLP, M = TopologicalMamba (T = dense attention, baselines only)
 
 
+#: where the model's graph differs from ``GraphConfig()``'s defaults: 8 landmarks (the builder alone uses
+#: none). A ``graph`` given as a dict is laid over these; a ``GraphConfig`` object is taken as it is.
+MODEL_GRAPH_DEFAULTS = {"k": 8, "window": 1, "num_landmarks": 8}
+
+
 def _default_graph() -> GraphConfig:
-    return GraphConfig(k=8, window=1)  # num_landmarks is set from SOSMConfig.num_landmarks
+    return GraphConfig(**MODEL_GRAPH_DEFAULTS)
 
 
 @dataclass
@@ -53,9 +60,8 @@ class SOSMConfig:
     dt_rank: int = 0                    # low-rank width of the Δ projection (0: ceil(d_model / 16))
     dt_min: float = 1e-3                # Δ bias init: dt ~ logUniform[dt_min, dt_max]
     dt_max: float = 1e-1
-    graph: GraphConfig = field(default_factory=_default_graph)  # GraphBuilder options (nested dict in JSON/YAML)
+    graph: GraphConfig = field(default_factory=_default_graph)  # GraphBuilder options incl. num_landmarks (dict: over MODEL_GRAPH_DEFAULTS)
     positional: str = "rope"            # attention positions: "rope" | "graph_rope" | "graph_alibi" | "none"
-    num_landmarks: int = 8              # L landmarks (0: none); graph.num_landmarks must be 0 or equal
     struct_dim: int = 16                # width of the structural (landmark) encoding fed to Mamba's Δ
     rope_base: float = 10000.0          # RoPE / Graph-RoPE frequency base
     dropout: float = 0.0                # dropout on embeddings, attention/MLP/Mamba outputs (training only)
@@ -68,9 +74,9 @@ class SOSMConfig:
 
     def __post_init__(self):
         if isinstance(self.graph, dict):
-            self.graph = GraphConfig.from_dict(self.graph)
+            self.graph = GraphConfig.from_dict({**MODEL_GRAPH_DEFAULTS, **self.graph})
         elif isinstance(self.graph, GraphConfig):
-            self.graph = replace(self.graph)  # own copy: validate() sets graph.num_landmarks
+            self.graph = replace(self.graph)  # own copy: never shares the caller's object
         self.validate()
 
     def validate(self) -> "SOSMConfig":
@@ -101,10 +107,6 @@ class SOSMConfig:
         if not isinstance(self.graph, GraphConfig):
             raise TypeError(f"SOSMConfig.graph must be a GraphConfig or a dict, got {type(self.graph).__name__}")
         need(self.positional in POSITIONALS, "positional", f"one of {POSITIONALS}")
-        need(is_int(self.num_landmarks) and self.num_landmarks >= 0, "num_landmarks", "an int >= 0")
-        need(self.graph.num_landmarks in (0, self.num_landmarks), "num_landmarks",
-             f"equal to graph.num_landmarks={self.graph.num_landmarks} (or leave graph.num_landmarks at 0)")
-        self.graph.num_landmarks = self.num_landmarks
         need(is_int(self.struct_dim) and self.struct_dim >= 1, "struct_dim", "an int >= 1")
         need(self.rope_base > 1, "rope_base", "a float > 1")
         need(0.0 <= self.dropout < 1.0, "dropout", "a float in [0, 1)")
@@ -121,11 +123,12 @@ class SOSMConfig:
         if self.positional in ("graph_rope", "graph_alibi"):
             need(self.uses_graph, "positional",
                  f"'rope' or 'none' for model={self.model!r} (graph positions need a graph-based model)")
-            need(self.num_landmarks >= 1, "positional", "'rope' or 'none' when num_landmarks=0 "
+            need(self.graph.num_landmarks >= 1, "positional", "'rope' or 'none' when graph.num_landmarks=0 "
                  "(graph positions need landmarks)")
         if self.positional == "graph_rope":
-            need(self.head_dim // 2 >= self.num_landmarks, "positional",
-                 f"'graph_rope' only when head_dim/2={self.head_dim // 2} >= num_landmarks={self.num_landmarks} "
+            need(self.head_dim // 2 >= self.graph.num_landmarks, "positional",
+                 f"'graph_rope' only when head_dim/2={self.head_dim // 2} >= graph.num_landmarks="
+                 f"{self.graph.num_landmarks} "
                  "(one rotation pair per landmark at least)")
         return self
 
@@ -158,11 +161,6 @@ class SOSMConfig:
             return (self.layer_pattern * repeats)[: self.n_layers]
         return {"transformer": "T", "mamba": "M", "graph_attention": "A"}[self.model] * self.n_layers
 
-    def param_count(self) -> int:
-        """Trainable parameters of the model this config builds (tied weights counted once)."""
-        base, per_layer = _parameter_parts(self)
-        return base + sum(per_layer[code] for code in self.layer_types)
-
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -176,13 +174,15 @@ class SOSMConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "SOSMConfig":
-        """Build from a plain dict; unknown keys raise ``ValueError`` listing the valid ones."""
+        """Build from a plain dict; unknown keys raise ``ValueError`` listing the valid ones.
+
+        ``num_landmarks`` at the top level (its home before 0.2) is still accepted, with a
+        ``FutureWarning``: it moves to ``graph.num_landmarks``.
+        """
         if not isinstance(data, dict):
             raise TypeError(f"SOSMConfig.from_dict needs a dict, got {type(data).__name__}")
+        data = _move_num_landmarks(data)
         reject_unknown_keys(data, cls, "SOSMConfig keys")
-        data = dict(data)
-        if "graph" in data and isinstance(data["graph"], dict):
-            data["graph"] = GraphConfig.from_dict(data["graph"])
         return cls(**data)
 
     @classmethod
@@ -207,71 +207,19 @@ class SOSMConfig:
         raise ValueError(f"config file {path} must end in .json, .yaml or .yml")
 
 
-def _parameter_parts(config: SOSMConfig) -> tuple[int, dict]:
-    """(parameters outside the layer stack, parameters of one layer per layer code), counted on the meta device."""
-    import torch
-
-    from .baselines import make_layer
-    from .model import SOSMModel
-
-    def count(module):
-        return sum(p.numel() for p in module.parameters())
-
-    with torch.device("meta"):
-        model = SOSMModel(replace(config, n_layers=1, layer_pattern=config.layer_types[0]
-                                  if config.model == "hybrid" else config.layer_pattern))
-        struct_dim = config.struct_dim if model.use_landmarks else None
-        codes = set(config.layer_types) | (set(config.layer_pattern) if config.model == "hybrid" else set())
-        per_layer = {code: count(make_layer(code, config, struct_dim)) for code in codes}  # every code of the pattern
-    return count(model) - count(model.stack.layers), per_layer
-
-
-def matched_config(reference: SOSMConfig, model: str, tolerance: float = 0.05) -> SOSMConfig:
-    """A ``model`` config whose parameter count is within ``tolerance`` of ``reference``'s.
-
-    Keeps everything else of ``reference``; first searches ``n_layers`` at the same width,
-    then (if no depth fits) depth and width ``d_model`` together (multiples of ``2 * n_heads``
-    in ``[d_model / 2, 2 d_model]``), preferring the width closest to the reference's. Returns the closest config found.
-
-    Args:
-        reference: the config to match (usually the hybrid).
-        model: one of ``MODELS``.
-        tolerance: accepted relative difference of parameter counts (default 0.05).
-
-    Raises:
-        ValueError: for an unknown ``model``, or when nothing gets within ``tolerance``.
-
-    Example:
-        >>> hybrid = SOSMConfig(d_model=64, vocab_size=65)
-        >>> transformer = matched_config(hybrid, "transformer")
-    """
-    if model not in MODELS:
-        raise ValueError(f"model={model!r} is invalid; accepted: one of {MODELS}")
-    if not tolerance > 0:
-        raise ValueError(f"tolerance={tolerance!r} is invalid; accepted: a float > 0")
-    positional = reference.positional if model in ("hybrid", "graph_attention") else "rope"
-    target = reference.param_count()
-    parts: dict = {}
-
-    def count(config):
-        if config.d_model not in parts:
-            parts[config.d_model] = _parameter_parts(config)
-        base, per_layer = parts[config.d_model]
-        return base + sum(per_layer[code] for code in config.layer_types)
-
-    def error(config):
-        return abs(count(config) - target) / target
-
-    depths = [replace(reference, model=model, positional=positional, n_layers=n)
-              for n in range(1, 4 * reference.n_layers + 1)]
-    best = min(depths, key=error)
-    if error(best) > tolerance:
-        step = 2 * reference.n_heads
-        widths = range(max(step, reference.d_model // 2 // step * step), 2 * reference.d_model + 1, step)
-        grid = [replace(config, d_model=d) for config in depths for d in widths
-                if not (positional == "graph_rope" and d // reference.n_heads // 2 < reference.num_landmarks)]
-        best = min([best] + grid, key=lambda config: (round(error(config), 2), abs(config.d_model - reference.d_model)))
-    if error(best) > tolerance:
-        raise ValueError(f"no {model} config within tolerance={tolerance} of {target} parameters "
-                         f"(closest: {count(best)} with n_layers={best.n_layers}, d_model={best.d_model})")
-    return best
+def _move_num_landmarks(data: dict) -> dict:
+    """``data`` with a top-level ``num_landmarks`` moved into its ``graph`` section (with a FutureWarning)."""
+    if "num_landmarks" not in data:
+        return data
+    data = dict(data)
+    value = data.pop("num_landmarks")
+    graph = data.get("graph", {})
+    graph = graph.to_dict() if isinstance(graph, GraphConfig) else dict(graph)
+    if graph.get("num_landmarks", 0) not in (0, value):
+        raise ValueError(f"SOSMConfig gives num_landmarks={value!r} (deprecated) and graph.num_landmarks="
+                         f"{graph['num_landmarks']!r}; keep only graph.num_landmarks")
+    warnings.warn("SOSMConfig: 'num_landmarks' is deprecated and will be removed in the next release; "
+                  "it is now 'graph.num_landmarks'", FutureWarning, stacklevel=3)
+    graph["num_landmarks"] = value
+    data["graph"] = graph
+    return data

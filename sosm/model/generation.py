@@ -28,7 +28,7 @@ import torch
 
 import torch.nn.functional as F
 
-from .graph_attention_layer import LayerContext
+from .context import LayerContext
 from .positional import landmark_coordinates
 
 

@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..kernels import causal_conv1d, selective_scan, selective_state_update
-from .graph_attention_layer import LayerContext
+from .context import LayerContext
 
 
 def causal_depthwise_conv(x: torch.Tensor, conv: nn.Conv1d, activation: Optional[str] = None) -> torch.Tensor:

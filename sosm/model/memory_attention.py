@@ -34,7 +34,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from ..graph.blocks import SEMANTIC_DIM
+from ..common.blocks import SEMANTIC_DIM
 
 
 class ModelMemory:

@@ -6,7 +6,7 @@ One forward pass (graph-based models: ``hybrid``, ``graph_attention``)::
     graph  = GraphBuilder(config.graph).build(semantic, temporal)   # no grad, causal, once
     neighbors [B,T,Kn] = to_neighbor_index(graph); layout = GraphLayout.build(neighbors)  # once
     coords [B,T,L] = min(landmark_distances, max_distance + 1); structure = MLP(coords)
-    x = GraphMambaHybrid(x, LayerContext(angles, neighbors, layout, coords, structure))
+    x = LayerStack(x, LayerContext(angles, neighbors, layout, coords, structure))
     logits = head(x)
 
 The Transformer and Mamba baselines embed tokens with a plain ``nn.Embedding`` and build no graph.
@@ -36,8 +36,8 @@ import torch.nn.functional as F
 
 from ..kernels import GraphLayout
 from .config import SOSMConfig
-from .graph_attention_layer import LayerContext
-from .hybrid import GraphMambaHybrid
+from .context import LayerContext
+from .stack import LayerStack
 from .mamba import TopologicalMamba
 from .positional import StructuralEncoding, graph_rope_angles, landmark_coordinates, rope_angles
 from .state import EMBED_FACTOR_DIM, State, StateFrontEnd
@@ -64,7 +64,7 @@ class SOSMModel(nn.Module):
             raise TypeError(f"config must be a SOSMConfig, got {type(config).__name__}")
         self.config = config
         d, vocab = config.d_model, config.vocab_size
-        self.use_landmarks = config.uses_graph and config.num_landmarks > 0
+        self.use_landmarks = config.uses_graph and config.graph.num_landmarks > 0
         if config.uses_graph:
             self.front = StateFrontEnd(vocab, d)
             head_in = EMBED_FACTOR_DIM if config.tie_embeddings else d
@@ -74,10 +74,10 @@ class SOSMModel(nn.Module):
             head_in, self.head_proj = d, None
         self.lm_head = None if config.tie_embeddings else nn.Linear(head_in, vocab, bias=False)
         struct_dim = config.struct_dim if self.use_landmarks else None
-        self.structure = (StructuralEncoding(config.num_landmarks, config.graph.max_distance, config.struct_dim)
+        self.structure = (StructuralEncoding(config.graph.num_landmarks, config.graph.max_distance, config.struct_dim)
                           if self.use_landmarks else None)
         self.dropout = nn.Dropout(config.dropout)
-        self.stack = GraphMambaHybrid(config, struct_dim)
+        self.stack = LayerStack(config, struct_dim)
         self._builders: dict = {}
         attention = [layer for code, layer in zip(config.layer_types, self.stack.layers) if code == "A"]
         for index, layer in enumerate(attention):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..graph.io import atomic_write
+from ..common.files import atomic_write
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -26,8 +26,8 @@ def save_pretrained(model, directory) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {name: t.detach().cpu().contiguous() for name, t in model.state_dict().items()}
-    atomic_write(directory / WEIGHTS_NAME, lambda handle: handle.write(save(tensors, metadata={"format": "pt"})))
-    atomic_write(directory / CONFIG_NAME, lambda handle: handle.write(model.config.to_json().encode("utf-8")))
+    atomic_write(directory / WEIGHTS_NAME, save(tensors, metadata={"format": "pt"}))
+    atomic_write(directory / CONFIG_NAME, model.config.to_json())
 
 
 def load_pretrained(cls, directory, map_location="cpu"):

@@ -1,10 +1,10 @@
 """Token states of the graph-based models: MU semantic state, temporal state, projector, ``State`` record.
 
-- **Semantic state** ``[B, T, 64]`` (16 named blocks x 4, layout from :mod:`sosm.graph.blocks`):
+- **Semantic state** ``[B, T, 64]`` (16 named blocks x 4, layout from :mod:`sosm.common.blocks`):
   a factorized embedding ``vocab -> 128 -> 64`` times a learned per-token sensitivity gate per
   block (``sigmoid`` of a linear map of the 128-d token embedding). It is a function of the
   token id alone: position-invariant, so the graph built from it is too.
-- **Temporal state** ``[B, T, 32]``: sinusoidal position features (``sosm.text_states.temporal_states``)
+- **Temporal state** ``[B, T, 32]``: sinusoidal position features (``sosm.common.features.sinusoidal_positions``)
   mixed linearly with the token embedding. Kept separate: never concatenated into the
   semantic state; the graph's temporal gate may read it.
 - **Projector**: ``W_s semantic + W_t temporal`` into the model width.
@@ -17,9 +17,9 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from ..graph.blocks import BLOCK_DIM, N_BLOCKS, SEMANTIC_DIM, TEMPORAL_DIM
+from ..common.blocks import BLOCK_DIM, N_BLOCKS, SEMANTIC_DIM, TEMPORAL_DIM
 from ..graph.types import SemanticGraph
-from ..text_states import temporal_states
+from ..common.features import sinusoidal_positions
 
 EMBED_FACTOR_DIM = 128  # inner width of the factorized embedding vocab -> 128 -> 64
 
@@ -87,7 +87,7 @@ class TemporalState(nn.Module):
 
     def forward(self, token_embedding: torch.Tensor, start: int = 0) -> torch.Tensor:
         T = token_embedding.shape[1]
-        pos = temporal_states(start + T)[start:].to(token_embedding.device, token_embedding.dtype)  # [T, 32]
+        pos = sinusoidal_positions(start + T)[start:].to(token_embedding.device, token_embedding.dtype)  # [T, 32]
         return self.from_position(pos)[None] + self.from_token(token_embedding)  # [B, T, 32]
 
 
@@ -122,7 +122,7 @@ class StateFrontEnd(nn.Module):
                 nn.init.zeros_(linear.bias)
         self.project_semantic.weight.mul_(2.0)  # the block gates start at sigmoid(~0) = 0.5
         with torch.device("cpu"):  # real numbers even when the model is built on the meta device
-            position_rms = float(temporal_states(256).pow(2).mean().sqrt())
+            position_rms = float(sinusoidal_positions(256).pow(2).mean().sqrt())
         nn.init.normal_(self.temporal.from_position.weight, 0.0,
                         init_std / (position_rms * TEMPORAL_DIM ** 0.5))
         nn.init.zeros_(self.temporal.from_position.bias)

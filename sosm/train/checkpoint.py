@@ -40,7 +40,7 @@ import torch
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 
-from sosm.graph.io import fsync_dir
+from ..common.files import atomic_dir, write_synced
 
 FORMAT = "sosm-train-checkpoint"
 FORMAT_VERSION = 1
@@ -75,14 +75,6 @@ class Checkpoint:
 
 def step_dir_name(step: int) -> str:
     return f"{STEP_PREFIX}{step:07d}"
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` and fsync it (the unit a crash test interrupts)."""
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def _json_bytes(obj) -> bytes:
@@ -148,22 +140,10 @@ def write_checkpoint(run_dir: PathLike, step: int, *, model_state: dict, config:
                 "files": {name: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
                           for name, data in files.items()}}
     final = root / step_dir_name(step)
-    tmp = root / f"{TMP_PREFIX}{final.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    for name, data in files.items():
-        _write_bytes(tmp / name, data)
-    _write_bytes(tmp / MANIFEST_FILE, _json_bytes(manifest))  # last: its presence marks a complete write
-    fsync_dir(tmp)
-    if final.exists():
-        trash = root / f"{TMP_PREFIX}old-{final.name}-{os.getpid()}"
-        os.rename(final, trash)
-        os.rename(tmp, final)
-        shutil.rmtree(trash)
-    else:
-        os.rename(tmp, final)
-    fsync_dir(root)
+    with atomic_dir(final, prefix=TMP_PREFIX) as tmp:
+        for name, data in files.items():
+            write_synced(tmp / name, data)
+        write_synced(tmp / MANIFEST_FILE, _json_bytes(manifest))  # last: its presence marks a complete write
     prune_checkpoints(run_dir, keep_last)
     return final
 

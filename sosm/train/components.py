@@ -19,8 +19,8 @@ from ..data.corpus import TINYSHAKESPEARE_SHA256, TINYSHAKESPEARE_SIZE
 from ..tokenizers import BPETokenizer, ByteTokenizer, Tokenizer, load_tokenizer
 from .config import DataConfig
 
-#: model factory signature: ``(model_section, vocab_size, block_size, gradient_checkpointing) -> nn.Module``
-ModelFactory = Callable[[dict, int, int, bool], torch.nn.Module]
+#: model factory signature: ``(model_section, vocab_size, block_size) -> nn.Module``
+ModelFactory = Callable[[dict, int, int], torch.nn.Module]
 
 _warned: set = set()
 
@@ -91,8 +91,7 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def sosm_model_factory(model_section: dict, vocab_size: int, block_size: int,
-                       gradient_checkpointing: bool) -> torch.nn.Module:
+def sosm_model_factory(model_section: dict, vocab_size: int, block_size: int) -> torch.nn.Module:
     """Build ``SOSMModel`` from the ``model`` section, filling vocabulary and context length.
 
     ``vocab_size`` and the context-length field come from the tokenizer and the data
@@ -110,14 +109,7 @@ def sosm_model_factory(model_section: dict, vocab_size: int, block_size: int,
             raise ValueError(f"model.{name}={section[name]!r} disagrees with the data ({value}); "
                              f"leave it out of the model section, it is filled in from the data")
         section[name] = value
-    if gradient_checkpointing:
-        if "gradient_checkpointing" in names:
-            section["gradient_checkpointing"] = True
-        else:
-            warn_once("gradient_checkpointing", "gradient_checkpointing=true but SOSMConfig has no "
-                      "gradient_checkpointing field; training without it")
-    config = SOSMConfig.from_dict(section) if hasattr(SOSMConfig, "from_dict") else SOSMConfig(**section)
-    return SOSMModel(config)
+    return SOSMModel(SOSMConfig.from_dict(section))
 
 
 def model_config_dict(model: torch.nn.Module) -> Optional[dict]:

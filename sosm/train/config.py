@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
-from ..graph.config import reject_unknown_keys
+from ..common.configs import reject_unknown_keys
 
 DATASETS = ("tinyshakespeare", "default", "text_file")
 TOKENIZERS = ("byte", "bpe")
@@ -134,7 +135,6 @@ class TrainConfig:
     keep_last: int = 3                  # checkpoints kept on disk (older ones are deleted)
     device: str = "auto"                # "auto" (cuda when available) | "cpu" | "cuda"
     dtype: str = "auto"                 # "auto": bf16 autocast where the device supports it, else fp32
-    gradient_checkpointing: bool = False  # recompute activations in backward (needs model support)
     progress_bar: bool = True           # tqdm bar with loss, tokens/s and ETA
     tensorboard: bool = True            # also log to TensorBoard when it is installed
     data: DataConfig = field(default_factory=DataConfig)     # text, tokenizer, split, context length
@@ -155,7 +155,7 @@ class TrainConfig:
               self.checkpoint_interval, "an int >= 0 (0: only at the end)")
         _need(self.device in DEVICES, s, "device", self.device, f"one of {DEVICES}")
         _need(self.dtype in DTYPES, s, "dtype", self.dtype, f"one of {DTYPES}")
-        for name in ("gradient_checkpointing", "progress_bar", "tensorboard"):
+        for name in ("progress_bar", "tensorboard"):
             _need(isinstance(getattr(self, name), bool), s, name, getattr(self, name), "true or false")
         if not isinstance(self.data, DataConfig):
             raise TypeError(f"train.data must be a DataConfig, got {type(self.data).__name__}")
@@ -193,8 +193,10 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
         """Build from a nested mapping; rejects unknown keys in every section."""
+        if not isinstance(data, dict):
+            raise TypeError(f"a training config must be a mapping, got {type(data).__name__}")
+        data = _move_gradient_checkpointing(copy.deepcopy(data))
         _reject_unknown(cls, data, "train")
-        data = copy.deepcopy(data)
         data_section = data.pop("data", None) or {}
         optim_section = data.pop("optim", None) or {}
         _reject_unknown(DataConfig, data_section, "data")
@@ -232,6 +234,28 @@ class TrainConfig:
             data.pop(name)
         data.pop("name")
         return data
+
+
+def _move_gradient_checkpointing(data: dict) -> dict:
+    """A top-level ``gradient_checkpointing`` (its home before 0.2) moved into the ``model`` section.
+
+    ``false`` (the model's default) is dropped so that a config and its old checkpoint compare equal.
+    """
+    if "gradient_checkpointing" not in data:
+        return data
+    value = data.pop("gradient_checkpointing")
+    warnings.warn("training config: 'gradient_checkpointing' is deprecated at the top level and will be removed "
+                  "in the next release; it is now 'model.gradient_checkpointing'", FutureWarning, stacklevel=4)
+    model = data.get("model") or {}
+    if not isinstance(model, dict):
+        return data
+    if "gradient_checkpointing" in model and model["gradient_checkpointing"] != value:
+        raise ValueError(f"the config gives gradient_checkpointing={value!r} (deprecated) and "
+                         f"model.gradient_checkpointing={model['gradient_checkpointing']!r}; "
+                         "keep only model.gradient_checkpointing")
+    if value:
+        data["model"] = {**model, "gradient_checkpointing": value}
+    return data
 
 
 class _Absent:

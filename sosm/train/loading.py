@@ -46,7 +46,7 @@ def load_trained(path, *, device="cpu", model_factory: Optional[ModelFactory] = 
         raise CheckpointError(f"checkpoint {checkpoint.path} has no readable tokenizer files "
                               f"(tokenizer_config.json): {err}") from None
     factory = model_factory or sosm_model_factory
-    model = factory(config.model, tokenizer.vocab_size, config.data.block_size, False)
+    model = factory(config.model, tokenizer.vocab_size, config.data.block_size)
     load_model_state(model, checkpoint)
     model.to(device).eval()
     return TrainedModel(model=model, tokenizer=tokenizer, config=config, checkpoint=checkpoint)

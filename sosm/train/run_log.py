@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Optional
 
+from ..common.files import atomic_write
 from .components import warn_once
 
 LOG_FILE = "log.jsonl"
@@ -48,12 +48,7 @@ class RunLog:
                 continue  # a line cut short by a crash
             if record.get("step", 0) <= step:
                 kept.append(line)
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write("".join(line + "\n" for line in kept))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
+        atomic_write(self.path, "".join(line + "\n" for line in kept))
 
     def write(self, kind: str, step: int, **fields) -> dict:
         record = {"kind": kind, "step": step, **fields}

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import os
 import signal
 import threading
 import time
@@ -27,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..common.files import atomic_write
 from ..data import BatchSampler
 from ..evaluate import model_logits
 from .checkpoint import (CONFIG_FILE, CheckpointError, capture_rng_state, list_checkpoints, load_model_state,
@@ -119,7 +119,7 @@ class Trainer:
         config: the run's configuration.
         out_dir: where checkpoints, ``log.jsonl``, ``tb/`` and ``summary.json`` go.
         resume: continue from the newest checkpoint in ``out_dir`` (starts fresh when there is none).
-        model_factory: ``(model_section, vocab_size, block_size, gradient_checkpointing) -> nn.Module``;
+        model_factory: ``(model_section, vocab_size, block_size) -> nn.Module``;
             default builds ``sosm.SOSMModel``. Tests pass toy models here.
         step_callback: called as ``step_callback(trainer, step, loss)`` after every step (and its
             checkpoint); an exception from it stops training like a crash would.
@@ -154,8 +154,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         tokenizer = tokenizer_from_files(checkpoint.extra) if checkpoint else None
         self.tokenizer, self.splits = build_splits(config.data, tokenizer)
-        self.model = self.model_factory(config.model, self.tokenizer.vocab_size, config.data.block_size,
-                                        config.gradient_checkpointing).to(self.device)
+        self.model = self.model_factory(config.model, self.tokenizer.vocab_size, config.data.block_size).to(self.device)
         self.optimizer = self._build_optimizer()
         self.sampler = BatchSampler(self.splits.train, config.batch_size, config.data.block_size, seed=config.seed)
         if checkpoint is not None:
@@ -363,9 +362,4 @@ class Trainer:
                    "tokens_per_s": result.tokens_per_s, "wall_s": result.wall_s, "device": str(self.device),
                    "checkpoint": result.checkpoint, "finished": self.step >= self.config.max_steps,
                    "stopped_by": result.stopped_by}
-        tmp = self.out_dir / f"{SUMMARY_FILE}.tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(summary, indent=2) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.out_dir / SUMMARY_FILE)
+        atomic_write(self.out_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")

@@ -16,8 +16,8 @@ def tiny_model(model: str, positional: str = "rope", seed: int = 0, n_layers: in
     torch.manual_seed(seed)
     graph = model in ("hybrid", "graph_attention")
     config = SOSMConfig(model=model, vocab_size=vocab, max_seq_len=24, d_model=16, n_heads=2, n_layers=n_layers,
-                        d_state=4, expand=2, struct_dim=4, num_landmarks=3 if graph else 0,
-                        positional=positional, graph={"k": 3, "window": 1})
+                        d_state=4, expand=2, struct_dim=4, positional=positional,
+                        graph={"k": 3, "window": 1, "num_landmarks": 3 if graph else 0})
     net = SOSMModel(config).eval()
     with torch.no_grad():
         for p in net.parameters():

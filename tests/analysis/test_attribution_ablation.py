@@ -6,7 +6,7 @@ from sosm.analysis import block_attribution, provenance_report, run_ablations
 from sosm.analysis.ablation import ablation_markdown, next_token_loss
 from sosm.analysis.attribution import METHODS, gradient_block_shares, token_attribution
 from sosm.analysis.depass import DePass
-from sosm.graph.blocks import BLOCK_NAMES
+from sosm.common.blocks import BLOCK_NAMES
 from sosm.graph.types import EDGE_TYPES
 
 from .conftest import tiny_ids, tiny_model

@@ -5,9 +5,10 @@ import torch.nn as nn
 
 from sosm.analysis import DePass
 from sosm.analysis.linear_modes import attention_layer_linear
-from sosm.graph.blocks import BLOCK_NAMES
+from sosm.common.blocks import BLOCK_NAMES
 from sosm.model import SOSMConfig
-from sosm.model.graph_attention_layer import GraphAttentionBlock, LayerContext
+from sosm.model.attention import GraphAttentionBlock
+from sosm.model.context import LayerContext
 
 from .conftest import CASES, tiny_ids, tiny_model
 
@@ -77,7 +78,7 @@ def test_hand_built_layer_is_attributed_exactly():
     Token j's component at query i is therefore [i == j] x_i + [j in A(i)] s/|A(i)| x_j, and b is "bias".
     """
     d, T = 8, 5
-    config = SOSMConfig(model="graph_attention", d_model=d, n_heads=2, vocab_size=10, mlp_ratio=1.0, num_landmarks=0)
+    config = SOSMConfig(model="graph_attention", d_model=d, n_heads=2, vocab_size=10, mlp_ratio=1.0, graph={"num_landmarks": 0})
     layer = GraphAttentionBlock(config).eval()
     b = torch.arange(d, dtype=torch.float32) / 10
     with torch.no_grad():

@@ -28,7 +28,7 @@ def trained_run(tmp_path_factory):
         "tensorboard": False,
         "data": {"dataset": "text_file", "path": str(corpus), "tokenizer": "byte", "block_size": 24},
         "model": {"model": "hybrid", "layer_pattern": "AM", "n_layers": 2, "d_model": 16, "n_heads": 2,
-                  "d_state": 4, "struct_dim": 4, "num_landmarks": 3, "max_seq_len": 24},
+                  "d_state": 4, "struct_dim": 4, "graph": {"num_landmarks": 3}, "max_seq_len": 24},
     })
     Trainer(config, root / "run").train()
     return root / "run"

@@ -87,7 +87,7 @@ def test_builder_matches_oracle(seed, length, k, window, causal, mode, adaptive,
     x = torch.randn(2, length, 64, generator=gen)
     mask = (torch.rand(2, length, generator=gen) > 0.2) if pad else None
     cfg = GraphConfig(k=k, window=window, causal=causal, similarity=mode, adaptive_k=adaptive, k_min=1,
-                      k_max=k + 2, mutual=mutual, threshold=threshold, block_size=16)
+                      k_max=k + 2, mutual=mutual, threshold=threshold, topk_tile=16)
     g = GraphBuilder(cfg).build(x, padding_mask=mask)
     want = _oracle_graph(x, cfg, mask)
     src, dst = g.edge_index.tolist()
@@ -124,7 +124,7 @@ def _same(a, b):
 def test_batch_independence(options):
     gen = torch.Generator().manual_seed(3)
     x, t = torch.randn(3, 40, 64, generator=gen), torch.randn(3, 40, 32, generator=gen)
-    builder = GraphBuilder(GraphConfig(block_size=16, **options))
+    builder = GraphBuilder(GraphConfig(topk_tile=16, **options))
     batch = builder.build(x, t)
     perm = torch.tensor([2, 0, 1])
     permuted = builder.build(x[perm], t[perm])

@@ -52,18 +52,18 @@ def _check(cfg, seed, pad):
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("filters", FILTERS, ids=lambda d: "+".join(d) or "plain")
 def test_semantic_options_are_causal(mode, filters):
-    _check(GraphConfig(similarity=mode, k=3, k_min=1, k_max=6, block_size=16, **filters), seed=1, pad=False)
+    _check(GraphConfig(similarity=mode, k=3, k_min=1, k_max=6, topk_tile=16, **filters), seed=1, pad=False)
 
 
 @pytest.mark.parametrize("filters,extras", list(itertools.product(FILTERS, EXTRAS[1:])),
                          ids=lambda d: "+".join(d) or "plain")
 def test_shortcuts_and_landmarks_are_causal(filters, extras):
-    _check(GraphConfig(k=3, k_min=1, k_max=6, block_size=16, **filters, **extras), seed=2, pad=True)
+    _check(GraphConfig(k=3, k_min=1, k_max=6, topk_tile=16, **filters, **extras), seed=2, pad=True)
 
 
 def test_everything_at_once_with_padding_and_window():
     cfg = GraphConfig(k=4, window=3, k_min=2, k_max=7, adaptive_k=True, mutual=True, threshold=0.0,
                       temporal_gate=True, tau_mu=-0.5, fibonacci_shortcuts=True, betweenness_shortcuts=1,
-                      betweenness_chunk=8, num_landmarks=3, max_distance=5, block_size=16)
+                      betweenness_chunk=8, num_landmarks=3, max_distance=5, topk_tile=16)
     for seed in range(3):
         _check(cfg, seed=seed, pad=True)

@@ -4,7 +4,7 @@ import warnings
 import pytest
 import torch
 
-from sosm import _native
+from sosm.common import native as _native
 from sosm.graph import landmarks as lm
 from sosm.graph import native_landmarks
 from sosm.graph.config import GraphConfig

@@ -39,8 +39,8 @@ def test_matches_bruteforce_oracle(seed, length, k, window, causal, dup, pad, pe
         f[:, ::2] = f[:, 1:2].clone()
     mask = (torch.rand(2, length, generator=gen) > 0.25) if pad else None
     kq = torch.randint(1, k + 1, (2, length), generator=gen) if per_node else k
-    idx, sc = streaming_topk(f, k, causal=causal, window=window, padding_mask=mask, block_size=16)
-    keep = mutual_filter(f, idx, sc, kq, causal=causal, window=window, padding_mask=mask, block_size=16)
+    idx, sc = streaming_topk(f, k, causal=causal, window=window, padding_mask=mask, tile=16)
+    keep = mutual_filter(f, idx, sc, kq, causal=causal, window=window, padding_mask=mask, tile=16)
     want = set()
     for b in range(2):
         kb = k if isinstance(kq, int) else kq[b].tolist()

@@ -4,7 +4,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from sosm.graph import GraphConfig
-from sosm.graph.blocks import BLOCK_NAMES
+from sosm.common.blocks import BLOCK_NAMES
 from sosm.graph.similarity import block_similarity, block_weight_vector, featurize, pair_scores, projection_matrix
 
 from . import oracles

@@ -16,14 +16,14 @@ def _as_lists(idx, val):
 def test_hand_checked_causal_edges():
     # four 2-d unit vectors; token 3 equals token 0, token 2 is closest to token 1 ... rows are queries
     f = torch.tensor([[[1.0, 0.0], [0.6, 0.8], [0.8, 0.6], [1.0, 0.0], [0.0, 1.0]]])
-    idx, val = streaming_topk(f, 2, causal=True, window=1, block_size=16)
+    idx, val = streaming_topk(f, 2, causal=True, window=1, tile=16)
     assert idx[0].tolist() == [[-1, -1], [-1, -1], [0, -1], [0, 1], [1, 2]]
     assert val[0, 3, 0].item() == 1.0
 
 
 def test_hand_checked_bidirectional_ties_to_lower_index():
     f = torch.tensor([[[1.0, 0.0]] * 5])  # all identical: every score ties
-    idx, _ = streaming_topk(f, 2, causal=False, window=1, block_size=16)
+    idx, _ = streaming_topk(f, 2, causal=False, window=1, tile=16)
     assert idx[0].tolist() == [[2, 3], [3, 4], [0, 4], [0, 1], [0, 1]]
 
 
@@ -42,7 +42,7 @@ def _random_features(seed, batch, length, dim, dup):
 def test_streaming_matches_bruteforce_oracle(seed, length, dim, k, window, causal, dup, pad, block):
     f = _random_features(seed, 2, length, dim, dup)
     mask = (torch.rand(2, length, generator=torch.Generator().manual_seed(seed + 1)) > 0.25) if pad else None
-    idx, val = streaming_topk(f, k, causal=causal, window=window, padding_mask=mask, block_size=block)
+    idx, val = streaming_topk(f, k, causal=causal, window=window, padding_mask=mask, tile=block)
     assert idx.shape == (2, length, k) and val.dtype == torch.float32
     for b in range(2):
         want = oracles.topk_lists(f[b].numpy(), k, causal, window, None if mask is None else mask[b].numpy())
@@ -61,7 +61,7 @@ def test_streaming_equals_dense_exactly_with_ties(causal, dup):
     mask[0, 130:] = False
     dense = dense_topk(f, 8, causal=causal, window=1, padding_mask=mask)
     for block in (16, 1024):
-        stream = streaming_topk(f, 8, causal=causal, window=1, padding_mask=mask, block_size=block)
+        stream = streaming_topk(f, 8, causal=causal, window=1, padding_mask=mask, tile=block)
         assert torch.equal(stream[0], dense[0]) and torch.equal(stream[1], dense[1])
 
 
@@ -71,7 +71,7 @@ def test_streaming_equals_dense_on_quantised_states():
     f = torch.nn.functional.normalize(torch.randint(-2, 3, (1, 250, 8), generator=gen).float(), dim=-1)
     for causal in (True, False):
         dense = dense_topk(f, 5, causal=causal, window=2)
-        stream = streaming_topk(f, 5, causal=causal, window=2, block_size=64)
+        stream = streaming_topk(f, 5, causal=causal, window=2, tile=64)
         assert torch.equal(stream[0], dense[0]) and torch.equal(stream[1], dense[1])
 
 
@@ -86,8 +86,8 @@ def test_fewer_candidates_than_k_get_minus_one_not_padding_edges():
 def test_deterministic_and_input_not_mutated():
     f = _random_features(9, 2, 100, 16, 3)
     before = f.clone()
-    a = streaming_topk(f, 4, block_size=32)
-    b = streaming_topk(f, 4, block_size=32)
+    a = streaming_topk(f, 4, tile=32)
+    b = streaming_topk(f, 4, tile=32)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and torch.equal(f, before)
 
 
@@ -103,7 +103,7 @@ def test_streaming_equals_dense_through_grouped_sparse_merges(causal, window, k,
     mask[1, ::7] = False
     for padding in (None, mask):
         dense = dense_topk(f, k, causal=causal, window=window, padding_mask=padding)
-        stream = streaming_topk(f, k, causal=causal, window=window, padding_mask=padding, block_size=block)
+        stream = streaming_topk(f, k, causal=causal, window=window, padding_mask=padding, tile=block)
         assert torch.equal(stream[0], dense[0]) and torch.equal(stream[1], dense[1])
 
 
@@ -116,7 +116,7 @@ def test_streaming_equals_dense_with_zero_feature_columns_and_near_ties():
     f = torch.nn.functional.normalize(f, dim=-1)
     for causal in (True, False):
         dense = dense_topk(f, 6, causal=causal, window=1)
-        stream = streaming_topk(f, 6, causal=causal, window=1, block_size=64)
+        stream = streaming_topk(f, 6, causal=causal, window=1, tile=64)
         assert torch.equal(stream[0], dense[0]) and torch.equal(stream[1], dense[1])
 
 
@@ -124,5 +124,5 @@ def test_bidirectional_window_wider_than_a_tile():
     f = _random_features(3, 1, 300, 8, 0)
     dense = dense_topk(f, 3, causal=False, window=70)
     for block in (16, 64, 256):
-        stream = streaming_topk(f, 3, causal=False, window=70, block_size=block)
+        stream = streaming_topk(f, 3, causal=False, window=70, tile=block)
         assert torch.equal(stream[0], dense[0]) and torch.equal(stream[1], dense[1])

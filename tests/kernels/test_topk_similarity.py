@@ -7,7 +7,7 @@ import torch
 from sosm.kernels import topk_similarity
 from sosm.kernels._backend import interpreter_enabled
 from sosm.kernels.topk_similarity import topk_similarity_ref
-from sosm.kernels.topk_similarity.reference import BLOCK_DIM, N_BLOCKS, featurize
+from sosm.common.features import featurize
 from tests.conftest import DEVICES
 
 WEIGHTS = [0.5, 0.0, 0.0, 0.3, 0.2] + [0.0] * 11  # I, R2, K as in DEFAULT_BLOCK_WEIGHTS
@@ -146,11 +146,6 @@ def test_features_follow_the_contract():
     p = projection_matrix()
     fp = featurize(x, "projection", projection=p)
     torch.testing.assert_close(fp[0, 2] @ fp[0, 4], torch.cosine_similarity(p @ x[0, 2], p @ x[0, 4], 0))
-
-
-def test_block_constants_mirror_the_graph_table():
-    from sosm.graph.blocks import BLOCK_DIM as GRAPH_BLOCK_DIM, N_BLOCKS as GRAPH_N_BLOCKS
-    assert (N_BLOCKS, BLOCK_DIM) == (GRAPH_N_BLOCKS, GRAPH_BLOCK_DIM)
 
 
 def test_cpu_dispatch_warns_once():

@@ -4,8 +4,8 @@ import copy
 import pytest
 import torch
 
-from sosm.graph.blocks import BLOCK_DIM, N_BLOCKS
-from sosm.graph.types import EDGE_TYPE_ID, STAGE_ID, SemanticGraph, empty_edge_columns
+from sosm.common.blocks import BLOCK_DIM, N_BLOCKS
+from sosm.graph.types import STAGE_ID, SemanticGraph, empty_edge_columns
 from sosm.memory import HNSWMemory, integrate_into_graph, memory_node_states
 
 B, T, D = 2, 6, 64

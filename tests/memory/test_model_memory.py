@@ -5,7 +5,8 @@ import torch
 
 from sosm.model import SOSMConfig, SOSMModel
 from sosm.model.generation import mamba_window
-from sosm.model.graph_attention_layer import GraphAttentionBlock, LayerContext
+from sosm.model.attention import GraphAttentionBlock
+from sosm.model.context import LayerContext
 from sosm.model.mamba import TopologicalMamba
 from sosm.model.memory_attention import ModelMemory, memory_slots
 from sosm.model.positional import apply_rotary, rope_angles

@@ -44,7 +44,7 @@ def test_second_save_replaces_the_first_and_cleans_up(tmp_path):
     assert sorted(p.name for p in (tmp_path / "mem").iterdir()) == ["CURRENT", "v000002"]
 
 
-@pytest.mark.parametrize("failing", ["_write_vectors", "_write_entries", "_write_bytes"])
+@pytest.mark.parametrize("failing", ["_write_vectors", "_write_entries", "write_synced"])
 def test_crash_midway_leaves_the_old_copy_loadable(tmp_path, monkeypatch, failing):
     memory = _memory()
     memory.save(tmp_path / "mem")
@@ -67,14 +67,13 @@ def test_crash_after_rename_before_pointer_swap_keeps_old_copy(tmp_path, monkeyp
     memory = _memory()
     memory.save(tmp_path / "mem")
     memory.add(torch.randn(1, 16))
-    real_replace = persistence.os.replace
 
-    def crash(src, dst):
+    def crash(path, content):
         raise OSError("simulated crash before CURRENT swap")
-    monkeypatch.setattr(persistence.os, "replace", crash)
+    monkeypatch.setattr(persistence, "atomic_write", crash)
     with pytest.raises(OSError):
         memory.save(tmp_path / "mem")
-    monkeypatch.setattr(persistence.os, "replace", real_replace)
+    monkeypatch.undo()
     assert HNSWMemory.load(tmp_path / "mem").count == 60
 
 

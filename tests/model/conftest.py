@@ -35,10 +35,11 @@ CASES = [
 CASE_IDS = [f"{m}-{p}" for m, p in CASES]
 
 
-def tiny_config(model="hybrid", positional="rope", **overrides) -> SOSMConfig:
+def tiny_config(model="hybrid", positional="rope", num_landmarks=4, **overrides) -> SOSMConfig:
+    graph = overrides.pop("graph", {"k": 4, "window": 1, "max_distance": 16})
     settings = dict(model=model, positional=positional, vocab_size=VOCAB, max_seq_len=32, d_model=32, n_heads=2,
-                    n_layers=3, layer_pattern="AMA" if model == "hybrid" else "AMMM", d_state=8, num_landmarks=4,
-                    struct_dim=8, graph={"k": 4, "window": 1, "max_distance": 16})
+                    n_layers=3, layer_pattern="AMA" if model == "hybrid" else "AMMM", d_state=8,
+                    struct_dim=8, graph={**graph, "num_landmarks": num_landmarks})
     settings.update(overrides)
     return SOSMConfig(**settings)
 

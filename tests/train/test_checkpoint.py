@@ -39,7 +39,7 @@ def test_round_trip_with_tied_weights(tmp_path):
 def test_crash_during_save_leaves_previous_checkpoint_loadable(tmp_path, monkeypatch):
     model = TinyCausalLM(32)
     _write(tmp_path, 1, model)
-    real = ckpt._write_bytes
+    real = ckpt.write_synced
     calls = {"n": 0}
 
     def dying_write(path, data):
@@ -49,12 +49,12 @@ def test_crash_during_save_leaves_previous_checkpoint_loadable(tmp_path, monkeyp
             raise OSError("simulated power loss")
         real(path, data)
 
-    monkeypatch.setattr(ckpt, "_write_bytes", dying_write)
+    monkeypatch.setattr(ckpt, "write_synced", dying_write)
     with torch.no_grad():
         model.embed.weight.add_(1.0)
     with pytest.raises(OSError, match="simulated power loss"):
         _write(tmp_path, 2, model)
-    monkeypatch.setattr(ckpt, "_write_bytes", real)
+    monkeypatch.setattr(ckpt, "write_synced", real)
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step_0000001"]
     assert read_checkpoint(tmp_path).step == 1  # the half-written temp dir is ignored
     _write(tmp_path, 2, model)  # the next save cleans the leftovers
@@ -83,7 +83,7 @@ def test_edited_config_shape_names_the_file(make_config, tmp_path):
     loaded = read_checkpoint(path, verify=False)  # with the hash check off, the shape check still names both
     with pytest.raises(CheckpointError, match=r"model\.safetensors has tensor shapes .*config\.json: "
                                               r"embed\.weight: file \(\d+, 16\) vs model \(\d+, 24\)"):
-        load_model_state(tiny_factory(loaded.config["model"], 256, 16, False), loaded)
+        load_model_state(tiny_factory(loaded.config["model"], 256, 16), loaded)
 
 
 def test_invalid_json_and_missing_files_name_the_file(tmp_path):

@@ -32,7 +32,7 @@ class LeakyLM(TinyCausalLM):
         return logits + self.embed(nxt) @ self.embed.weight.T / self.embed.weight.shape[1] ** 0.5, state
 
 
-def tiny_factory(model_section, vocab_size, block_size, gradient_checkpointing):
+def tiny_factory(model_section, vocab_size, block_size):
     """Model factory for Trainer: TinyCausalLM, or LeakyLM when ``model_section["leaky_toy"]``."""
     cls = LeakyLM if model_section.get("leaky_toy") else TinyCausalLM
     return cls(vocab_size, width=model_section.get("width", 16), dropout=model_section.get("dropout", 0.1))

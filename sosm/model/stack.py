@@ -1,9 +1,10 @@
-"""``GraphMambaHybrid``: the layer stack (graph attention + MLP and TopologicalMamba layers) and a final norm.
+"""The layer stack every model kind uses, and the factory that maps a layer code to its layer.
 
-The layer codes come from ``SOSMConfig.layer_types`` (default ``"AMMM"``: one graph-attention
-layer per four). The baselines reuse this stack with other codes (``T``/``M``/``A`` only).
-Every layer reads the same :class:`~sosm.model.graph_attention_layer.LayerContext`: one graph,
-one layout, one set of positions and one structural encoding per forward pass.
+``SOSMConfig.layer_types`` gives one code per layer: ``A`` graph attention + MLP, ``M``
+TopologicalMamba, ``T`` dense causal attention + MLP. The hybrid interleaves ``A`` and ``M``
+(default pattern ``"AMMM"``); the baselines repeat one code (``T``, ``M`` or ``A``). Every layer
+reads the same :class:`~sosm.model.context.LayerContext`: one graph, one layout, one set of
+positions and one structural encoding per forward pass.
 """
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
-from .baselines import make_layer
-from .graph_attention_layer import LayerContext
+from .attention import GraphAttentionBlock, TransformerBlock
+from .context import LayerContext
+from .mamba import TopologicalMamba
 
 
-class GraphMambaHybrid(nn.Module):
+class LayerStack(nn.Module):
     """A stack of layers followed by a final RMSNorm.
 
     Args:
@@ -28,7 +30,7 @@ class GraphMambaHybrid(nn.Module):
 
     Example:
         >>> from sosm.model import SOSMConfig
-        >>> stack = GraphMambaHybrid(SOSMConfig(model="mamba", d_model=32, n_heads=2), None)
+        >>> stack = LayerStack(SOSMConfig(model="mamba", d_model=32, n_heads=2), None)
         >>> stack(torch.randn(1, 6, 32), LayerContext())[0].shape
         torch.Size([1, 6, 32])
     """
@@ -56,3 +58,14 @@ class GraphMambaHybrid(nn.Module):
         for layer, cache in zip(self.layers, caches):
             x = layer.step(x, ctx, cache)
         return self.norm(x)
+
+
+def make_layer(code: str, config, struct_dim: Optional[int]) -> nn.Module:
+    """Layer for one code of ``SOSMConfig.layer_types``: ``A`` graph attention, ``M`` Mamba, ``T`` dense attention."""
+    if code == "A":
+        return GraphAttentionBlock(config)
+    if code == "M":
+        return TopologicalMamba(config, struct_dim)
+    if code == "T":
+        return TransformerBlock(config)
+    raise ValueError(f"layer code {code!r} is invalid; accepted: 'A', 'M' or 'T'")

@@ -1,9 +1,8 @@
 """Compile-on-first-use of a C source into a shared library, cached on disk and loaded with ctypes.
 
 Shared by the native CPU paths (``sosm.kernels.selective_scan.native_cpu``,
-``sosm.graph.native_landmarks``). Standard library only, so it is a leaf that both
-``sosm.kernels`` and ``sosm.graph`` may import without importing each other (docs/CONTRACTS.md:
-the two rooms import nothing of each other; this module imports nothing of ours).
+``sosm.graph.native_landmarks``). Part of the leaf package :mod:`sosm.common`: standard library
+only, so both rooms import it without importing each other (docs/ARCHITECTURE.md, "Layers").
 
 Build: the system C compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``) into
 ``$SOSM_CACHE_DIR/kernels`` (default ``~/.cache/sosm/kernels``), named
@@ -20,10 +19,11 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
 import threading
 from pathlib import Path
 from typing import Callable, Iterable, Optional
+
+from .files import atomic_path
 
 ENV_SWITCH = "SOSM_NATIVE_CPU"
 
@@ -79,18 +79,11 @@ def library_path(source: Path, cc: str, flags: tuple[str, ...]) -> Path:
 
 
 def compile_library(source: Path, cc: str, flags: tuple[str, ...], target: Path) -> None:
-    """Compile ``source`` into ``target`` atomically (temp file in the same folder, then os.replace)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=target.stem + ".", suffix=".tmp.so", dir=target.parent)
-    os.close(fd)
-    try:
-        res = subprocess.run([cc, *flags, "-o", tmp, str(source)], capture_output=True, text=True, timeout=300)
+    """Compile ``source`` into ``target`` atomically (the compiler writes a temporary file beside it)."""
+    with atomic_path(target, suffix=".tmp.so") as tmp:
+        res = subprocess.run([cc, *flags, "-o", str(tmp), str(source)], capture_output=True, text=True, timeout=300)
         if res.returncode != 0:
             raise RuntimeError(f"{Path(cc).name} exited with {res.returncode}: {res.stderr.strip()[-500:]}")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def build(source: Path, flag_attempts: Iterable[tuple[str, ...]], bind: Callable[[ctypes.CDLL], ctypes.CDLL],

@@ -1,11 +1,11 @@
-"""The one table of MU semantic blocks (DESIGN.md, "Data contracts").
+"""The one table of MU semantic blocks (docs/ARCHITECTURE.md, "Data contracts").
 
 The semantic state is ``[B, T, 64]``: 16 named blocks of 4 dims. Nothing else in the
 code base hard-codes an offset; use :data:`BLOCK_NAMES`, :func:`block_slice` or
 :func:`block_index`.
 
 Example:
-    >>> from sosm.graph.blocks import block_slice, SEMANTIC_DIM
+    >>> from sosm.common.blocks import block_slice, SEMANTIC_DIM
     >>> block_slice("K")
     slice(16, 20, None)
     >>> SEMANTIC_DIM

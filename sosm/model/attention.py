@@ -1,4 +1,4 @@
-"""Graph attention layer: multi-head attention restricted to graph edges (+ self), then an MLP.
+"""Attention layers: graph attention (edges + self) and dense causal attention (the Transformer baseline), each + MLP.
 
 Each layer is pre-norm (RMSNorm per token) with residuals. Attention runs through
 ``sosm.kernels.graph_attention`` over the neighbour lists that the model builds once per
@@ -14,45 +14,13 @@ decoding (:meth:`step`) does not read memory.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..kernels import graph_attention
+from .context import LayerContext
 from .positional import alibi_slopes, apply_rotary
-
-
-@dataclass
-class LayerContext:
-    """Everything the layers share in one forward pass (or one decoding step).
-
-    Args:
-        angles: rotary angles ``[B or 1, T, head_dim/2]`` (None: no rotary positions).
-        neighbors: ``[B, T, Kn]`` key positions of each query's graph neighbours, -1 padded
-            (decoding: ``[B, 1, Kn]`` for the new token). None without a graph.
-        layout: the kernels' ``GraphLayout`` of ``neighbors``, built once, shared by all layers.
-        alibi_coords: ``[B, T, L]`` float landmark coordinates for Graph-ALiBi (decoding: the
-            coordinates of positions ``0..t``), or None.
-        structure: ``[B, T, S]`` structural encoding for Mamba's Δ (None: absent).
-        position: decoding only: the index t of the new token.
-        memory: a :class:`~sosm.model.memory_attention.ModelMemory` to read (None: no memory).
-        memory_slots: ``[B, T, Km]`` memory ids of each query's memory edges, -1 padded.
-        record_kv: when a list, each graph-attention layer appends its ``(k, v)`` ``[B, T, H, d]``
-            (k before rotary positions, detached), in layer order, for writing into memory.
-    """
-
-    angles: Optional[torch.Tensor] = None
-    neighbors: Optional[torch.Tensor] = None
-    layout: Optional[object] = None
-    alibi_coords: Optional[torch.Tensor] = None
-    structure: Optional[torch.Tensor] = None
-    position: int = 0
-    memory: Optional[object] = None
-    memory_slots: Optional[torch.Tensor] = None
-    record_kv: Optional[list] = None
 
 
 class MLP(nn.Module):
@@ -188,3 +156,30 @@ class GraphAttentionBlock(AttentionBlock):
         scores = scores.masked_fill(~(valid & ~dup)[..., None], float("-inf"))
         probs = torch.softmax(scores, dim=1)
         return torch.einsum("bnh,bnhd->bhd", probs, values).to(q.dtype)  # [B, H, d]
+
+
+class TransformerBlock(AttentionBlock):
+    """Causal dense multi-head attention and an MLP, pre-norm, residual.
+
+    Args:
+        config: ``SOSMConfig`` (d_model, n_heads, mlp_ratio, dropout).
+
+    Shapes: ``forward(x [B, T, d_model], ctx) -> [B, T, d_model]`` (``ctx.angles``: RoPE or None).
+
+    Example:
+        >>> from sosm.model import SOSMConfig
+        >>> block = TransformerBlock(SOSMConfig(d_model=32, n_heads=2, model="transformer"))
+        >>> block(torch.randn(2, 5, 32), LayerContext()).shape
+        torch.Size([2, 5, 32])
+    """
+
+    def attend(self, q, k, v, ctx: LayerContext) -> torch.Tensor:
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                           is_causal=True)  # [B, H, T, d]
+        return y.transpose(1, 2)  # [B, T, H, d]
+
+    def attend_step(self, q: torch.Tensor, cache: dict, ctx: LayerContext) -> torch.Tensor:
+        """``q [B, H, d]`` over every cached key ``0..t``."""
+        scores = torch.einsum("bhd,bnhd->bnh", q.float(), cache["k"].float()) / self.head_dim ** 0.5  # [B, t+1, H]
+        probs = torch.softmax(scores, dim=1)
+        return torch.einsum("bnh,bnhd->bhd", probs, cache["v"].float()).to(q.dtype)  # [B, H, d]
