@@ -1,4 +1,4 @@
-"""Maps the top-level rooms onto one import namespace (DESIGN.md, "Rooms").
+"""Maps the top-level rooms onto one import namespace (docs/ARCHITECTURE.md, "Rooms and layers").
 
 ``sosm/`` is ``sosm``; ``graph/ kernels/ memory/ analysis/`` become ``sosm.graph``,
 ``sosm.kernels``, ``sosm.memory``, ``sosm.analysis``. Sub-packages are discovered, so a

@@ -5,16 +5,13 @@ Entry points: :class:`DePass` (exact decomposition of the logits), :func:`block_
 :func:`deletion_curve` and :func:`write_report`.
 """
 from .depass import PARTITIONS, DePass, DePassResult
-from .ablation import ablation_markdown, run_ablations
-from .attribution import (BlockAttribution, GradientBlockAttributionCallback, block_attribution,
-                          gradient_block_shares, token_attribution)
+from .ablation import run_ablations
+from .attribution import BlockAttribution, GradientBlockAttributionCallback, block_attribution, token_attribution
 from .faithfulness import deletion_curve
 from .probe import compare_senses, probe_sentence
 from .provenance import provenance_report
 from .report import build_report, write_report
-from .recording import ForwardRecord, logits_from_stack_input, record_forward
 
 __all__ = ["DePass", "DePassResult", "PARTITIONS", "block_attribution", "BlockAttribution", "token_attribution",
-           "gradient_block_shares", "GradientBlockAttributionCallback", "run_ablations", "ablation_markdown",
-           "provenance_report", "deletion_curve", "build_report", "write_report", "probe_sentence",
-           "compare_senses", "ForwardRecord", "record_forward", "logits_from_stack_input"]
+           "GradientBlockAttributionCallback", "run_ablations", "provenance_report", "deletion_curve",
+           "build_report", "write_report", "probe_sentence", "compare_senses"]

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import io
 
-EDGE_COLORS = {"self": "#555555", "sequential": "#9a9a9a", "semantic": "#1f77b4", "shortcut": "#2ca02c",
-               "memory": "#d62728", "dense": "#8c564b"}
+from ..graph.view import EDGE_COLORS as GRAPH_EDGE_COLORS
+
+#: the graph views' edge-type colours, plus the two kinds of attention mass a report also plots
+EDGE_COLORS = {"self": "#555555", **GRAPH_EDGE_COLORS, "dense": "#8c564b"}
 
 
 def _figure(width: float = 6.0, height: float = 3.2):

@@ -96,7 +96,7 @@ class GraphConfig:
 
     @property
     def min_seq_len(self) -> int:
-        """Shortest sequence accepted: T must be >= K + 3 (DESIGN.md invariant 6)."""
+        """Shortest sequence accepted: T must be >= K + 3 (docs/ARCHITECTURE.md, invariant 6)."""
         return self.effective_k_max + 3
 
     def to_dict(self) -> dict:

@@ -1,4 +1,4 @@
-"""`SemanticGraph`: the columnar graph every room exchanges (DESIGN.md, "Data contracts").
+"""`SemanticGraph`: the columnar graph every room exchanges (docs/CONTRACTS.md).
 
 Nodes are numbered ``b * T + t`` over a batch. ``edge_index[0]`` is the source (the key,
 the attended-to token j) and ``edge_index[1]`` the target (the query token i). Edge

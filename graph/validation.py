@@ -1,4 +1,4 @@
-"""Input checks for :class:`sosm.graph.GraphBuilder` (DESIGN.md invariant 6).
+"""Input checks for :class:`sosm.graph.GraphBuilder` (docs/ARCHITECTURE.md, invariant 6).
 
 Each check raises ``TypeError`` (wrong kind or dtype) or ``ValueError`` (wrong shape or value)
 naming the argument, the value received and the accepted range. Nothing is modified.

@@ -1,5 +1,5 @@
 """Input validation shared by the memory room: clear ``ValueError``/``TypeError`` messages
-that name the argument, the value and what is accepted (DESIGN.md invariant 6).
+that name the argument, the value and what is accepted (docs/ARCHITECTURE.md, invariant 6).
 
 Example:
     >>> import numpy as np

@@ -1,4 +1,4 @@
-"""Atomic, checksummed persistence of :class:`~sosm.memory.HNSWMemory` (DESIGN.md invariant 5).
+"""Atomic, checksummed persistence of :class:`~sosm.memory.HNSWMemory` (docs/ARCHITECTURE.md, invariant 5).
 
 Layout of a memory directory ``dir``::
 

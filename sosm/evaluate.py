@@ -4,7 +4,7 @@ Both work on any ``torch.nn.Module`` whose forward takes ``input_ids [B, T]`` (l
 returns logits ``[B, T, V]``, or a tuple/list whose first item is the logits (as
 ``SOSMModel`` does), so they apply equally to our models, baselines and test doubles.
 
-The leak check (DESIGN.md, invariant 1) resamples every token after position t and
+The leak check (docs/ARCHITECTURE.md, invariant 1) resamples every token after position t and
 asserts that logits at positions <= t do not move. A model whose position i sees any
 later token fails it, whatever it learned.
 

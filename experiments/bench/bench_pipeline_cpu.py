@@ -4,7 +4,7 @@ Variants: the default ``GraphConfig()`` (window 1, K=8, weighted-blocks similari
 adaptive K, mutual k-NN, and adaptive K + mutual, all on ``[1, T, 64]`` states; and the
 model-sized call (the default config on ``[12, 256, 64]``, as the model's forward makes it).
 Beside them, in the same process and interleaved with them (repeat r runs every anchor and
-every variant once), the anchors of ../shared/ANCHORS.md: plain torch exact kNN (T=4096, d=16,
+every variant once), the anchor figures measured on this 2-core CPU (2026-11-23): plain torch exact kNN (T=4096, d=16,
 K=8, one matmul + topk) and faiss IndexFlatIP on the same d=16 inputs, so the 0.1 s bar (set
 where torch kNN took 0.051 s) can be read as a ratio on this shared, noisy machine. Medians of
 ``--repeats`` runs after one warm-up; wall and CPU time (``time.process_time``) both recorded,
@@ -100,7 +100,7 @@ def main():
               "load_avg_before": load_before, "load_avg_after": load_after,
               "bar_s": 0.1, "bar_ratio_over_torch_knn": 0.1 / 0.051,
               "ours": results, "anchors": anchors,
-              "anchors_doc": "../shared/ANCHORS.md (2-core CPU, idle): torch blocked kNN T=4096 d=16 0.051 s, "
+              "anchors_doc": "anchor figures, 2-core CPU, idle, 2026-11-23: torch blocked kNN T=4096 d=16 0.051 s, "
                              "faiss 0.060 s; bar: full causal pipeline <= 0.1 s"}
     print(write_result(args.name, record))
 

@@ -32,8 +32,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from experiments.bench.common import interleaved_times, write_result  # noqa: E402
+from sosm.common.files import atomic_write  # noqa: E402
 
-ANCHORS_DOC = ("../shared/ANCHORS.md (2-core CPU): T=100k d=16 K=8 faiss 8.1 s, torch blocked 34.1 s; "
+ANCHORS_DOC = ("anchor figures, 2-core CPU, 2026-11-23: T=100k d=16 K=8 faiss 8.1 s, torch blocked 34.1 s; "
                "d=64 faiss 11.0 s, torch blocked 31.4 s; T=4096: faiss 0.060 s, torch blocked 0.051 s; "
                "bar: ours <= 1.5x faiss, memory O(T*K)")
 
@@ -186,9 +187,7 @@ def add_memory(name, methods, args):
         row[method].update(peak_memory(method, args.length, args.dim, args.k, args.threads, args.tile))
         print(method, row[method]["peak_rss_increase_mib"], "MiB", flush=True)
     record["memory_method"] = MEMORY_METHOD
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(record, indent=2) + "\n")
     print(path)
 
 

@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import json
 import os
 import resource
 import statistics
@@ -58,7 +57,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from experiments.bench.common import environment, write_result  # noqa: E402
+from experiments.bench.common import write_result  # noqa: E402
 from sosm.kernels._backend import force_backend, resolve  # noqa: E402
 from sosm.kernels.selective_scan import scan_path  # noqa: E402
 from sosm.model import SOSMConfig, SOSMModel, matched_config, param_count  # noqa: E402
@@ -332,16 +331,7 @@ def add_ratios(rows: list[dict]) -> dict:
 
 def write(record: dict, name: str, out) -> Path:
     """``results/<name>.json`` via ``common.write_result``, or the same payload at ``out``."""
-    if out is None:
-        return write_result(name, record)
-    path = Path(out)
-    payload = {"benchmark": name, "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-               "environment": environment(), **record}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_result(name, record, out)
 
 
 def git_commit() -> str | None:

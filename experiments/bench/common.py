@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+from sosm.common.files import atomic_write
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -140,13 +142,9 @@ def peak_rss_subprocess(code: str, timeout: Optional[float] = None) -> dict:
     return {"peak_rss_mib": int(line.split()[1]) / 1024.0, "seconds": seconds}
 
 
-def write_result(name: str, record: dict) -> Path:
-    """Write ``record`` plus :func:`environment` to ``results/<name>.json``; returns the path."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{name}.json"
+def write_result(name: str, record: dict, out=None) -> Path:
+    """Write ``record`` plus :func:`environment` to ``out`` (default ``results/<name>.json``) atomically."""
+    path = Path(out) if out is not None else RESULTS_DIR / f"{name}.json"
     payload = {"benchmark": name, "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "environment": environment(), **record}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")

@@ -14,6 +14,9 @@ CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/
 UNSEEN = "The quick brown fox jumps over the lazy dog, said the bank clerk."
 
 
+pytestmark = pytest.mark.slow  # the fixture trains a run and builds a whole report (~5 s)
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """A tiny hybrid trained for 3 steps by the trainer on a small text file."""

@@ -1,4 +1,4 @@
-"""Causality of every causal builder option (DESIGN.md invariant 1).
+"""Causality of every causal builder option (docs/ARCHITECTURE.md, invariant 1).
 
 Resample the states (and temporal states) after position t; every edge whose target is <= t,
 with all its provenance columns, must be unchanged, and so must the landmark distances at

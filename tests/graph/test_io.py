@@ -1,13 +1,12 @@
-"""JSON round trip, GraphML read back with networkx, atomic writes, clear errors."""
+"""JSON round trip, GraphML read back with networkx, clear errors (atomic writes: tests/common)."""
 import json
 import math
-import os
 
 import networkx as nx
 import pytest
 import torch
 
-from sosm.graph.io import atomic_write, from_json, load_json, save_graphml, save_json, to_json
+from sosm.graph.io import from_json, load_json, save_graphml, save_json, to_json
 
 from ._graphs import sample_graph
 
@@ -61,16 +60,3 @@ def test_bad_documents(tmp_path):
         from_json(data)
     with pytest.raises(TypeError, match="SemanticGraph"):
         to_json({"edges": []})
-
-
-def test_atomic_write_keeps_old_file_on_failure(tmp_path):
-    path = tmp_path / "g.json"
-    path.write_text("old")
-
-    def boom(handle):
-        handle.write(b"partial")
-        raise RuntimeError("disk full")
-
-    with pytest.raises(RuntimeError):
-        atomic_write(path, boom)
-    assert path.read_text() == "old" and os.listdir(tmp_path) == ["g.json"]

@@ -174,7 +174,8 @@ def triton_sizes(device):
     return dict(batch=2, dim=8, d_state=4) if device == "cpu" else dict(batch=2, dim=64, d_state=16)
 
 
-TRITON_CASES = [(1, CONFIGS[0]), (77, CONFIGS[3]), (63, CONFIGS[2]), (200, CONFIGS[1])]
+TRITON_CASES = [(1, CONFIGS[0]), (77, CONFIGS[3]), (63, CONFIGS[2]),
+                pytest.param(200, CONFIGS[1], marks=pytest.mark.slow)]  # ~3 s under the interpreter
 
 
 @pytest.mark.interpreter

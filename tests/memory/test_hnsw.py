@@ -10,9 +10,10 @@ def _random(n, dim=64, seed=0):
     return torch.randn(n, dim, generator=torch.Generator().manual_seed(seed))
 
 
-def test_recall_at_10_with_defaults_on_20k_random_vectors():
-    data, queries = _random(20_000), _random(200, seed=1)
-    memory = HNSWMemory(dim=64, max_elements=20_000, num_threads=2)
+@pytest.mark.parametrize("n", [2_000, pytest.param(20_000, marks=pytest.mark.slow)])
+def test_recall_at_10_with_defaults_on_random_vectors(n):
+    data, queries = _random(n), _random(200, seed=1)
+    memory = HNSWMemory(dim=64, max_elements=n, num_threads=2)
     memory.add(data)
     result = memory.retrieve(queries, k=10)
     normed = torch.nn.functional.normalize

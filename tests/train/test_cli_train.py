@@ -85,6 +85,7 @@ def test_help_lists_the_documented_flags(capsys):
         assert all(flag in text for flag in flags), (command, text)
 
 
+@pytest.mark.slow  # a subprocess that imports torch and trains (~3 s); the in-process SIGTERM tests are fast
 def test_sigterm_stops_the_command_with_a_checkpoint_and_exit_143(tmp_path, text_file):
     """``timeout`` sends SIGTERM: the run saves the step it finished, says how to resume, exits 143."""
     import os
