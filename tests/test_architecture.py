@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ast
 import importlib
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
