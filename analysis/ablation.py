@@ -140,8 +140,8 @@ def run_ablations(model, input_ids: torch.Tensor, blocks: bool = True, edge_type
             rows.append({"ablation": "memory", "kind": "memory", "loss": base, "delta_loss": 0.0,
                          "note": "no memory edges in this graph"})
     if layers:
-        for index, code in enumerate(model.stack.layer_types):
-            add(f"layer:{index}({code})", "layer", skip_layer(model, index))
+        for index, name in enumerate(model.stack.layer_types):
+            add(f"layer:{index}({name})", "layer", skip_layer(model, index))
     return rows
 
 

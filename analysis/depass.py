@@ -2,7 +2,7 @@
 
 The stack input ``x0 [B, T, d]`` is split into components (per token, per MU block, ...) that
 sum to it, and the components are propagated through the network in *linear mode*
-(:mod:`sosm.analysis.linear_modes`): attention probabilities, normalisation scales, the
+(each mixer's :meth:`~sosm.model.mixers.Mixer.linear_mode`): attention probabilities, normalisation scales, the
 activation ratios ``act(a)/a``, Mamba's Δ, B, C and ``silu(z)`` are frozen from the original
 pass, so every layer is linear in the components and they sum to the real logits (to fp32
 rounding). Biases land in the extra component ``"bias"``.
@@ -44,7 +44,8 @@ import torch.nn.functional as F
 
 from ..common.blocks import BLOCK_NAMES, block_slice
 from ..graph.types import EDGE_TYPES, UNREACHABLE
-from .linear_modes import layer_linear, norm_linear
+from ..model.mixers import AttentionBlock
+from ..model.mixers.linear import norm_linear
 from .recording import ForwardRecord, check_model, record_forward
 
 PARTITIONS = ("token", "block", "edge_type", "landmark_group")
@@ -193,7 +194,7 @@ class DePass:
         router = None
         if by == "edge_type":
             types, type_names = edge_type_map(record.state.graph, *input_ids.shape, record.x0.device)
-            if "A" not in model.stack.layer_types and "T" not in model.stack.layer_types:
+            if not any(isinstance(layer, AttentionBlock) for layer in model.stack.layers):
                 type_names = []  # no attention layer: nothing is routed along edges
             names = names + type_names
             xc = torch.cat([xc, xc.new_zeros(len(type_names), *xc.shape[1:])])
@@ -204,7 +205,7 @@ class DePass:
         x, ctx = record.x0, record.ctx
         hidden, attention = [xc], []
         for index, layer in enumerate(model.stack.layers):
-            x, xc, probs = layer_linear(layer, x, xc, ctx, bias_index, router)
+            x, xc, probs = layer.linear_mode(x, xc, ctx, bias_index, router)  # the mixer's own DePass mode
             hidden.append(xc)
             if probs is not None:
                 attention.append((index, probs))

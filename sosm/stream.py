@@ -115,7 +115,7 @@ def stream_evaluate(model, token_ids: torch.Tensor, window: int, *, modes: Seque
     if max_windows is not None and (not isinstance(max_windows, int) or max_windows < 1):
         raise ValueError(f"max_windows={max_windows!r} is invalid; accepted: None or an int >= 1")
     uses_memory = any("memory" in m for m in modes)
-    if uses_memory and "A" not in model.config.layer_types:
+    if uses_memory and "graph_attention" not in model.config.layer_types:
         raise ValueError(f"memory modes need graph-attention layers; model={model.config.model!r} has none "
                          f"(accepted modes for it: 'plain', 'carry')")
     token_ids = token_ids.long()

@@ -18,9 +18,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--out", metavar="DIR", help="output folder (default: runs/<config file name>)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the newest checkpoint in --out (starts fresh if there is none)")
-    parser.add_argument("--model", choices=("hybrid", "transformer", "mamba", "graph_attention"),
-                        help="train this model instead of the config's, sized to the config model's parameter "
-                             "count (sosm.model.matched_config); the rest of the config is kept")
+    parser.add_argument("--model", metavar="MODEL",
+                        help="train this model instead of the config's: hybrid, transformer or any registered mixer "
+                             "(mamba, graph_attention, ...: sosm.model.mixers), sized to the config model's "
+                             "parameter count (sosm.model.matched_config); the rest of the config is kept")
     parser.add_argument("--max-steps", type=int, metavar="N", help="override max_steps of the config")
     parser.add_argument("--seed", type=int, metavar="N", help="override the config's seed (a second run of the same config)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override the config's device")

@@ -4,7 +4,7 @@ Example:
     >>> from sosm.model import SOSMConfig
     >>> config = SOSMConfig(model="hybrid", d_model=64, n_layers=4, vocab_size=65)
     >>> config.layer_types
-    'AMMM'
+    ('graph_attention', 'mamba', 'mamba', 'mamba')
     >>> SOSMConfig.from_json(config.to_json()) == config
     True
 """
@@ -15,14 +15,49 @@ import math
 import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Union
+from typing import Sequence, Union
 
 from ..common.configs import reject_unknown_keys
 from ..graph.config import GraphConfig
+from .mixers import get_mixer, mixer_names, resolve_mixer_name
 
-MODELS = ("hybrid", "transformer", "mamba", "graph_attention")
 POSITIONALS = ("rope", "graph_rope", "graph_alibi", "none")
-LAYER_CODES = "AM"  # A = graph attention + MLP, M = TopologicalMamba (T = dense attention, baselines only)
+
+
+def model_kinds() -> tuple[str, ...]:
+    """Accepted ``SOSMConfig.model`` values: ``"hybrid"``, ``"transformer"`` and every registered mixer name."""
+    return ("hybrid", "transformer", *(name for name in mixer_names() if name != "attention"), "attention")
+
+
+def parse_layer_pattern(pattern: Union[str, Sequence[str]]) -> tuple[str, ...]:
+    """Canonical mixer names of a layer pattern.
+
+    A pattern is a list of mixer names, a comma-separated string of names (``"mamba,graph_attention"``)
+    or a string of one-letter aliases (``"AMMM"``: ``A`` graph attention, ``M`` Mamba, ``T`` dense
+    attention). Raises ``ValueError`` naming the unknown entry and the registered mixers.
+    """
+    if isinstance(pattern, str):
+        if "," in pattern or len(pattern) > 1 and pattern in _known_names():
+            entries = [part.strip() for part in pattern.split(",")]
+        else:
+            entries = list(pattern)
+    elif isinstance(pattern, (list, tuple)):
+        entries = list(pattern)
+    else:
+        raise ValueError(f"SOSMConfig.layer_pattern={pattern!r} is invalid; accepted: mixer names (a list or "
+                         "comma-separated) or one-letter aliases like 'AMMM'")
+    if not entries or any(not isinstance(e, str) or not e for e in entries):
+        raise ValueError(f"SOSMConfig.layer_pattern={pattern!r} is invalid; accepted: a non-empty list of mixer names")
+    try:
+        return tuple(resolve_mixer_name(entry) for entry in entries)
+    except ValueError as err:
+        raise ValueError(f"SOSMConfig.layer_pattern={pattern!r} is invalid: {err}") from None
+
+
+def _known_names() -> set:
+    from .mixers.base import _ALIASES
+
+    return set(_ALIASES)
 
 
 #: where the model's graph differs from ``GraphConfig()``'s defaults: 8 landmarks (the builder alone uses
@@ -38,20 +73,21 @@ def _default_graph() -> GraphConfig:
 class SOSMConfig:
     """Configuration of :class:`sosm.model.SOSMModel` (defaults are CPU-sized).
 
-    ``model`` picks the stack: ``"hybrid"`` (``layer_pattern`` repeated to ``n_layers``),
-    or a baseline: ``"transformer"`` (causal dense attention + RoPE + MLP), ``"mamba"``
-    (TopologicalMamba without a graph: no structural encoding) and ``"graph_attention"``
-    (every layer graph attention + MLP). The graph-based models (hybrid, graph_attention)
-    read tokens through the MU semantic + temporal state; the Transformer and Mamba
-    baselines use a plain token embedding, as those models are normally built.
+    ``model`` picks the stack: ``"hybrid"`` (the mixers of ``layer_pattern`` repeated to
+    ``n_layers``), or a pure stack of one registered mixer (:mod:`sosm.model.mixers`):
+    ``"transformer"`` (causal dense attention + RoPE + MLP; the mixer ``"attention"``),
+    ``"mamba"`` (TopologicalMamba without a graph: no structural encoding), ``"graph_attention"``
+    (every layer graph attention + MLP), and every other registered mixer. The graph-based models
+    (hybrid, and pure stacks of a mixer that needs the graph) read tokens through the MU semantic
+    + temporal state; the others use a plain token embedding, as those models are normally built.
     """
 
-    model: str = "hybrid"               # "hybrid" | "transformer" | "mamba" | "graph_attention"
+    model: str = "hybrid"               # "hybrid" | "transformer" | a mixer name ("mamba", "graph_attention", ...): a pure stack
     vocab_size: int = 256               # token ids are 0..vocab_size-1 (filled from the tokenizer by the trainer)
     max_seq_len: int = 256              # longest input (and the frame in which graphs are built, see model.py)
     d_model: int = 128                  # residual stream width
     n_layers: int = 4                   # layers in the stack
-    layer_pattern: str = "AMMM"         # hybrid only: repeated/truncated to n_layers; A = graph attention, M = Mamba
+    layer_pattern: Union[str, list] = "AMMM"  # hybrid only: mixer names or one-letter aliases (A graph attention, M Mamba, T attention), repeated/truncated to n_layers
     n_heads: int = 4                    # attention heads (d_model must divide by it; head dim must be even)
     mlp_ratio: float = 4.0              # MLP hidden width = round(mlp_ratio * d_model)
     d_state: int = 16                   # Mamba SSM state size N
@@ -87,7 +123,7 @@ class SOSMConfig:
         def is_int(value):
             return isinstance(value, int) and not isinstance(value, bool)
 
-        need(self.model in MODELS, "model", f"one of {MODELS}")
+        need(isinstance(self.model, str) and self.model in model_kinds(), "model", f"one of {model_kinds()}")
         need(is_int(self.vocab_size) and self.vocab_size >= 2, "vocab_size", "an int >= 2")
         need(is_int(self.max_seq_len) and self.max_seq_len >= 1, "max_seq_len", "an int >= 1")
         need(is_int(self.n_heads) and self.n_heads >= 1, "n_heads", "an int >= 1")
@@ -95,9 +131,11 @@ class SOSMConfig:
              and (self.d_model // self.n_heads) % 2 == 0, "d_model",
              f"an int divisible by n_heads={self.n_heads} with an even head dim")
         need(is_int(self.n_layers) and self.n_layers >= 1, "n_layers", "an int >= 1")
-        need(isinstance(self.layer_pattern, str) and self.layer_pattern
-             and set(self.layer_pattern) <= set(LAYER_CODES), "layer_pattern",
-             f"a non-empty string over {list(LAYER_CODES)} (A = graph attention, M = Mamba)")
+        parse_layer_pattern(self.layer_pattern)
+        for name in self.layer_types:
+            need(get_mixer(name).causal_capable, "layer_pattern" if self.model == "hybrid" else "model",
+                 f"causal mixers only: {name!r} is bidirectional only (it mixes every position with every other), "
+                 "which a causal language model cannot use")
         need(isinstance(self.mlp_ratio, (int, float)) and self.mlp_ratio > 0, "mlp_ratio", "a float > 0")
         need(is_int(self.d_state) and self.d_state >= 1, "d_state", "an int >= 1")
         need(is_int(self.d_conv) and self.d_conv >= 1, "d_conv", "an int >= 1")
@@ -118,8 +156,9 @@ class SOSMConfig:
         need(isinstance(self.memory_threshold, (int, float)) and not isinstance(self.memory_threshold, bool)
              and -1.0 <= self.memory_threshold <= 1.0, "memory_threshold", "a float in [-1, 1] (cosine similarity)")
         if self.memory:
-            need(self.uses_graph and "A" in self.layer_types, "memory",
-                 "false unless the model has graph-attention layers (model 'hybrid' or 'graph_attention' with an 'A' layer)")
+            need(self.uses_graph and "graph_attention" in self.layer_types, "memory",
+                 "false unless the model has graph-attention layers (model 'hybrid' or 'graph_attention' with a "
+                 "'graph_attention' layer)")
         if self.positional in ("graph_rope", "graph_alibi"):
             need(self.uses_graph, "positional",
                  f"'rope' or 'none' for model={self.model!r} (graph positions need a graph-based model)")
@@ -150,16 +189,17 @@ class SOSMConfig:
 
     @property
     def uses_graph(self) -> bool:
-        """True for the models that build a semantic graph (hybrid, graph_attention)."""
-        return self.model in ("hybrid", "graph_attention")
+        """True for the models that build a semantic graph: the hybrid, and pure stacks of a graph mixer."""
+        return self.model == "hybrid" or get_mixer(self.model).needs_graph
 
     @property
-    def layer_types(self) -> str:
-        """One code per layer: ``A`` graph attention, ``M`` Mamba, ``T`` dense (Transformer) attention."""
+    def layer_types(self) -> tuple[str, ...]:
+        """The canonical mixer name of every layer (hybrid: ``layer_pattern`` repeated/truncated to ``n_layers``)."""
         if self.model == "hybrid":
-            repeats = -(-self.n_layers // len(self.layer_pattern))
-            return (self.layer_pattern * repeats)[: self.n_layers]
-        return {"transformer": "T", "mamba": "M", "graph_attention": "A"}[self.model] * self.n_layers
+            pattern = parse_layer_pattern(self.layer_pattern)
+            repeats = -(-self.n_layers // len(pattern))
+            return (pattern * repeats)[: self.n_layers]
+        return (resolve_mixer_name(self.model),) * self.n_layers
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -8,10 +8,10 @@ Per new token at position t (:meth:`IncrementalDecoder.step`):
   landmark distances. In causal mode row t depends only on positions <= t, so it equals
   row t of the full forward's graph. The builder's streaming top-k over the prefix is
   cheap next to the layers at these sizes.
-- **attention layers**: the new token's K/V are appended to the layer's cache; it attends over
-  itself and its neighbours' cached K/V (dense layers: over all cached positions).
-- **Mamba layers**: conv state ``[B, E, d_conv - 1]`` and SSM state ``[B, E, N]`` advance by one
-  step through ``sosm.kernels.selective_state_update``: O(1) per token.
+- **layers**: each mixer's own :meth:`~sosm.model.mixers.Mixer.step` from its own cache
+  (:meth:`~sosm.model.mixers.Mixer.allocate_cache`): attention appends the new token's K/V and
+  attends over itself and its neighbours' cached K/V (dense: every cached position); Mamba
+  advances its conv state ``[B, E, d_conv - 1]`` and SSM state ``[B, E, N]`` by one step, O(1).
 
 Example:
     >>> from sosm.model import SOSMConfig, SOSMModel
@@ -26,7 +26,6 @@ from typing import Optional
 
 import torch
 
-import torch.nn.functional as F
 
 from .context import LayerContext
 from .positional import landmark_coordinates
@@ -51,7 +50,8 @@ class IncrementalDecoder:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r} is invalid; accepted: an int >= 1")
         self.model, self.batch_size = model, batch_size
-        self.caches = [dict() for _ in model.stack.layers]
+        param = next(model.parameters())
+        self.caches = model.stack.allocate_caches(batch_size, param.device, param.dtype)  # one per layer
         self.position = 0
         self.semantic: Optional[torch.Tensor] = None  # [B, t, 64]
         self.temporal: Optional[torch.Tensor] = None  # [B, t, 32]
@@ -140,61 +140,3 @@ def _prefill(model, ids: torch.Tensor):
     for t in range(ids.shape[1]):
         logits = decoder.step(ids[:, t])
     return decoder, logits
-
-
-def mamba_window(layer, x: torch.Tensor, ctx: LayerContext, cache: dict) -> torch.Tensor:
-    """Run a whole window through a ``TopologicalMamba`` layer starting from ``cache`` and advance it.
-
-    The window-to-window carry of long-context streaming (``sosm.stream``): ``cache`` holds
-    the same state as one-token decoding (:meth:`TopologicalMamba.step`): ``"conv"``
-    ``[B, E, d_conv - 1]`` (the last conv inputs, oldest first) and ``"ssm"`` ``[B, E, N]``
-    float32; missing entries mean zeros (a fresh stream). The scan runs through
-    ``sosm.kernels.selective_scan`` from a zero state; the initial state's contribution is
-    added in closed form, ``y_t += C_t . (exp(A * sum_{s<=t} dt_s) h_0) * silu(z_t)``, and
-    the final state is ``h_T = last_state + exp(A * sum_s dt_s) h_0``, so the result equals
-    feeding the window token by token through ``step`` (tested).
-
-    Args:
-        layer: a ``TopologicalMamba``.
-        x: ``[B, T, d_model]`` residual stream of the window.
-        ctx: the window's ``LayerContext`` (``structure [B, T, S]`` when the layer reads it).
-        cache: dict updated in place.
-
-    Returns:
-        ``[B, T, d_model]``.
-
-    Example:
-        >>> from sosm.model import SOSMConfig
-        >>> from sosm.model.mamba import TopologicalMamba
-        >>> layer, cache = TopologicalMamba(SOSMConfig(d_model=32, n_heads=2, model="mamba"), None), {}
-        >>> mamba_window(layer, torch.randn(1, 5, 32), LayerContext(), cache).shape, cache["ssm"].shape
-        (torch.Size([1, 5, 32]), torch.Size([1, 64, 16]))
-    """
-    from ..kernels import selective_scan
-
-    if x.dim() != 3:
-        raise ValueError(f"x must be [B, T, d_model], got shape {tuple(x.shape)}")
-    B, T, _ = x.shape
-    E, width = layer.inner, layer.d_conv
-    xs, z = layer.in_proj(layer.norm(x)).chunk(2, dim=-1)  # [B, T, E] each
-    conv_state = cache.get("conv")
-    if conv_state is None:
-        conv_state = xs.new_zeros(B, E, width - 1)
-    history = torch.cat([conv_state.to(xs.dtype), xs.transpose(1, 2)], dim=-1)  # [B, E, width-1+T]
-    cache["conv"] = history[..., history.shape[-1] - (width - 1):]
-    u = F.silu(F.conv1d(history, layer.conv.weight, layer.conv.bias, groups=E))  # [B, E, T]
-    delta, Bm, Cm = layer._ssm_inputs(u.transpose(1, 2), ctx.structure)  # [B, T, E], [B, T, N] x2
-    A = -torch.exp(layer.A_log.float())  # [E, N]
-    with torch.autocast(x.device.type, enabled=False):
-        y, last = selective_scan(u, delta.transpose(1, 2).to(u.dtype), A, Bm.transpose(1, 2), Cm.transpose(1, 2),
-                                 D=layer.D.float(), z=z.transpose(1, 2), delta_bias=layer.dt_proj.bias.float(),
-                                 delta_softplus=True, return_last_state=True)  # [B, E, T], [B, E, N]
-        h0 = cache.get("ssm")
-        if h0 is not None:
-            dt = F.softplus(delta.float() + layer.dt_proj.bias.float()).transpose(1, 2)  # [B, E, T]
-            decay = torch.exp(A[None, :, None, :] * torch.cumsum(dt, dim=-1)[..., None])  # [B, E, T, N]
-            carried = torch.einsum("betn,ben,bnt->bet", decay, h0.float(), Cm.float().transpose(1, 2))
-            y = y.float() + carried * F.silu(z.float().transpose(1, 2))
-            last = last.float() + decay[:, :, -1] * h0.float()
-    cache["ssm"] = last.float()
-    return x + layer.out_proj(y.transpose(1, 2).to(x.dtype))  # [B, T, d_model]

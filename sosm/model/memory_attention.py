@@ -69,9 +69,10 @@ class ModelMemory:
         """An empty memory shaped for ``model`` (an ``SOSMModel`` with graph-attention layers)."""
         from ..memory import HNSWMemory
 
-        n_attention = model.config.layer_types.count("A")
+        n_attention = model.config.layer_types.count("graph_attention")
         if n_attention == 0:
-            raise ValueError("model has no graph-attention ('A') layer to read memory; accepted: hybrid or graph_attention")
+            raise ValueError("model has no graph_attention layer to read memory; accepted: a hybrid or graph_attention "
+                             "model with graph_attention layers")
         return cls(n_attention, model.config.n_heads, model.config.head_dim,
                    HNSWMemory(dim=SEMANTIC_DIM, **index_kwargs))
 

@@ -18,7 +18,7 @@ and sees only entries written at earlier positions) and every graph-attention la
 attends over the retrieved entries' stored K/V. ``record_kv=[]`` collects each
 graph-attention layer's ``(k, v)`` to write the window into memory afterwards.
 ``mamba_state`` (one dict per layer) carries Mamba conv + SSM state from window to window
-(:func:`sosm.model.generation.mamba_window`); attention K/V are not carried.
+(:meth:`sosm.model.stack.LayerStack.forward_carry`); attention K/V are not carried.
 
 **Graph frame.** Graphs are built over a frame of ``max(T, graph.min_seq_len)`` positions, or
 of ``max_seq_len`` positions when landmarks are used (the causal landmark rule places slot l at
@@ -38,7 +38,7 @@ from ..kernels import GraphLayout
 from .config import SOSMConfig
 from .context import LayerContext
 from .stack import LayerStack
-from .mamba import TopologicalMamba
+from .mixers import GraphAttention, Mixer
 from .positional import StructuralEncoding, graph_rope_angles, landmark_coordinates, rope_angles
 from .state import EMBED_FACTOR_DIM, State, StateFrontEnd
 
@@ -79,7 +79,7 @@ class SOSMModel(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.stack = LayerStack(config, struct_dim)
         self._builders: dict = {}
-        attention = [layer for code, layer in zip(config.layer_types, self.stack.layers) if code == "A"]
+        attention = [layer for layer in self.stack.layers if isinstance(layer, GraphAttention)]
         for index, layer in enumerate(attention):
             layer.attention_index = index  # row of the memory K/V bank this layer reads and writes
         self._init_weights()
@@ -93,8 +93,8 @@ class SOSMModel(nn.Module):
                 if getattr(module, "bias", None) is not None:
                     nn.init.zeros_(module.bias)
         for module in self.modules():
-            if isinstance(module, TopologicalMamba):
-                module.reset_ssm_parameters()
+            if isinstance(module, Mixer):
+                module.init_parameters()  # each mixer's own special init (Mamba: A, D, dt bias)
         if self.config.uses_graph:
             self.front.reset_parameters(std)  # variance-aware: token identity as strong as a plain embedding
 
@@ -226,19 +226,8 @@ class SOSMModel(nn.Module):
         if mamba_state is None:
             x, state.hidden_states = self.stack(self.dropout(x), ctx, return_hidden)
         else:
-            x, state.hidden_states = self._carry_forward(self.dropout(x), ctx, mamba_state, return_hidden)
+            x, state.hidden_states = self.stack.forward_carry(self.dropout(x), ctx, mamba_state, return_hidden)
         return self.logits_from_hidden(x), state
-
-    def _carry_forward(self, x, ctx, mamba_state: list, return_hidden: bool):
-        """The layer stack with Mamba layers run from (and advancing) ``mamba_state``."""
-        from .generation import mamba_window
-
-        hidden = [x] if return_hidden else None
-        for layer, cache in zip(self.stack.layers, mamba_state):
-            x = mamba_window(layer, x, ctx, cache) if isinstance(layer, TopologicalMamba) else layer(x, ctx)
-            if return_hidden:
-                hidden.append(x)
-        return self.stack.norm(x), hidden
 
     @torch.no_grad()
     def _retrieve(self, graph, semantic: torch.Tensor, memory, stream_offset):

@@ -17,28 +17,29 @@ from dataclasses import replace
 
 import torch
 
-from .config import MODELS, SOSMConfig
+from .config import SOSMConfig, model_kinds, parse_layer_pattern
+from .mixers import build_mixer, get_mixer
 from .model import SOSMModel
-from .stack import make_layer
 
 
 def param_count(config: SOSMConfig) -> int:
     """Trainable parameters of the model ``config`` builds (tied weights counted once)."""
     base, per_layer = _parameter_parts(config)
-    return base + sum(per_layer[code] for code in config.layer_types)
+    return base + sum(per_layer[name] for name in config.layer_types)
 
 
 def _parameter_parts(config: SOSMConfig) -> tuple[int, dict]:
-    """(parameters outside the layer stack, parameters of one layer per layer code), counted on the meta device."""
+    """(parameters outside the layer stack, parameters of one layer per mixer name), counted on the meta device."""
     def count(module):
         return sum(p.numel() for p in module.parameters())
 
     with torch.device("meta"):
-        model = SOSMModel(replace(config, n_layers=1, layer_pattern=config.layer_types[0]
+        model = SOSMModel(replace(config, n_layers=1, layer_pattern=[config.layer_types[0]]
                                   if config.model == "hybrid" else config.layer_pattern))
         struct_dim = config.struct_dim if model.use_landmarks else None
-        codes = set(config.layer_types) | (set(config.layer_pattern) if config.model == "hybrid" else set())
-        per_layer = {code: count(make_layer(code, config, struct_dim)) for code in codes}  # every code of the pattern
+        names = set(config.layer_types) | (set(parse_layer_pattern(config.layer_pattern))
+                                           if config.model == "hybrid" else set())
+        per_layer = {name: count(build_mixer(name, config, struct_dim)) for name in names}  # every mixer of the pattern
     return count(model) - count(model.stack.layers), per_layer
 
 
@@ -51,18 +52,19 @@ def matched_config(reference: SOSMConfig, model: str, tolerance: float = 0.05) -
 
     Args:
         reference: the config to match (usually the hybrid).
-        model: one of ``MODELS``.
+        model: one of :func:`~sosm.model.config.model_kinds` (``"hybrid"``, ``"transformer"``, a mixer name).
         tolerance: accepted relative difference of parameter counts (default 0.05).
 
     Raises:
         ValueError: for an unknown ``model``, or when nothing gets within ``tolerance``.
 
     """
-    if model not in MODELS:
-        raise ValueError(f"model={model!r} is invalid; accepted: one of {MODELS}")
+    if model not in model_kinds():
+        raise ValueError(f"model={model!r} is invalid; accepted: one of {model_kinds()}")
     if not tolerance > 0:
         raise ValueError(f"tolerance={tolerance!r} is invalid; accepted: a float > 0")
-    positional = reference.positional if model in ("hybrid", "graph_attention") else "rope"
+    graph_model = model == "hybrid" or get_mixer(model).needs_graph
+    positional = reference.positional if graph_model else "rope"
     target = param_count(reference)
     parts: dict = {}
 
@@ -70,7 +72,7 @@ def matched_config(reference: SOSMConfig, model: str, tolerance: float = 0.05) -
         if config.d_model not in parts:
             parts[config.d_model] = _parameter_parts(config)
         base, per_layer = parts[config.d_model]
-        return base + sum(per_layer[code] for code in config.layer_types)
+        return base + sum(per_layer[name] for name in config.layer_types)
 
     def error(config):
         return abs(count(config) - target) / target

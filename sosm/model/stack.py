@@ -1,10 +1,10 @@
-"""The layer stack every model kind uses, and the factory that maps a layer code to its layer.
+"""The layer stack every model kind uses: one registered mixer per layer, then a final RMSNorm.
 
-``SOSMConfig.layer_types`` gives one code per layer: ``A`` graph attention + MLP, ``M``
-TopologicalMamba, ``T`` dense causal attention + MLP. The hybrid interleaves ``A`` and ``M``
-(default pattern ``"AMMM"``); the baselines repeat one code (``T``, ``M`` or ``A``). Every layer
-reads the same :class:`~sosm.model.context.LayerContext`: one graph, one layout, one set of
-positions and one structural encoding per forward pass.
+``SOSMConfig.layer_types`` names the mixer of every layer (:mod:`sosm.model.mixers`): the hybrid
+interleaves ``graph_attention`` and ``mamba`` (default pattern ``"AMMM"``); a pure stack repeats one
+mixer. Every layer reads the same :class:`~sosm.model.context.LayerContext`: one graph, one layout,
+one set of positions and one structural encoding per forward pass. Decoding (:meth:`LayerStack.step`)
+and window-to-window carry (:meth:`LayerStack.forward_carry`) go through each mixer's own forms.
 """
 from __future__ import annotations
 
@@ -14,9 +14,8 @@ import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
-from .attention import GraphAttentionBlock, TransformerBlock
 from .context import LayerContext
-from .mamba import TopologicalMamba
+from .mixers import build_mixer
 
 
 class LayerStack(nn.Module):
@@ -38,7 +37,7 @@ class LayerStack(nn.Module):
     def __init__(self, config, struct_dim: Optional[int]):
         super().__init__()
         self.layer_types = config.layer_types
-        self.layers = nn.ModuleList(make_layer(code, config, struct_dim) for code in self.layer_types)
+        self.layers = nn.ModuleList(build_mixer(name, config, struct_dim) for name in self.layer_types)
         self.norm = nn.RMSNorm(config.d_model, eps=1e-5)
         self.gradient_checkpointing = config.gradient_checkpointing
 
@@ -53,19 +52,25 @@ class LayerStack(nn.Module):
                 hidden.append(x)
         return self.norm(x), hidden
 
+    def allocate_caches(self, batch_size: int, device: torch.device, dtype: torch.dtype) -> list:
+        """One fresh decoding cache per layer (each mixer's own :meth:`~sosm.model.mixers.Mixer.allocate_cache`)."""
+        return [layer.allocate_cache(batch_size, device, dtype) for layer in self.layers]
+
     def step(self, x: torch.Tensor, ctx: LayerContext, caches: list) -> torch.Tensor:
         """One decoding step ``x [B, 1, d_model]``; ``caches`` holds one dict per layer (updated in place)."""
         for layer, cache in zip(self.layers, caches):
             x = layer.step(x, ctx, cache)
         return self.norm(x)
 
+    def forward_carry(self, x: torch.Tensor, ctx: LayerContext, caches: list, return_hidden: bool = False):
+        """A window from carried per-layer states (``caches``, advanced in place); as :meth:`forward` otherwise.
 
-def make_layer(code: str, config, struct_dim: Optional[int]) -> nn.Module:
-    """Layer for one code of ``SOSMConfig.layer_types``: ``A`` graph attention, ``M`` Mamba, ``T`` dense attention."""
-    if code == "A":
-        return GraphAttentionBlock(config)
-    if code == "M":
-        return TopologicalMamba(config, struct_dim)
-    if code == "T":
-        return TransformerBlock(config)
-    raise ValueError(f"layer code {code!r} is invalid; accepted: 'A', 'M' or 'T'")
+        Mixers with a recurrent state (Mamba) start from it and leave theirs; the others read the
+        window only (:meth:`~sosm.model.mixers.Mixer.forward_carry`).
+        """
+        hidden = [x] if return_hidden else None
+        for layer, cache in zip(self.layers, caches):
+            x = layer.forward_carry(x, ctx, cache)
+            if return_hidden:
+                hidden.append(x)
+        return self.norm(x), hidden

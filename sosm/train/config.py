@@ -239,11 +239,13 @@ class TrainConfig:
 def _move_gradient_checkpointing(data: dict) -> dict:
     """A top-level ``gradient_checkpointing`` (its home before 0.2) moved into the ``model`` section.
 
-    ``false`` (the model's default) is dropped so that a config and its old checkpoint compare equal.
+    ``false`` (the model's default) is dropped silently, so a config and its old checkpoint compare equal.
     """
     if "gradient_checkpointing" not in data:
         return data
     value = data.pop("gradient_checkpointing")
+    if value is False:
+        return data  # the default either way (checkpoints before 0.2 all carry it): nothing to move, nothing to say
     warnings.warn("training config: 'gradient_checkpointing' is deprecated at the top level and will be removed "
                   "in the next release; it is now 'model.gradient_checkpointing'", FutureWarning, stacklevel=4)
     model = data.get("model") or {}

@@ -80,7 +80,7 @@ def test_ablating_a_zero_layer_changes_nothing():
         model.stack.layers[1].mlp.fc_out.weight.zero_()
         model.stack.layers[1].mlp.fc_out.bias.zero_()
     rows = run_ablations(model, tiny_ids())
-    assert [r["ablation"] for r in rows] == ["none", "layer:0(T)", "layer:1(T)"]
+    assert [r["ablation"] for r in rows] == ["none", "layer:0(attention)", "layer:1(attention)"]
     assert rows[2]["delta_loss"] == pytest.approx(0.0, abs=1e-6) and rows[1]["delta_loss"] != 0
 
 

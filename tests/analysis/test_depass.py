@@ -4,10 +4,9 @@ import torch
 import torch.nn as nn
 
 from sosm.analysis import DePass
-from sosm.analysis.linear_modes import attention_layer_linear
 from sosm.common.blocks import BLOCK_NAMES
 from sosm.model import SOSMConfig
-from sosm.model.attention import GraphAttentionBlock
+from sosm.model.mixers import GraphAttention
 from sosm.model.context import LayerContext
 
 from .conftest import CASES, tiny_ids, tiny_model
@@ -79,7 +78,7 @@ def test_hand_built_layer_is_attributed_exactly():
     """
     d, T = 8, 5
     config = SOSMConfig(model="graph_attention", d_model=d, n_heads=2, vocab_size=10, mlp_ratio=1.0, graph={"num_landmarks": 0})
-    layer = GraphAttentionBlock(config).eval()
+    layer = GraphAttention(config).eval()
     b = torch.arange(d, dtype=torch.float32) / 10
     with torch.no_grad():
         layer.qkv.weight.zero_()
@@ -92,7 +91,7 @@ def test_hand_built_layer_is_attributed_exactly():
     x = torch.zeros(1, T, d)
     x[0, torch.arange(T), torch.arange(T)] = d ** 0.5
     xc = torch.stack([x * (torch.arange(T) == t)[None, :, None] for t in range(T)] + [torch.zeros_like(x)])
-    real, comps, _ = attention_layer_linear(layer, x, xc, ctx, bias_index=T)
+    real, comps, _ = layer.linear_mode(x, xc, ctx, bias_index=T)
     s = 1 / (1 + 1e-5) ** 0.5
     expected = torch.zeros(T + 1, 1, T, d)
     for i in range(T):

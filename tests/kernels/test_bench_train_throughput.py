@@ -45,7 +45,7 @@ def test_tiny_preset_writes_sane_rows(bench, tmp_path):
         assert math.isclose(r["speed_ratio_to_transformer"] * transformer[r["T"]]["tokens_per_s"],
                             r["tokens_per_s"], rel_tol=1e-9)
     hybrid = [r for r in rows if r["model"] == "hybrid"]
-    assert all(set(r["config"]["layer_types"]) == {"A", "M"} for r in hybrid)  # a real hybrid, not one layer kind
+    assert all(set(r["config"]["layer_types"]) == {"graph_attention", "mamba"} for r in hybrid)  # a real hybrid, not one layer kind
     from sosm.kernels.selective_scan import scan_path
 
     assert all(r["kernel_paths"]["selective_scan"] == scan_path("cpu") for r in hybrid)  # native when it builds

@@ -4,10 +4,8 @@ import pytest
 import torch
 
 from sosm.model import SOSMConfig, SOSMModel
-from sosm.model.generation import mamba_window
-from sosm.model.attention import GraphAttentionBlock
+from sosm.model.mixers import GraphAttention, TopologicalMamba
 from sosm.model.context import LayerContext
-from sosm.model.mamba import TopologicalMamba
 from sosm.model.memory_attention import ModelMemory, memory_slots
 from sosm.model.positional import apply_rotary, rope_angles
 
@@ -76,7 +74,7 @@ def test_merged_attention_equals_dense_softmax_over_graph_and_memory_keys(positi
     g = torch.Generator().manual_seed(2)
     config = SOSMConfig(vocab_size=VOCAB, d_model=32, n_heads=2, model="graph_attention", memory=True,
                         positional=positional, max_seq_len=SEQ)
-    block = GraphAttentionBlock(config)
+    block = GraphAttention(config)
     B, T, H, d, N = 2, 9, 2, 16, 12
     q, k, v = (torch.randn(B, T, H, d, generator=g) for _ in range(3))
     nbrs = torch.randint(-1, T, (B, T, 3), generator=g)
@@ -136,15 +134,15 @@ def test_gradient_flows_through_memory_attention():
     assert model.stack.layers[0].qkv.weight.grad.abs().sum() > 0
 
 
-def test_mamba_window_equals_token_by_token_steps():
+def test_mamba_forward_carry_equals_token_by_token_steps():
     config = SOSMConfig(d_model=32, n_heads=2, model="mamba", vocab_size=VOCAB)
     torch.manual_seed(7)
     layer = TopologicalMamba(config, struct_dim=None).eval()
     x = torch.randn(2, 11, 32)
     window_cache, step_cache = {}, {}
     with torch.no_grad():
-        first = mamba_window(layer, x[:, :5], LayerContext(), window_cache)
-        second = mamba_window(layer, x[:, 5:], LayerContext(), window_cache)
+        first = layer.forward_carry(x[:, :5], LayerContext(), window_cache)
+        second = layer.forward_carry(x[:, 5:], LayerContext(), window_cache)
         steps = torch.cat([layer.step(x[:, t:t + 1], LayerContext(), step_cache) for t in range(11)], dim=1)
     torch.testing.assert_close(torch.cat([first, second], dim=1), steps, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(window_cache["ssm"], step_cache["ssm"], atol=1e-5, rtol=1e-5)

@@ -10,9 +10,9 @@ from .conftest import tiny_config
 
 def test_defaults_are_valid_and_hybrid_pattern():
     config = SOSMConfig()
-    assert config.model == "hybrid" and config.layer_types == "AMMM"
-    assert SOSMConfig(n_layers=6).layer_types == "AMMMAM"
-    assert SOSMConfig(model="transformer").layer_types == "TTTT"
+    assert config.model == "hybrid" and config.layer_types == ("graph_attention", "mamba", "mamba", "mamba")
+    assert SOSMConfig(n_layers=6).layer_types[4:] == ("graph_attention", "mamba")
+    assert SOSMConfig(model="transformer").layer_types == ("attention",) * 4
     assert config.graph.num_landmarks == 8
 
 

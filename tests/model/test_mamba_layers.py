@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from sosm.model.mamba import causal_depthwise_conv
+from sosm.model.mixers.mamba import causal_depthwise_conv
 
 
 @pytest.mark.parametrize("seq_len", [1, 3, 4, 17])

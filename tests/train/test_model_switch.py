@@ -21,3 +21,10 @@ def test_switch_model_matches_parameter_count(model):
 def test_switch_to_same_model_keeps_section():
     config = TrainConfig.from_dict({"model": {"model": "hybrid", "d_model": 64}})
     assert switch_model(config, "hybrid") == config.model
+
+
+def test_switch_to_an_unknown_model_names_the_accepted_ones():
+    config = TrainConfig.from_dict({"data": {"tokenizer": "byte", "block_size": 32},
+                                    "model": {"model": "hybrid", "d_model": 64, "n_heads": 4, "n_layers": 4}})
+    with pytest.raises(ValueError, match=r"model='lstm' is invalid; accepted: one of \('hybrid', 'transformer'"):
+        switch_model(config, "lstm")

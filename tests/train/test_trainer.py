@@ -161,6 +161,16 @@ def test_config_misspelt_key_suggests_the_right_one():
         TrainConfig.from_dict({"optim": {"warmup_step": 10}})
 
 
+def test_gradient_checkpointing_moved_into_the_model_section():
+    with pytest.warns(FutureWarning, match="now 'model.gradient_checkpointing'"):
+        cfg = TrainConfig.from_dict({"gradient_checkpointing": True, "model": {"model": "mamba"}})
+    assert cfg.model == {"model": "mamba", "gradient_checkpointing": True}
+    with pytest.raises(ValueError, match="keep only model.gradient_checkpointing"):
+        TrainConfig.from_dict({"gradient_checkpointing": True, "model": {"gradient_checkpointing": False}})
+    old_checkpoint_config = {"gradient_checkpointing": False, "model": {"model": "mamba"}}  # every config before 0.2
+    assert TrainConfig.from_dict(old_checkpoint_config).model == {"model": "mamba"}
+
+
 def test_config_yaml_round_trip(tmp_path):
     cfg = TrainConfig.from_dict({"max_steps": 5, "data": {"block_size": 32}, "model": {"model": "transformer"}})
     cfg.to_yaml(tmp_path / "c.yaml")

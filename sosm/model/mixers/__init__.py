@@ -1,0 +1,27 @@
+"""Sequence mixers by name (``sosm.model.mixers``): the registry and the mixers of the toolkit.
+
+Every mixer is one class in one file on the contract of :class:`~sosm.model.mixers.base.Mixer`
+(parallel forward, recurrent step and cache, carried-window form, DePass linear mode, state size).
+Stacks name their layers: ``SOSMConfig(layer_pattern="mamba,graph_attention")`` (or the one-letter
+aliases ``"MA"``), ``SOSMConfig(model="mamba")`` for a pure stack. Adding a mixer: docs/mixers.md.
+
+| name | aliases | needs the graph | recurrent step | DePass |
+|---|---|---|---|---|
+| ``graph_attention`` | ``A`` | yes | yes (K/V cache) | yes |
+| ``attention`` | ``T``, ``transformer`` | no | yes (K/V cache) | yes |
+| ``mamba`` | ``M`` | no (reads the landmark structure when the model has it) | yes (conv + SSM state) | yes |
+
+Example:
+    >>> from sosm.model.mixers import mixer_names, get_mixer
+    >>> mixer_names()
+    ('attention', 'graph_attention', 'mamba')
+    >>> get_mixer("A").__name__
+    'GraphAttention'
+"""
+from .base import Mixer, build_mixer, get_mixer, mixer_names, register_mixer, resolve_mixer_name
+from .attention import AttentionBlock, DenseAttention
+from .graph_attention import GraphAttention
+from .mamba import TopologicalMamba
+
+__all__ = ["Mixer", "build_mixer", "get_mixer", "mixer_names", "register_mixer", "resolve_mixer_name",
+           "AttentionBlock", "DenseAttention", "GraphAttention", "TopologicalMamba"]

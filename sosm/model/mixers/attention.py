@@ -1,0 +1,152 @@
+"""Dense causal multi-head attention + MLP (the Transformer baseline), and the parts every attention mixer shares.
+
+:class:`AttentionBlock` is pre-norm attention and an MLP with residuals: RMSNorm, one QKV
+projection, rotary positions from ``ctx.angles``, an out-projection, then RMSNorm and a GELU MLP.
+A subclass supplies how queries attend (``attend`` over a sequence, ``attend_step`` over the cache)
+and which (query, key) pairs are allowed with what bias (``attention_mask``), from which the DePass
+linear mode and the frozen probabilities follow.
+
+:class:`DenseAttention` (``"attention"``; aliases ``"T"``, ``"transformer"``): causal softmax
+attention over every earlier position through ``F.scaled_dot_product_attention``; decoding keeps
+the whole K/V cache (``2 · T · d_model`` floats per layer).
+
+Example:
+    >>> import torch
+    >>> from sosm.model import SOSMConfig
+    >>> from sosm.model.context import LayerContext
+    >>> block = DenseAttention(SOSMConfig(d_model=32, n_heads=2, model="transformer"))
+    >>> block(torch.randn(2, 5, 32), LayerContext()).shape
+    torch.Size([2, 5, 32])
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..context import LayerContext
+from ..positional import apply_rotary
+from .base import Mixer, register_mixer
+from .linear import identity_router, mlp_linear, norm_linear
+
+
+class MLP(nn.Module):
+    """``Linear(d, hidden) -> GELU -> Linear(hidden, d)``; shapes ``[..., d] -> [..., d]``."""
+
+    def __init__(self, d_model: int, hidden: int):
+        super().__init__()
+        self.fc_in = nn.Linear(d_model, hidden)
+        self.fc_out = nn.Linear(hidden, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc_out(F.gelu(self.fc_in(x)))
+
+
+class AttentionBlock(Mixer):
+    """Shared parts of the attention mixers: pre-norm, QKV, rotary positions, out-projection, MLP.
+
+    Subclasses implement ``attend(q, k, v, ctx) -> [B, T, H, d]``, ``attend_step(q [B, H, d],
+    cache, ctx) -> [B, H, d]`` and ``attention_mask(x, ctx) -> (allowed [B, T, T] bool, bias
+    [B, H, T, T] float or None)``.
+    """
+
+    def __init__(self, config, struct_dim: Optional[int] = None):
+        super().__init__()
+        d = config.d_model
+        self.n_heads, self.head_dim = config.n_heads, config.head_dim
+        self.norm_attn = nn.RMSNorm(d, eps=1e-5)
+        self.qkv = nn.Linear(d, 3 * d, bias=False)
+        self.out_proj = nn.Linear(d, d, bias=False)
+        self.norm_mlp = nn.RMSNorm(d, eps=1e-5)
+        self.mlp = MLP(d, config.mlp_hidden)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def _qkv(self, x: torch.Tensor, ctx: LayerContext):
+        B, T, _ = x.shape
+        q, k, v = self.qkv(self.norm_attn(x)).view(B, T, 3, self.n_heads, self.head_dim).unbind(2)  # [B, T, H, d]
+        if ctx.angles is not None:
+            q, k = apply_rotary(q, ctx.angles), apply_rotary(k, ctx.angles)
+        return q, k, v
+
+    def forward(self, x: torch.Tensor, ctx: LayerContext) -> torch.Tensor:
+        """``x [B, T, d_model]`` -> ``[B, T, d_model]``."""
+        B, T, d = x.shape
+        q, k, v = self._qkv(x, ctx)
+        y = self.attend(q, k, v, ctx).reshape(B, T, d)  # [B, T, d_model]
+        x = x + self.dropout(self.out_proj(y))
+        return x + self.dropout(self.mlp(self.norm_mlp(x)))
+
+    def step(self, x: torch.Tensor, ctx: LayerContext, cache: dict) -> torch.Tensor:
+        """One decoding step: ``x [B, 1, d_model]`` at position ``ctx.position``; appends K/V to ``cache``."""
+        B, _, d = x.shape
+        q, k, v = self._qkv(x, ctx)  # [B, 1, H, d]
+        t = ctx.position
+        if "k" not in cache:
+            cache["k"] = k.new_zeros(B, 0, self.n_heads, self.head_dim)
+            cache["v"] = v.new_zeros(B, 0, self.n_heads, self.head_dim)
+        if cache["k"].shape[1] != t:
+            raise ValueError(f"decoding position {t} does not follow the cache of length {cache['k'].shape[1]}")
+        cache["k"] = torch.cat([cache["k"], k], dim=1)  # [B, t+1, H, d]
+        cache["v"] = torch.cat([cache["v"], v], dim=1)
+        y = self.attend_step(q[:, 0], cache, ctx).reshape(B, 1, d)  # [B, 1, d_model]
+        x = x + self.out_proj(y)
+        return x + self.mlp(self.norm_mlp(x))
+
+    def state_size(self, seq_len: int) -> int:
+        """The K/V cache: ``2 · seq_len · d_model`` floats."""
+        return 2 * seq_len * self.n_heads * self.head_dim
+
+    def attention_probs(self, x: torch.Tensor, ctx: LayerContext) -> torch.Tensor:
+        """Attention probabilities ``[B, H, T, T]`` (float32) of the real input ``x [B, T, d]`` (dense; for analysis)."""
+        B, T, _ = x.shape
+        q, k, _ = self._qkv(x, ctx)  # [B, T, H, hd]
+        scores = torch.einsum("bihd,bjhd->bhij", q.float(), k.float()) / math.sqrt(self.head_dim)  # [B, H, T, T]
+        allowed, bias = self.attention_mask(x, ctx)
+        if bias is not None:
+            scores = scores - bias
+        return torch.softmax(scores.masked_fill(~allowed[:, None], float("-inf")), dim=-1)
+
+    def linear_mode(self, x: torch.Tensor, xc: torch.Tensor, ctx: LayerContext, bias_index: int,
+                    router=None, probs: Optional[torch.Tensor] = None):
+        """DePass: attention probabilities, norm scales and the GELU ratio frozen (see :class:`Mixer`)."""
+        C, B, T, d = xc.shape
+        H, hd = self.n_heads, self.head_dim
+        probs = self.attention_probs(x, ctx) if probs is None else probs
+        w_v = self.qkv.weight[2 * d: 3 * d]  # rows of V in the [3, H, hd] layout
+        values = F.linear(norm_linear(self.norm_attn, x, xc), w_v).view(C, B, T, H, hd)
+        attended = (router or identity_router)(probs, values).reshape(C, B, T, d)
+        xc_mid = xc + F.linear(attended, self.out_proj.weight)
+        x_mid = x + self.out_proj(torch.einsum("bhij,bjhd->bihd", probs, values.sum(0)).reshape(B, T, d))
+        return self(x, ctx), xc_mid + mlp_linear(self.mlp, self.norm_mlp, x_mid, xc_mid, bias_index), probs
+
+
+@register_mixer
+class DenseAttention(AttentionBlock):
+    """Causal dense multi-head attention and an MLP, pre-norm, residual (the Transformer's layer).
+
+    Args:
+        config: ``SOSMConfig`` (d_model, n_heads, mlp_ratio, dropout).
+
+    Shapes: ``forward(x [B, T, d_model], ctx) -> [B, T, d_model]`` (``ctx.angles``: RoPE or None).
+    """
+
+    name = "attention"
+    aliases = ("T", "transformer")
+
+    def attend(self, q, k, v, ctx: LayerContext) -> torch.Tensor:
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                           is_causal=True)  # [B, H, T, d]
+        return y.transpose(1, 2)  # [B, T, H, d]
+
+    def attend_step(self, q: torch.Tensor, cache: dict, ctx: LayerContext) -> torch.Tensor:
+        """``q [B, H, d]`` over every cached key ``0..t``."""
+        scores = torch.einsum("bhd,bnhd->bnh", q.float(), cache["k"].float()) / self.head_dim ** 0.5  # [B, t+1, H]
+        probs = torch.softmax(scores, dim=1)
+        return torch.einsum("bnh,bnhd->bhd", probs, cache["v"].float()).to(q.dtype)  # [B, H, d]
+
+    def attention_mask(self, x: torch.Tensor, ctx: LayerContext):
+        T = x.shape[1]
+        return torch.ones(T, T, dtype=torch.bool, device=x.device).tril()[None], None
