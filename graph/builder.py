@@ -9,13 +9,16 @@ Stages, in order (each a small function in its own file):
    temporal-gated acceptance (``filters.py``, ``gate.py``). A kept semantic edge's ``stage`` is
    the last stage that decided it: ``topk``/``adaptive_k``, then ``mutual``, ``threshold``,
    ``temporal_gate`` when enabled;
-4. shortcuts (Fibonacci, betweenness) and landmarks (``shortcuts.py``, ``landmarks.py``).
+4. successor edges ``j + 1 -> i`` of the kept semantic edges ``j -> i`` (``successor.py``), when
+   ``successor_edges``;
+5. shortcuts (Fibonacci, betweenness) and landmarks (``shortcuts.py``, ``landmarks.py``).
 
-One edge per (source, target): sequential > semantic > shortcut > memory. Edges are ordered
-by target, then source. Provenance is filled for every edge by gathering (O(E * 64)):
+One edge per (source, target): sequential > semantic > shortcut > memory > successor. Edges are
+ordered by target, then source. Provenance is filled for every edge by gathering (O(E * 64)):
 ``similarity`` is the exact pair score, ``block_similarity``/``dominant_block`` per
 ``similarity.block_similarity``, ``gate_score`` NaN where no gate ran; ``edge_weight`` is the
-similarity for semantic edges and 1 otherwise. The discrete choice runs under
+similarity for semantic edges, the similarity of the semantic edge it follows for a successor
+edge, and 1 otherwise. The discrete choice runs under
 ``torch.no_grad()``; inputs are never modified.
 
 Example:
@@ -81,6 +84,8 @@ class GraphBuilder:
             features = drop_zero_columns(featurize(x, cfg))  # [B, T, d'] minus all-zero columns (same scores)
             parts = [self._sequential(batch, length, mask, x.device)]
             parts.append(self._semantic(x, features, temporal, mask))
+            if cfg.successor_edges:
+                parts.append(self._successors(parts[-1], length, mask))
             if cfg.betweenness_shortcuts > 0:  # the only stage that reads the token edges so far
                 token_edges = _merge_parts(parts, batch * length)["edge_index"]
             else:
@@ -146,7 +151,15 @@ class GraphBuilder:
             ok &= gated_acceptance(sim, gate_score, cfg.tau_mu, cfg.tau_t, cfg.tau_high)
             stage_e = torch.full_like(stage_e, STAGE_ID["temporal_gate"])
         part = _part(torch.stack([src[ok], dst[ok]]), "semantic", None)
-        part.update(stage=stage_e[ok], gate_score=gate_score[ok])
+        part.update(stage=stage_e[ok], gate_score=gate_score[ok], weight=sim[ok].float())
+        return part
+
+    def _successors(self, semantic: dict, length: int, mask):
+        from .successor import successor_edges
+        edge_index, weight = successor_edges(semantic["edge_index"], semantic["weight"], length, self.config.causal,
+                                             padding_mask=mask)
+        part = _part(edge_index, "successor", "successor")
+        part["weight"] = weight
         return part
 
     def _shortcuts(self, token_edge_index, batch, length, mask, device):
@@ -185,6 +198,8 @@ class GraphBuilder:
         similarity = pair_scores_feature_major(f_t.index_select(1, dst), f_t.index_select(1, src))
         semantic = edges["edge_type"] == EDGE_TYPE_ID["semantic"]
         weight = torch.where(semantic, similarity, torch.ones_like(similarity))
+        successor = edges["edge_type"] == EDGE_TYPE_ID["successor"]
+        weight = torch.where(successor, edges["weight"], weight)  # the similarity of the edge it follows
         return SemanticGraph(edge_index=edges["edge_index"], edge_type=edges["edge_type"], edge_weight=weight,
                              block_similarity=block_sims, dominant_block=dominant, similarity=similarity,
                              gate_score=edges["gate_score"], stage=edges["stage"], batch_size=batch,
@@ -198,7 +213,8 @@ def _part(edge_index: torch.Tensor, edge_type: str, stage: Optional[str]) -> dic
     return dict(edge_index=edge_index.long(),
                 edge_type=torch.full((n,), EDGE_TYPE_ID[edge_type], dtype=torch.long, device=dev),
                 stage=torch.full((n,), STAGE_ID[stage] if stage else 0, dtype=torch.long, device=dev),
-                gate_score=torch.full((n,), float("nan"), device=dev))
+                gate_score=torch.full((n,), float("nan"), device=dev),
+                weight=torch.full((n,), float("nan"), device=dev))  # set by stages whose weight is not 1
 
 
 def _merge_parts(parts: list, num_nodes: int) -> dict:

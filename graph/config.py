@@ -45,6 +45,7 @@ class GraphConfig:
     tau_mu: float = 0.3
     tau_t: float = 0.5
     tau_high: float = 0.8
+    successor_edges: bool = False       # also j+1 -> i for every kept semantic edge j -> i (what followed a similar token)
     # shortcuts
     betweenness_shortcuts: int = 0      # bridging hubs per chunk (0 disables)
     betweenness_chunk: int = 64         # causal: hubs of chunks that ended before the query's chunk

@@ -6,7 +6,7 @@ attributes and provenance are columnar tensors of length E: no Python object per
 
 Self-loops are never stored: attention always adds "self" on its own. There is at most
 one stored edge per (source, target) pair; when two stages propose the same pair the
-higher-priority type wins (sequential > semantic > shortcut > memory).
+higher-priority type wins (sequential > semantic > shortcut > memory > successor).
 
 In causal mode every stored token-to-token edge satisfies ``source position < target
 position`` within one sample, and no edge crosses samples.
@@ -20,7 +20,7 @@ import torch
 
 from ..common.blocks import N_BLOCKS
 
-EDGE_TYPES: tuple[str, ...] = ("sequential", "semantic", "shortcut", "memory")
+EDGE_TYPES: tuple[str, ...] = ("sequential", "semantic", "shortcut", "memory", "successor")
 EDGE_TYPE_ID: dict[str, int] = {name: i for i, name in enumerate(EDGE_TYPES)}
 
 #: the stage that created or kept an edge (provenance column ``stage``)
@@ -34,6 +34,7 @@ STAGES: tuple[str, ...] = (
     "betweenness",    # bridging shortcut from betweenness centrality
     "fibonacci",      # Fibonacci-distance shortcut
     "memory",         # retrieved from long-term memory
+    "successor",      # the token after a semantic neighbour (j + 1 -> i for a semantic edge j -> i)
 )
 STAGE_ID: dict[str, int] = {name: i for i, name in enumerate(STAGES)}
 

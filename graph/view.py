@@ -31,7 +31,8 @@ from ..common.files import atomic_write
 from .convert import node_label
 from .types import EDGE_TYPE_ID, EDGE_TYPES, STAGES, SemanticGraph
 
-EDGE_COLORS = {"sequential": "#9a9a9a", "semantic": "#1f77b4", "shortcut": "#2ca02c", "memory": "#d62728"}
+EDGE_COLORS = {"sequential": "#9a9a9a", "semantic": "#1f77b4", "shortcut": "#2ca02c", "memory": "#d62728",
+               "successor": "#ff7f0e"}
 
 
 def _check(graph, sample: int) -> None:
@@ -56,7 +57,7 @@ def summary(graph: SemanticGraph, top: int = 10) -> dict:
     _check(graph, 0)
     N = graph.num_nodes
     ei = graph.edge_index
-    types = torch.bincount(graph.edge_type, minlength=len(EDGE_TYPES)).tolist() if graph.num_edges else [0] * 4
+    types = torch.bincount(graph.edge_type, minlength=len(EDGE_TYPES)).tolist() if graph.num_edges else [0] * len(EDGE_TYPES)
     stages = torch.bincount(graph.stage, minlength=len(STAGES)).tolist() if graph.num_edges else [0] * len(STAGES)
     token = ei[0] < N
     real = torch.ones(N, dtype=torch.bool) if graph.padding_mask is None else graph.padding_mask.reshape(-1).cpu()

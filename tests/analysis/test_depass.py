@@ -47,7 +47,7 @@ def test_partition_names_and_causal_token_components():
     for t in range(1, ids.shape[1]):
         assert tokens.logits[t, :, :t].abs().max() == 0
     edges = DePass(model).run(ids, by="edge_type")
-    assert edges.names == ["self", "sequential", "semantic", "shortcut", "memory", "bias"]
+    assert edges.names == ["self", "sequential", "semantic", "shortcut", "memory", "successor", "bias"]
     assert edges.logits[edges.names.index("semantic")].abs().max() > 0  # semantic edges carried something
     assert edges.logits[edges.names.index("memory")].abs().max() == 0  # no memory edges in this graph
 

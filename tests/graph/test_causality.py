@@ -18,7 +18,7 @@ FILTERS = [dict(), dict(adaptive_k=True), dict(mutual=True), dict(threshold=0.05
            dict(adaptive_k=True, mutual=True, threshold=0.0, temporal_gate=True, tau_mu=-0.2)]
 EXTRAS = [dict(), dict(fibonacci_shortcuts=True, fibonacci_max=34),
           dict(betweenness_shortcuts=2, betweenness_chunk=8, betweenness_samples=None),
-          dict(num_landmarks=4, max_distance=6)]
+          dict(num_landmarks=4, max_distance=6), dict(successor_edges=True, num_landmarks=3, max_distance=6)]
 MODES = ["full", "blocks", "projection"]
 
 
@@ -64,6 +64,7 @@ def test_shortcuts_and_landmarks_are_causal(filters, extras):
 def test_everything_at_once_with_padding_and_window():
     cfg = GraphConfig(k=4, window=3, k_min=2, k_max=7, adaptive_k=True, mutual=True, threshold=0.0,
                       temporal_gate=True, tau_mu=-0.5, fibonacci_shortcuts=True, betweenness_shortcuts=1,
+                      successor_edges=True,
                       betweenness_chunk=8, num_landmarks=3, max_distance=5, topk_tile=16)
     for seed in range(3):
         _check(cfg, seed=seed, pad=True)

@@ -12,7 +12,7 @@ def test_summary_counts_and_top_edges():
     g = sample_graph(causal=True, with_memory=True)
     s = summary(g, top=3)
     assert s["num_nodes"] == 12 and s["num_edges"] == g.num_edges
-    assert s["edges_by_type"] == {"sequential": 10, "semantic": 6, "shortcut": 2, "memory": 1}
+    assert s["edges_by_type"] == {"sequential": 10, "semantic": 6, "shortcut": 2, "memory": 1, "successor": 0}
     assert s["in_degree"]["max"] == 3 and len(s["top_edges"]) == 3
     assert s["top_edges"][0]["similarity"] >= s["top_edges"][1]["similarity"] >= s["top_edges"][2]["similarity"]
     text = format_summary(g)
