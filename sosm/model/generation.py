@@ -37,19 +37,29 @@ class IncrementalDecoder:
     Args:
         model: a ``SOSMModel`` (its graph must be causal).
         batch_size: B.
+        memory: a :class:`~sosm.model.memory_attention.ModelMemory` to read (needs ``config.memory``);
+            each new token retrieves from it as the full forward would, so decoding equals
+            ``model(ids, memory=memory, stream_offset=stream_offset)`` at every position.
+        stream_offset: stream position of token 0 (causal retrieval sees entries written before).
 
     Example:
         >>> decoder = model.decoder(batch_size=1)
         >>> logits = decoder.step(torch.tensor([5]))   # [1, V] logits of position 0
     """
 
-    def __init__(self, model, batch_size: int):
+    def __init__(self, model, batch_size: int, memory=None, stream_offset: int = 0):
+        if memory is not None and not model.config.memory:
+            raise ValueError("memory was given but SOSMConfig.memory=False; accepted: memory=None, "
+                             "or a model built with memory=True")
+        if not isinstance(stream_offset, int) or isinstance(stream_offset, bool) or stream_offset < 0:
+            raise ValueError(f"stream_offset={stream_offset!r} is invalid; accepted: an int >= 0")
         if model.config.uses_graph and not model.config.graph.causal:
             raise ValueError("incremental decoding needs a causal graph; this model's graph.causal=False "
                              "(the LEAKY control) looks at later tokens")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r} is invalid; accepted: an int >= 1")
         self.model, self.batch_size = model, batch_size
+        self.memory, self.stream_offset = memory, stream_offset  # token t sits at stream position offset + t
         param = next(model.parameters())
         self.caches = model.stack.allocate_caches(batch_size, param.device, param.dtype)  # one per layer
         self.position = 0
@@ -76,6 +86,9 @@ class IncrementalDecoder:
             self.temporal = temporal if self.temporal is None else torch.cat([self.temporal, temporal], dim=1)
             _, neighbors, distances = model.build_graph(self.semantic, self.temporal)  # prefix 0..t
             ctx.neighbors = neighbors[:, t:t + 1]  # [B, 1, Kn]
+            if self.memory is not None and len(self.memory):
+                ctx.memory = self.memory
+                ctx.memory_slots = model.memory_slots_of(semantic, self.memory, self.stream_offset + t)  # [B, 1, Km]
             if model.use_landmarks:
                 coords_t = landmark_coordinates(distances[:, t:t + 1], model.config.graph.max_distance)  # [B, 1, L]
                 self.coords = coords_t if self.coords is None else torch.cat([self.coords, coords_t], dim=1)
@@ -103,12 +116,14 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: Optional[int],
 
 def generate(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
              top_k: Optional[int] = None, seed: Optional[int] = None,
-             generator: Optional[torch.Generator] = None) -> torch.Tensor:
+             generator: Optional[torch.Generator] = None, memory=None, stream_offset: int = 0) -> torch.Tensor:
     """Prompt ``[B, T]`` -> ``[B, T + max_new_tokens]`` with incremental decoding (``SOSMModel.generate``).
 
     The prompt is fed token by token (same code path as the new tokens). When the sequence
     reaches ``max_seq_len``, decoding restarts on its last ``max_seq_len // 2`` tokens, so the
-    model always sees at most ``max_seq_len`` tokens of context (like nanoGPT's crop).
+    model always sees at most ``max_seq_len`` tokens of context (like nanoGPT's crop). With
+    ``memory``, token t of the prompt sits at stream position ``stream_offset + t`` and every
+    position retrieves as the full forward would (:class:`IncrementalDecoder`).
     """
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens!r} is invalid; accepted: an int >= 1")
@@ -122,12 +137,13 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: f
     was_training = model.training
     model.eval()
     try:
-        decoder, logits = _prefill(model, ids)
+        decoder, logits = _prefill(model, ids, memory, stream_offset)
         for _ in range(max_new_tokens):
             next_ids = sample_next(logits, temperature, top_k, generator)  # [B]
             ids = torch.cat([ids, next_ids[:, None]], dim=1)
             if decoder.position >= model.config.max_seq_len:
-                decoder, logits = _prefill(model, ids[:, -max(1, model.config.max_seq_len // 2):])
+                keep = max(1, model.config.max_seq_len // 2)
+                decoder, logits = _prefill(model, ids[:, -keep:], memory, stream_offset + ids.shape[1] - keep)
             else:
                 logits = decoder.step(next_ids)
     finally:
@@ -135,8 +151,8 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: f
     return ids
 
 
-def _prefill(model, ids: torch.Tensor):
-    decoder = IncrementalDecoder(model, ids.shape[0])
+def _prefill(model, ids: torch.Tensor, memory=None, stream_offset: int = 0):
+    decoder = IncrementalDecoder(model, ids.shape[0], memory=memory, stream_offset=stream_offset)
     for t in range(ids.shape[1]):
         logits = decoder.step(ids[:, t])
     return decoder, logits

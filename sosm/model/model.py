@@ -247,15 +247,29 @@ class SOSMModel(nn.Module):
                                      causal=True, positions=positions)
         return graph, memory_slots(graph, B, T).to(semantic.device)
 
-    def decoder(self, batch_size: int = 1):
-        """A fresh :class:`~sosm.model.generation.IncrementalDecoder` over this model."""
+    @torch.no_grad()
+    def memory_slots_of(self, semantic: torch.Tensor, memory, stream_offset) -> torch.Tensor:
+        """Memory ids ``[B, T, Km]`` (-1 padded) that the rows ``semantic [B, T, 64]`` retrieve, as the forward does.
+
+        Retrieval of a row depends only on its state, its stream position and the memory, so a
+        decoding step asks for its one new row and gets the full forward's slots for it.
+        """
+        from ..graph.types import SemanticGraph, empty_edge_columns
+
+        B, T, _ = semantic.shape
+        empty = SemanticGraph(edge_index=torch.empty(2, 0, dtype=torch.long, device=semantic.device),
+                              **empty_edge_columns(0, semantic.device), batch_size=B, seq_len=T)
+        return self._retrieve(empty, semantic, memory, stream_offset)[1]
+
+    def decoder(self, batch_size: int = 1, memory=None, stream_offset: int = 0):
+        """A fresh :class:`~sosm.model.generation.IncrementalDecoder` over this model (reading ``memory`` if given)."""
         from .generation import IncrementalDecoder
 
-        return IncrementalDecoder(self, batch_size)
+        return IncrementalDecoder(self, batch_size, memory=memory, stream_offset=stream_offset)
 
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: Optional[int] = None, seed: Optional[int] = None,
-                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                 generator: Optional[torch.Generator] = None, memory=None, stream_offset: int = 0) -> torch.Tensor:
         """Sample a continuation with incremental decoding (see :mod:`sosm.model.generation`).
 
         Args:
@@ -265,6 +279,8 @@ class SOSMModel(nn.Module):
             top_k: sample among the ``top_k`` likeliest tokens (None: all).
             seed: seed of a private ``torch.Generator`` (ignored when ``generator`` is given).
             generator: the random generator to sample with.
+            memory: a ``ModelMemory`` to read while decoding (needs ``config.memory``); None: no memory.
+            stream_offset: stream position of the prompt's first token (causal retrieval).
 
         Returns:
             ``[B, T + max_new_tokens]`` long ids.
@@ -272,7 +288,7 @@ class SOSMModel(nn.Module):
         from .generation import generate
 
         return generate(self, input_ids, max_new_tokens, temperature=temperature, top_k=top_k, seed=seed,
-                        generator=generator)
+                        generator=generator, memory=memory, stream_offset=stream_offset)
 
     def save_pretrained(self, directory) -> None:
         """Write ``config.json`` and ``model.safetensors`` into ``directory``, each atomically."""

@@ -159,3 +159,23 @@ def test_mamba_state_carry_over_windows_equals_one_long_forward():
         full = model(ids)[0]
         parts = [model(ids[:, s:s + 8], mamba_state=carry)[0] for s in range(0, 32, 8)]
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("positional", ["rope", "graph_alibi"])
+def test_incremental_decoding_with_memory_equals_the_full_forward(positional):
+    model = _model(positional=positional, n_layers=3, layer_pattern="AMA")
+    bank = ModelMemory.for_model(model)
+    g = torch.Generator().manual_seed(7)
+    _write(model, bank, torch.randint(0, VOCAB, (1, SEQ), generator=g), 0)  # positions 0..23
+    ids = torch.randint(0, VOCAB, (2, 12), generator=g)
+    with torch.no_grad():
+        full, state = model(ids, memory=bank, stream_offset=SEQ)
+    assert int((state.graph.edge_type == 3).sum()) > 0  # the window really reads memory
+    decoder = model.decoder(batch_size=2, memory=bank, stream_offset=SEQ)
+    stepped = torch.stack([decoder.step(ids[:, t]) for t in range(12)], dim=1)
+    torch.testing.assert_close(stepped, full, rtol=1e-5, atol=1e-5)
+    plain = model.decoder(batch_size=2)  # without memory it decodes as the memory-free forward
+    without = torch.stack([plain.step(ids[:, t]) for t in range(12)], dim=1)
+    assert not torch.allclose(without, full, atol=1e-4)
+    with pytest.raises(ValueError, match="memory was given but SOSMConfig.memory=False"):
+        _model(memory=False).decoder(memory=bank)

@@ -8,8 +8,8 @@ landmark coordinates ``ctx.alibi_coords``.
 Long-term memory (``SOSMConfig.memory``, :mod:`sosm.model.memory_attention`): when ``ctx.memory``
 and ``ctx.memory_slots`` are set, each query also attends to its retrieved memory keys/values; the
 graph part and the memory part are merged exactly by log-sum-exp. Incremental decoding
-(:meth:`GraphAttention.step`) attends over itself and its neighbours' cached K/V and does not read
-memory.
+(:meth:`GraphAttention.step`) attends over itself and its neighbours' cached K/V, and over its
+memory slots the same way when the decoder reads memory.
 
 Example:
     >>> import torch
@@ -101,7 +101,17 @@ class GraphAttention(AttentionBlock):
         dup = (keys_at[:, :, None] == keys_at[:, None, :]).tril(-1).any(-1)  # [B, Kn+1]
         scores = scores.masked_fill(~(valid & ~dup)[..., None], float("-inf"))
         probs = torch.softmax(scores, dim=1)
-        return torch.einsum("bnh,bnhd->bhd", probs, values).to(q.dtype)  # [B, H, d]
+        out = torch.einsum("bnh,bnhd->bhd", probs, values)  # [B, H, d] float32
+        slots = ctx.memory_slots
+        if ctx.memory is None or slots is None or slots.shape[-1] == 0 or not bool((slots >= 0).any()):
+            return out.to(q.dtype)
+        from ..memory_attention import alibi_memory_penalty, memory_attention, merge_attention
+        mem_k, mem_v = ctx.memory.gather(self.attention_index, slots)  # [B, 1, Km, H, d] each
+        penalty = alibi_memory_penalty(self.alibi_slopes, self.max_distance) if self.use_alibi else None
+        out_m, lse_m = memory_attention(q[:, None], mem_k.to(q.dtype), mem_v.to(q.dtype), slots,
+                                        self.head_dim ** -0.5, angles=ctx.angles, penalty=penalty)
+        lse_g = torch.logsumexp(scores, dim=1)[:, None]  # [B, 1, H]
+        return merge_attention(out[:, None], lse_g, out_m, lse_m)[:, 0].to(q.dtype)  # [B, H, d]
 
     def attention_mask(self, x: torch.Tensor, ctx: LayerContext):
         """Self + neighbours, and the Graph-ALiBi penalty ``[B, H, T, T]`` when the layer uses it."""
