@@ -1,4 +1,4 @@
-"""Mamba-2: every form against the others and against naive sequential forms written here.
+"""Mamba-2 and RWKV-6: every form against the others and against naive sequential forms written here.
 
 The generic contract (causality, decoding == forward, carried windows, DePass through the model,
 state size, matched stacks) is checked for every registered mixer in ``test_mixers.py``; here:
@@ -18,8 +18,9 @@ from sosm.model import SOSMConfig, param_count
 from sosm.model.context import LayerContext
 from sosm.model.mixers import build_mixer
 from sosm.model.mixers.chunked import scalar_decay_chunked, segment_sums
+from sosm.model.mixers.rwkv import wkv6_chunked
 
-NAMES = ("mamba2",)
+NAMES = ("mamba2", "rwkv")
 T_ODD = 13
 CHUNKS = (1, 4, 5, T_ODD, 64)  # 4 and 5 do not divide 13; 64 covers it in one chunk (the parallel form)
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,6 +70,18 @@ def naive_scalar_decay(x, log_decay, keys, queries, state=None):
     return torch.stack(ys, 1), S
 
 
+def naive_wkv6(r, k, v, log_w, u, state=None):
+    """``o_t = r_t (S_{t-1} + diag(u) k_t^T v_t)``, ``S_t = diag(w_t) S_{t-1} + k_t^T v_t``, one step at a time."""
+    b, T, H, N = r.shape
+    S = r.new_zeros(b, H, N, v.shape[-1]) if state is None else state
+    outs = []
+    for t in range(T):
+        kv = k[:, t, :, :, None] * v[:, t, :, None, :]
+        outs.append((r[:, t, :, :, None] * (S + u[..., None] * kv)).sum(-2))
+        S = torch.exp(log_w[:, t])[..., None] * S + kv
+    return torch.stack(outs, 1), S
+
+
 def grads(out, inputs, seed=1):
     weights = [torch.randn(o.shape, generator=torch.Generator().manual_seed(seed + i)) for i, o in enumerate(out)]
     loss = sum((o * w).sum() for o, w in zip(out, weights))
@@ -102,6 +115,35 @@ def test_scalar_decay_chunked_equals_the_loop_with_gradients(chunk, groups):
     for got, want, label in zip(grads((y, last), inputs), grads((y_ref, last_ref), ref_inputs),
                                 ("x", "log_decay", "keys", "queries", "state")):
         assert_rel(got, want, what=f"grad {label}")
+
+
+@pytest.mark.parametrize("chunk", CHUNKS)
+def test_wkv6_chunked_equals_the_loop_with_gradients(chunk):
+    g = torch.Generator().manual_seed(chunk)
+    b, H, N = 2, 3, 4
+    r, k, v = (torch.randn(b, T_ODD, H, N, generator=g) for _ in range(3))
+    log_w = -torch.exp(torch.randn(b, T_ODD, H, N, generator=g) * 1.5)  # decays from ~1 to ~e^-90 per step
+    u, state = torch.randn(H, N, generator=g), torch.randn(b, H, N, N, generator=g)
+    inputs = [t.clone().requires_grad_(True) for t in (r, k, v, log_w, u, state)]
+    o, last = wkv6_chunked(*inputs[:5], chunk, inputs[5])
+    ref_inputs = [t.clone().requires_grad_(True) for t in (r, k, v, log_w, u, state)]
+    o_ref, last_ref = naive_wkv6(*ref_inputs)
+    assert_rel(o, o_ref, what="o")
+    assert_rel(last, last_ref, what="final state")
+    for got, want, label in zip(grads((o, last), inputs), grads((o_ref, last_ref), ref_inputs),
+                                ("r", "k", "v", "log_w", "u", "state")):
+        assert_rel(got, want, what=f"grad {label}")
+
+
+def test_wkv6_keeps_precision_under_strong_decay():
+    """Segment sums, not differences of prefix sums: a weak decay after strong ones is still exact."""
+    b, H, N, T = 1, 1, 2, 9
+    log_w = torch.full((b, T, H, N), -0.01)
+    log_w[:, :4] = -40.0  # prefix sums reach -160; the later steps' own decays are 0.99
+    r, k, v = torch.ones(b, T, H, N), torch.ones(b, T, H, N), torch.randn(b, T, H, N)
+    o, _ = wkv6_chunked(r, k, v, log_w, torch.zeros(H, N), chunk_size=T)
+    o_ref, _ = naive_wkv6(r.double(), k.double(), v.double(), log_w.double(), torch.zeros(H, N).double())
+    assert_rel(o.double(), o_ref, tol=1e-6, what="strong decays")
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -186,6 +228,38 @@ def test_mamba2_layer_equals_its_sequential_definition():
         assert_rel(m(x, LayerContext()), reference, what="mamba2 layer")
 
 
+def test_rwkv6_layer_equals_its_sequential_definition():
+    """Token shift with data-dependent lerp, decay w = exp(-exp(.)), bonus u, GroupNorm, gate; channel mix."""
+    m = layer("rwkv", chunk_size=4)
+    d, H, N = 32, m.n_heads, m.head_dim
+    x = torch.randn(2, T_ODD, 32, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        hidden, S, prev_t, prev_c = x.clone(), torch.zeros(2, H, N, N), torch.zeros(2, d), torch.zeros(2, d)
+        outs = []
+        for t in range(T_ODD):
+            h = hidden[:, t]
+            a = m.norm_time(h)
+            xx = prev_t - a
+            lora = torch.tanh((a + xx * m.time_maa_x) @ m.time_maa_w1).view(2, 5, -1)
+            mw, mk, mv, mr, mg = (a[:, None] + xx[:, None] * (torch.stack(m._time_mixes()) + torch.einsum(
+                "bfr,frd->bfd", lora, m.time_maa_w2))).unbind(1)
+            r, k, v = (f(z).view(2, H, N) for f, z in ((m.receptance, mr), (m.key, mk), (m.value, mv)))
+            w = torch.exp(-torch.exp(m.time_decay + torch.tanh(mw @ m.time_decay_w1) @ m.time_decay_w2)).view(2, H, N)
+            kv = k[..., :, None] * v[..., None, :]
+            o = (r[..., :, None] * (S + m.time_bonus.view(H, N)[..., None] * kv)).sum(-2)  # [2, H, N]
+            S = w[..., None] * S + kv
+            prev_t = a
+            att = m.out_proj(m.ln_x(o.reshape(2, d)) * F.silu(m.gate(mg)))
+            h = h + att
+            c = m.norm_channel(h)
+            xx = prev_c - c
+            ffn = torch.sigmoid(m.ffn_receptance(c + xx * m.channel_maa_r)) * m.fc_out(
+                torch.relu(m.ffn_key(c + xx * m.channel_maa_k)) ** 2)
+            prev_c = c
+            outs.append(h + ffn)
+        assert_rel(m(x, LayerContext()), torch.stack(outs, 1), what="rwkv layer")
+
+
 def test_mamba2_init_survives_the_model_init():
     from sosm.model import SOSMModel
 
@@ -196,12 +270,23 @@ def test_mamba2_init_survives_the_model_init():
     assert torch.all((dt >= 1e-3 * 0.999) & (dt <= 1e-1 * 1.001))
 
 
+def test_rwkv6_init_survives_the_model_init():
+    from sosm.model import SOSMModel
+
+    rw = SOSMModel(SOSMConfig(model="rwkv", d_model=32, n_heads=2, vocab_size=40)).stack.layers[0]
+    torch.testing.assert_close(rw.time_decay, -6 + 5 * (torch.arange(32) / 31.0) ** 1.35)
+    assert torch.all(rw.time_maa_w1 == 0) and torch.all(rw.time_decay_w1 == 0)
+    assert rw.time_maa_w2.abs().max() <= 0.01 and rw.time_maa_w2.abs().max() > 0
+    decay = torch.exp(-torch.exp(rw.time_decay))
+    assert torch.all((decay > 0) & (decay < 1))
+
+
 def test_new_knobs_are_validated():
     with pytest.raises(ValueError, match=r"mamba2_groups=3 is invalid; accepted: an int >= 1 dividing n_heads=4"):
         SOSMConfig(model="mamba2", n_heads=4, mamba2_groups=3)
     with pytest.raises(ValueError, match=r"SOSMConfig.chunk_size=-1 is invalid; accepted: an int >= 1, or 0"):
         SOSMConfig(chunk_size=-1)
-    assert SOSMConfig.from_json(SOSMConfig(model="mamba2", chunk_size=16).to_json()).chunk_size == 16
+    assert SOSMConfig.from_json(SOSMConfig(model="rwkv", chunk_size=16).to_json()).chunk_size == 16
 
 
 @pytest.mark.parametrize("name", NAMES)
