@@ -43,7 +43,7 @@ PUBLIC = {
                       "provenance_report", "run_ablations", "token_attribution", "write_report"],
     "sosm.model": ["POSITIONALS", "SOSMConfig", "SOSMModel", "State", "matched_config", "mixers", "model_kinds",
                    "param_count"],
-    "sosm.model.mixers": ["AttentionBlock", "DenseAttention", "GraphAttention", "Mamba2", "Mixer", "RWKV6",
+    "sosm.model.mixers": ["AttentionBlock", "DenseAttention", "GraphAttention", "Mamba2", "Mixer", "RWKV6", "RetNet",
                           "TopologicalMamba", "build_mixer", "get_mixer", "mixer_names", "register_mixer",
                           "resolve_mixer_name"],
     "sosm.common": ["BLOCK_DIM", "BLOCK_NAMES", "DEFAULT_BLOCK_WEIGHTS", "N_BLOCKS", "SEMANTIC_DIM", "TEMPORAL_DIM",

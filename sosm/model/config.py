@@ -88,8 +88,8 @@ class SOSMConfig:
     d_model: int = 128                  # residual stream width
     n_layers: int = 4                   # layers in the stack
     layer_pattern: Union[str, list] = "AMMM"  # hybrid only: mixer names or one-letter aliases (A graph attention, M Mamba, T attention), repeated/truncated to n_layers
-    n_heads: int = 4                    # heads of attention, Mamba-2 and RWKV (d_model must divide by it; head dim must be even)
-    mlp_ratio: float = 4.0              # MLP hidden width = round(mlp_ratio * d_model) (also RWKV's channel mix)
+    n_heads: int = 4                    # heads of attention, Mamba-2, RWKV and RetNet (d_model must divide by it; head dim must be even)
+    mlp_ratio: float = 4.0              # MLP hidden width = round(mlp_ratio * d_model) (also RWKV's channel mix, RetNet's FFN)
     d_state: int = 16                   # SSM state size N (Mamba, Mamba-2)
     d_conv: int = 4                     # causal depthwise conv width (Mamba, Mamba-2)
     expand: int = 2                     # inner width = expand * d_model (Mamba, Mamba-2)
@@ -97,7 +97,7 @@ class SOSMConfig:
     dt_min: float = 1e-3                # Δ bias init: dt ~ logUniform[dt_min, dt_max] (Mamba, Mamba-2)
     dt_max: float = 1e-1
     mamba2_groups: int = 1              # Mamba-2: groups of heads sharing B and C (n_heads must divide by it)
-    chunk_size: int = 0                 # chunk length of the chunked forms (Mamba-2 SSD, RWKV; 0: each one's own, 64 / 16); results do not depend on it
+    chunk_size: int = 0                 # chunk length of the chunked forms (Mamba-2 SSD, RWKV, RetNet; 0: each one's own, 64 / 16 / 64); results do not depend on it
     graph: GraphConfig = field(default_factory=_default_graph)  # GraphBuilder options incl. num_landmarks (dict: over MODEL_GRAPH_DEFAULTS)
     positional: str = "rope"            # attention positions: "rope" | "graph_rope" | "graph_alibi" | "none"
     struct_dim: int = 16                # width of the structural (landmark) encoding fed to Mamba's Δ

@@ -1,4 +1,4 @@
-"""Mamba-2 and RWKV-6: every form against the others and against naive sequential forms written here.
+"""Mamba-2, RWKV-6 and RetNet: every form against the others and against naive sequential forms written here.
 
 The generic contract (causality, decoding == forward, carried windows, DePass through the model,
 state size, matched stacks) is checked for every registered mixer in ``test_mixers.py``; here:
@@ -18,9 +18,10 @@ from sosm.model import SOSMConfig, param_count
 from sosm.model.context import LayerContext
 from sosm.model.mixers import build_mixer
 from sosm.model.mixers.chunked import scalar_decay_chunked, segment_sums
+from sosm.model.mixers.retnet import retention_decays, retention_parallel
 from sosm.model.mixers.rwkv import wkv6_chunked
 
-NAMES = ("mamba2", "rwkv")
+NAMES = ("mamba2", "rwkv", "retnet")
 T_ODD = 13
 CHUNKS = (1, 4, 5, T_ODD, 64)  # 4 and 5 do not divide 13; 64 covers it in one chunk (the parallel form)
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,6 +147,26 @@ def test_wkv6_keeps_precision_under_strong_decay():
     assert_rel(o.double(), o_ref, tol=1e-6, what="strong decays")
 
 
+def test_retention_parallel_equals_the_loop_with_gradients():
+    g = torch.Generator().manual_seed(0)
+    b, H, dk, dv = 2, 4, 6, 5
+    q, k = (torch.randn(b, T_ODD, H, dk, generator=g) for _ in range(2))
+    v = torch.randn(b, T_ODD, H, dv, generator=g)
+    log_decay = retention_decays(H)
+    inputs = [t.clone().requires_grad_(True) for t in (q, k, v)]
+    o = retention_parallel(*inputs, log_decay)
+    ref_inputs = [t.clone().requires_grad_(True) for t in (q, k, v)]
+    o_ref, _ = naive_scalar_decay(ref_inputs[2], log_decay.expand(b, T_ODD, H), ref_inputs[1], ref_inputs[0])
+    assert_rel(o, o_ref, what="retention")
+    for got, want in zip(grads((o,), inputs), grads((o_ref,), ref_inputs)):
+        assert_rel(got, want, what="retention grad")
+
+
+def test_retention_decays_are_the_papers():
+    gamma = torch.exp(retention_decays(4).double())
+    torch.testing.assert_close(gamma, 1 - 2.0 ** -torch.tensor([5.0, 6.0, 7.0, 8.0], dtype=torch.float64))
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_forms_of_a_layer_are_equal(name):
     x = torch.randn(2, T_ODD, 32, generator=torch.Generator().manual_seed(5))
@@ -258,6 +279,35 @@ def test_rwkv6_layer_equals_its_sequential_definition():
             prev_c = c
             outs.append(h + ffn)
         assert_rel(m(x, LayerContext()), torch.stack(outs, 1), what="rwkv layer")
+
+
+def test_retnet_retention_equals_the_papers_parallel_formula():
+    """(Q K^T / sqrt(d) ⊙ D̃) with D̃ rows normalised by sqrt(Σ D), then R / max(|Σ R|, 1), times V."""
+    m = layer("retnet", chunk_size=5)
+    x = torch.randn(2, T_ODD, 32, generator=torch.Generator().manual_seed(10))
+    with torch.no_grad():
+        h = m.norm_retention(x)
+        q, k, v = m._qkv(h, 0)  # rotated; k scaled by 1/sqrt(d_k)
+        n = torch.arange(T_ODD)
+        gamma = torch.exp(retention_decays(m.n_heads))
+        D = gamma[:, None, None] ** (n[:, None] - n[None, :]).clamp_min(0) * (n[:, None] >= n[None, :])
+        D = D / D.sum(-1, keepdim=True).sqrt()
+        R = torch.einsum("bihd,bjhd->bhij", q, k) * D
+        R = R / R.sum(-1, keepdim=True).abs().clamp_min(1.0)
+        paper = torch.einsum("bhij,bjhd->bihd", R, v)
+        for form in ("parallel", "chunkwise", "recurrent"):
+            assert_rel(m.retention(h, form=form)[0], paper, what=f"retention {form}")
+        rotation_only = m._qkv(h, 0)[0].norm(dim=-1)  # the rotation keeps norms
+        torch.testing.assert_close(rotation_only, m.q_proj(h).view(2, T_ODD, m.n_heads, -1).norm(dim=-1))
+
+
+def test_retnet_rejects_bad_forms():
+    m = layer("retnet")
+    h = torch.randn(1, 3, 32)
+    with pytest.raises(ValueError, match="form='fast' is invalid"):
+        m.retention(h, form="fast")
+    with pytest.raises(ValueError, match="parallel form starts from an empty state"):
+        m.retention(h, state=torch.zeros(1, 4, 17, 8), form="parallel")
 
 
 def test_mamba2_init_survives_the_model_init():

@@ -12,6 +12,7 @@ aliases ``"MA"``), ``SOSMConfig(model="mamba")`` for a pure stack. Adding a mixe
 | ``mamba`` | ``M`` | no (reads the landmark structure when the model has it) | yes (conv + SSM state) | yes |
 | ``mamba2`` | | no | yes (conv + SSD state) | yes |
 | ``rwkv`` | ``rwkv6`` | no | yes (token shifts + WKV state) | yes |
+| ``retnet`` | | no | yes (retention state) | yes |
 
 Example:
     >>> from sosm.model.mixers import mixer_names, get_mixer
@@ -25,7 +26,8 @@ from .attention import AttentionBlock, DenseAttention
 from .graph_attention import GraphAttention
 from .mamba import TopologicalMamba
 from .mamba2 import Mamba2
+from .retnet import RetNet
 from .rwkv import RWKV6
 
 __all__ = ["Mixer", "build_mixer", "get_mixer", "mixer_names", "register_mixer", "resolve_mixer_name",
-           "AttentionBlock", "DenseAttention", "GraphAttention", "Mamba2", "RWKV6", "TopologicalMamba"]
+           "AttentionBlock", "DenseAttention", "GraphAttention", "Mamba2", "RWKV6", "RetNet", "TopologicalMamba"]
