@@ -88,14 +88,16 @@ class SOSMConfig:
     d_model: int = 128                  # residual stream width
     n_layers: int = 4                   # layers in the stack
     layer_pattern: Union[str, list] = "AMMM"  # hybrid only: mixer names or one-letter aliases (A graph attention, M Mamba, T attention), repeated/truncated to n_layers
-    n_heads: int = 4                    # attention heads (d_model must divide by it; head dim must be even)
-    mlp_ratio: float = 4.0              # MLP hidden width = round(mlp_ratio * d_model)
-    d_state: int = 16                   # Mamba SSM state size N
-    d_conv: int = 4                     # Mamba causal depthwise conv width
-    expand: int = 2                     # Mamba inner width = expand * d_model
-    dt_rank: int = 0                    # low-rank width of the Δ projection (0: ceil(d_model / 16))
-    dt_min: float = 1e-3                # Δ bias init: dt ~ logUniform[dt_min, dt_max]
+    n_heads: int = 4                    # heads of attention, Mamba-2, RWKV and RetNet (d_model must divide by it; head dim must be even)
+    mlp_ratio: float = 4.0              # MLP hidden width = round(mlp_ratio * d_model) (also RWKV's channel mix, RetNet's FFN)
+    d_state: int = 16                   # SSM state size N (Mamba, Mamba-2)
+    d_conv: int = 4                     # causal depthwise conv width (Mamba, Mamba-2)
+    expand: int = 2                     # inner width = expand * d_model (Mamba, Mamba-2)
+    dt_rank: int = 0                    # Mamba: low-rank width of the Δ projection (0: ceil(d_model / 16))
+    dt_min: float = 1e-3                # Δ bias init: dt ~ logUniform[dt_min, dt_max] (Mamba, Mamba-2)
     dt_max: float = 1e-1
+    mamba2_groups: int = 1              # Mamba-2: groups of heads sharing B and C (n_heads must divide by it)
+    chunk_size: int = 0                 # chunk length of the chunked forms (Mamba-2 SSD, RWKV, RetNet; 0: each one's own, 64 / 16 / 64); results do not depend on it
     graph: GraphConfig = field(default_factory=_default_graph)  # GraphBuilder options incl. num_landmarks (dict: over MODEL_GRAPH_DEFAULTS)
     positional: str = "rope"            # attention positions: "rope" | "graph_rope" | "graph_alibi" | "none"
     struct_dim: int = 16                # width of the structural (landmark) encoding fed to Mamba's Δ
@@ -142,6 +144,9 @@ class SOSMConfig:
         need(is_int(self.expand) and self.expand >= 1, "expand", "an int >= 1")
         need(is_int(self.dt_rank) and self.dt_rank >= 0, "dt_rank", "an int >= 0 (0: ceil(d_model / 16))")
         need(0 < self.dt_min <= self.dt_max, "dt_min", f"0 < dt_min <= dt_max={self.dt_max}")
+        need(is_int(self.mamba2_groups) and self.mamba2_groups >= 1 and self.n_heads % self.mamba2_groups == 0,
+             "mamba2_groups", f"an int >= 1 dividing n_heads={self.n_heads}")
+        need(is_int(self.chunk_size) and self.chunk_size >= 0, "chunk_size", "an int >= 1, or 0 for each mixer's own")
         if not isinstance(self.graph, GraphConfig):
             raise TypeError(f"SOSMConfig.graph must be a GraphConfig or a dict, got {type(self.graph).__name__}")
         need(self.positional in POSITIONALS, "positional", f"one of {POSITIONALS}")

@@ -5,6 +5,8 @@ real residual stream). Each mixer freezes what its real pass computed and maps t
 linearly, so the output components sum to the real output:
 
 - RMSNorm: the per-token scale ``1 / sqrt(mean(x^2) + eps)`` is frozen; components are scaled by it.
+  LayerNorm and GroupNorm (RWKV, RetNet): the mean is linear (each component is centred), the
+  ``1 / std`` is frozen.
 - Elementwise activations applied to a sum (GELU in the MLP, SiLU after Mamba's conv): the
   ratio ``act(a) / a`` of the real pre-activation ``a`` is frozen (``act'(0) = 0.5`` where
   ``a == 0``, for both); each component is multiplied by the same ratio, so the components still
@@ -46,6 +48,33 @@ def norm_linear(norm: nn.RMSNorm, x: torch.Tensor, xc: torch.Tensor) -> torch.Te
     """RMSNorm in linear mode: ``xc [C, B, T, d]`` scaled by the frozen scale of ``x`` and the weight."""
     out = xc * rms_scale(norm, x)
     return out * norm.weight if norm.weight is not None else out
+
+
+def layer_norm_linear(norm: nn.LayerNorm, x: torch.Tensor, xc: torch.Tensor, bias_index: int) -> torch.Tensor:
+    """LayerNorm in linear mode: each component of ``xc [C, B, T, d]`` centred (the mean is linear), scaled by the
+    frozen ``1 / std`` of ``x`` and the weight; the bias goes to ``bias_index``."""
+    rstd = torch.rsqrt(x.var(-1, unbiased=False, keepdim=True) + norm.eps)  # [B, T, 1]
+    out = (xc - xc.mean(-1, keepdim=True)) * rstd
+    if norm.weight is not None:
+        out = out * norm.weight
+    if norm.bias is not None:
+        out[bias_index] += norm.bias
+    return out
+
+
+def group_norm_linear(norm: nn.GroupNorm, y: torch.Tensor, yc: torch.Tensor, bias_index: int) -> torch.Tensor:
+    """GroupNorm over the channels of each token (``y [..., channels]`` real, ``yc [C, ..., channels]``) in linear
+    mode: components centred per group, scaled by the frozen per-group ``1 / std`` of ``y``; bias to ``bias_index``."""
+    groups = norm.num_groups
+    grouped = y.unflatten(-1, (groups, -1))  # [..., G, channels / G]
+    rstd = torch.rsqrt(grouped.var(-1, unbiased=False, keepdim=True) + norm.eps)
+    parts = yc.unflatten(-1, (groups, -1))
+    out = ((parts - parts.mean(-1, keepdim=True)) * rstd).flatten(-2)
+    if norm.weight is not None:
+        out = out * norm.weight
+    if norm.bias is not None:
+        out[bias_index] += norm.bias
+    return out
 
 
 def activation_ratio(pre: torch.Tensor, act: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
