@@ -147,7 +147,7 @@ class GraphBuilder:
             stage_e = torch.full_like(stage_e, STAGE_ID["threshold"])
         if cfg.temporal_gate:
             t = temporal.detach().float().reshape(batch * length, -1).to(x.device)
-            gate_score = self.gate(t[src], t[dst]).float()
+            gate_score = self._gate_scores(t, src, dst, b, batch)
             ok &= gated_acceptance(sim, gate_score, cfg.tau_mu, cfg.tau_t, cfg.tau_high)
             stage_e = torch.full_like(stage_e, STAGE_ID["temporal_gate"])
         part = _part(torch.stack([src[ok], dst[ok]]), "semantic", None)
@@ -161,6 +161,19 @@ class GraphBuilder:
         part = _part(edge_index, "successor", "successor")
         part["weight"] = weight
         return part
+
+    def _gate_scores(self, temporal, src, dst, sample, batch):
+        """Gate scores ``[E]`` of the edges (``sample [E]`` ascending), evaluated one sample at a time.
+
+        One call over the whole batch's edges would make a sample's scores depend on its batch-mates:
+        a matmul over a batch-dependent number of rows, or an activation's vectorised body versus its
+        scalar tail, can round a row differently (1 ulp), and an edge at ``tau_t`` would flip. A
+        sample's edge rows are the same tensor alone or in any batch, so its scores are the same bits.
+        """
+        counts = torch.bincount(sample, minlength=batch).tolist()
+        scores = [self.gate(temporal[s], temporal[d]).float()
+                  for s, d, n in zip(src.split(counts), dst.split(counts), counts) if n]
+        return torch.cat(scores) if scores else torch.zeros(0, device=src.device)
 
     def _shortcuts(self, token_edge_index, batch, length, mask, device):
         cfg = self.config

@@ -197,3 +197,21 @@ def test_shortcuts_and_landmarks_are_wired():
     assert set(g.stage[g.edge_type == SHORT].tolist()) <= {STAGE_ID["fibonacci"], STAGE_ID["betweenness"]}
     assert g.landmarks.shape == (2, 4) and g.landmark_distances.shape == (2, 64, 4)
     assert not math.isnan(float(g.similarity.sum()))
+
+
+def test_gate_scores_are_bit_identical_alone_and_in_any_batch():
+    """Issue 12 item 8: the gate runs on a batch-dependent number of edge rows; a matmul (or a vectorised
+    activation's scalar tail) over them may round a row differently, so an edge at tau_t could flip."""
+    gen = torch.Generator().manual_seed(7)
+    x, t = torch.randn(5, 33, 64, generator=gen), torch.randn(5, 33, 32, generator=gen)
+    builder = GraphBuilder(GraphConfig(k=4, temporal_gate=True, tau_mu=-1.0, tau_t=0.0))  # every edge gated, kept
+    compositions = [list(range(5)), [4, 3, 2, 1, 0], [1, 3], [2, 2, 2]]
+    for b in range(5):
+        alone = _sample(builder.build(x[b:b + 1], t[b:b + 1]), 0)
+        for order in compositions:
+            if b not in order:
+                continue
+            batch = builder.build(x[order], t[order])
+            together = _sample(batch, order.index(b))
+            assert torch.equal(alone[6].view(torch.int32), together[6].view(torch.int32)), (b, order)
+            assert _same(alone, together)
