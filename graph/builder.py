@@ -30,6 +30,7 @@ Example:
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Optional
 
 import torch
@@ -40,6 +41,7 @@ from .filters import gated_acceptance, threshold_filter
 from .gate import TemporalGate
 from .mutual import mutual_filter
 from .sequential import sequential_edges
+from ..common.features import has_direction, rescale
 from .similarity import (block_similarity, block_weight_vector, drop_zero_columns, featurize, pair_scores,
                          pair_scores_feature_major, projection_matrix)
 from .topk import streaming_topk
@@ -79,11 +81,11 @@ class GraphBuilder:
         check_padding_mask(padding_mask, states)
         batch, length, _ = states.shape
         with torch.no_grad():
-            x = states.detach().float()
+            x = rescale(states.detach())  # float32, a power of two per row: every cosine's bits, any finite scale
             mask = None if padding_mask is None or bool(padding_mask.all()) else padding_mask.to(x.device)
             features = drop_zero_columns(featurize(x, cfg))  # [B, T, d'] minus all-zero columns (same scores)
             parts = [self._sequential(batch, length, mask, x.device)]
-            parts.append(self._semantic(x, features, temporal, mask))
+            parts.append(self._semantic(x, features, temporal, _without_zero_states(features, mask, cfg)))
             if cfg.successor_edges:
                 parts.append(self._successors(parts[-1], length, mask))
             if cfg.betweenness_shortcuts > 0:  # the only stage that reads the token edges so far
@@ -218,6 +220,25 @@ class GraphBuilder:
                              gate_score=edges["gate_score"], stage=edges["stage"], batch_size=batch,
                              seq_len=length, causal=self.config.causal,
                              padding_mask=None if padding_mask is None else padding_mask.clone())
+
+
+def _without_zero_states(features: torch.Tensor, mask, config: GraphConfig):
+    """The semantic stage's mask: ``mask`` minus the zero states (docs/CONTRACTS.md), with one warning.
+
+    A real token whose features are all zero has no direction: it is no candidate and gets no
+    semantic neighbours (its sequential and shortcut edges stay).
+    """
+    zero = ~has_direction(features)  # [B, T]
+    if mask is not None:
+        zero &= mask
+    count = int(zero.sum())
+    if count == 0:
+        return mask
+    where = " in every weighted block" if config.similarity == "blocks" else ""
+    warnings.warn(f"{count} {'state is' if count == 1 else 'states are'} zero{where} (e.g. out-of-vocabulary "
+                  f"text or zero tensors): a zero vector has no direction, so {'it gets' if count == 1 else 'they get'} "
+                  "no semantic edges (sequential and shortcut edges are kept)", RuntimeWarning, stacklevel=3)
+    return ~zero if mask is None else mask & ~zero
 
 
 def _part(edge_index: torch.Tensor, edge_type: str, stage: Optional[str]) -> dict:

@@ -12,7 +12,10 @@ the visible set is small (or hnswlib cannot fill k), they fall back to exact sea
 the visible raw vectors, so the filter is a hard guarantee, not a re-ranking.
 
 Similarity: ``space="cosine"`` returns the cosine, ``"ip"`` the inner product and
-``"l2"`` minus the squared Euclidean distance (larger is always closer).
+``"l2"`` minus the squared Euclidean distance (larger is always closer). A cosine memory
+rejects zero vectors in ``add`` and in ``retrieve`` alike (no direction: ValueError naming the
+row) and normalises vectors of any float32 scale (a power-of-two rescaling first); a float64
+value beyond float32's range is a ValueError, never an ``inf`` in the index.
 
 Example:
     >>> import torch
@@ -32,7 +35,7 @@ import hnswlib
 import numpy as np
 import torch
 
-from ._checks import as_float_matrix, as_positions, check_metadata, check_positive_int
+from ._checks import as_float_matrix, as_positions, check_metadata, check_positive_int, directions, unit_rows
 from ._rwlock import ReadWriteLock
 
 SPACES: tuple[str, ...] = ("cosine", "ip", "l2")
@@ -209,8 +212,7 @@ class HNSWMemory:
         count = vectors.shape[0]
         written = as_positions(positions, "positions", count, allow_scalar=False)
         records = None if metadata is None else check_metadata(metadata, count)
-        if self.space == "cosine" and count and not np.einsum("ij,ij->i", vectors, vectors).all():
-            raise ValueError("states rows must have a nonzero norm for space='cosine'")
+        searchable = directions(vectors, "states") if self.space == "cosine" else vectors  # hnswlib normalises these
         for i, record in enumerate(records or ()):
             doc = record.get("document")
             if doc is not None and not isinstance(doc, (str, int)):
@@ -221,7 +223,7 @@ class HNSWMemory:
             if count == 0:
                 return torch.from_numpy(ids)
             self._ensure_capacity(start + count)
-            self._index.add_items(vectors, ids, num_threads=self.num_threads)
+            self._index.add_items(searchable, ids, num_threads=self.num_threads)
             self._vectors[start:start + count] = vectors
             if written is not None:
                 self._positions[start:start + count] = written
@@ -281,6 +283,8 @@ class HNSWMemory:
                 write lock for the call because hnswlib's ef is index-wide.
         """
         vectors = as_float_matrix(queries, "queries", self.dim)
+        if self.space == "cosine":
+            vectors = directions(vectors, "queries")
         k = check_positive_int(k, "k")
         n_queries = vectors.shape[0]
         limits = as_positions(max_position, "max_position", n_queries, allow_scalar=True)
@@ -401,8 +405,7 @@ class HNSWMemory:
 def exact_similarity(queries: np.ndarray, vectors: np.ndarray, space: str) -> np.ndarray:
     """Exact similarity [Q, N] of queries [Q, d] against vectors [N, d] in ``space`` (float32)."""
     if space == "cosine":
-        queries = queries / np.linalg.norm(queries, axis=1, keepdims=True).clip(min=1e-30)
-        vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-30)
+        queries, vectors = unit_rows(queries), unit_rows(vectors)
     dots = queries @ vectors.T
     if space == "l2":
         return 2.0 * dots - (queries ** 2).sum(1)[:, None] - (vectors ** 2).sum(1)[None, :]

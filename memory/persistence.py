@@ -37,6 +37,7 @@ import hnswlib
 import numpy as np
 
 from ..common.files import atomic_dir, atomic_write, fsync_dir, write_synced
+from ._checks import unit_rows
 
 FORMAT_VERSION = 1
 FILES = ("index.bin", "vectors.npy", "entries.jsonl")
@@ -149,7 +150,7 @@ def _check_index_agrees(memory, folder: Path, samples: int = 256) -> None:
         stored = np.asarray(memory._index.get_items(live.tolist()), dtype=np.float32)
         expected = memory._vectors[live]
         if memory.space == "cosine":
-            expected = expected / np.linalg.norm(expected, axis=1, keepdims=True)
+            expected = unit_rows(expected)
         if not np.allclose(stored, expected, atol=1e-5):
             raise ValueError(f"{folder / 'index.bin'} and {folder / 'vectors.npy'} disagree about the vectors of some ids")
     for label in probe[memory._deleted[probe]]:
