@@ -111,6 +111,8 @@ def integrate_into_graph(graph: SemanticGraph, states: torch.Tensor, memory: HNS
 
     device = graph.device
     sources = B * T + torch.tensor(node, dtype=torch.long)
+    fresh = _not_in_graph(graph, sources, targets)  # a second integration: one edge per (entry, token)
+    sources, targets, similarity, memory_states = sources[fresh], targets[fresh], similarity[fresh], memory_states[fresh]
     n_new = sources.numel()
     block_sim = _block_cosine(states.reshape(B * T, -1)[targets].float().cpu(), memory_states) \
         if memory.dim == SEMANTIC_DIM else torch.zeros(n_new, N_BLOCKS)
@@ -129,6 +131,15 @@ def integrate_into_graph(graph: SemanticGraph, states: torch.Tensor, memory: HNS
         old = getattr(graph, name)
         merged[name] = torch.cat([old, column.to(device=device, dtype=old.dtype)], dim=-1 if name == "edge_index" else 0)
     return replace(graph, **merged, memory_meta=meta).validate()
+
+
+def _not_in_graph(graph: SemanticGraph, sources: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """BoolTensor[E_new]: True for the (source, target) pairs the graph does not hold yet."""
+    old_src, old_dst = graph.edge_index.cpu()
+    if old_src.numel() == 0 or sources.numel() == 0:
+        return torch.ones(sources.numel(), dtype=torch.bool)
+    span = int(max(int(old_src.max()), int(sources.max()))) + 1
+    return ~torch.isin(targets * span + sources, old_dst * span + old_src)
 
 
 def _with_direction(queries, real: torch.Tensor) -> torch.Tensor:
