@@ -110,6 +110,8 @@ def load_memory(cls, directory, *, dim: Optional[int] = None, space: Optional[st
         raise ValueError(f"{folder / 'index.bin'}: holds {index.get_current_count()} labels, manifest and entries.jsonl say ids 0..{count - 1}")
     memory._index = index
     memory._vectors[:count] = vectors
+    if memory._units is not None:
+        memory._units[:count] = unit_rows(vectors)
     for entry in entries:
         i = entry["id"]
         memory._positions[i] = -1 if entry["position"] is None else entry["position"]
