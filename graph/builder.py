@@ -56,8 +56,10 @@ class GraphBuilder:
         config: :class:`GraphConfig` (validated again here).
         topk_fn: optional drop-in for the semantic top-k with the signature of
             ``sosm.kernels.topk_similarity(x, k, *, similarity, block_weights, projection,
-            causal, window) -> (indices [B, T, k], similarities, block_similarities)``; only its
-            indices are used (similarities are recomputed exactly). Default: ``streaming_topk``.
+            causal, window) -> (indices [B, T, k], similarities, block_similarities)``, following
+            the contract's candidate rule (docs/CONTRACTS.md, zero states included: padded tokens
+            are handed to it as zero states, so it is asked for exactly ``k``, or ``k_max``); only
+            its indices are used (similarities are recomputed exactly). Default: ``streaming_topk``.
         gate: optional :class:`TemporalGate` (or any module mapping two ``[E, 32]`` temporal
             states to ``[E]`` scores in (0, 1)); default ``TemporalGate(seed=config.sample_seed)`` when
             ``config.temporal_gate``.
@@ -108,8 +110,9 @@ class GraphBuilder:
         if self.topk_fn is None:
             return streaming_topk(features, k_run, causal=cfg.causal, window=cfg.window, padding_mask=mask,
                                   tile=cfg.topk_tile)
-        extra = 0 if mask is None else int((~mask).sum(1).max())  # padded keys the hook may return
-        idx = self.topk_fn(x, k_run + extra, similarity=cfg.similarity,
+        if mask is not None:  # padded tokens (and zero states) as zero states: the hook skips them both ways
+            x = x.masked_fill(~mask[..., None], 0.0)
+        idx = self.topk_fn(x, k_run, similarity=cfg.similarity,
                            block_weights=block_weight_vector(cfg).tolist() if cfg.similarity == "blocks" else None,
                            projection=projection_matrix(cfg, x.device) if cfg.similarity == "projection" else None,
                            causal=cfg.causal, window=cfg.window)[0].long()

@@ -18,6 +18,8 @@ from ...common.blocks import BLOCK_DIM, N_BLOCKS, SEMANTIC_DIM
 from ...common.features import SIMILARITY_MODES as SIMILARITIES
 from ...common.features import block_units, candidate_mask, featurize, has_direction
 
+MAX_K = 32  #: largest k the Triton kernel keeps in registers (the reference has no limit)
+
 
 def check_topk_args(x, k, similarity, block_weights, projection, causal, window):
     """Validate; raises ``ValueError``/``TypeError`` naming the argument and the accepted range."""

@@ -16,8 +16,7 @@ import triton
 import triton.language as tl
 
 from ...common.features import has_direction
-
-MAX_K = 32
+from .reference import MAX_K
 
 
 def _new_output(shape, dtype, device):
