@@ -48,8 +48,10 @@ def as_float_matrix(value: Any, name: str, dim: int) -> np.ndarray:
         raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray of shape [N, {dim}], got {type(value).__name__}")
     if array.ndim != 2 or array.shape[1] != dim:
         raise ValueError(f"{name} must have shape [N, {dim}] (dim={dim}), got {tuple(array.shape)}")
-    array = np.ascontiguousarray(array, dtype=np.float32)
-    if not math.isfinite(float(array.sum(dtype=np.float64))):  # NaN/Inf propagate; float64 cannot overflow here
+    with np.errstate(over="ignore", invalid="ignore"):  # a finite float64 beyond float32: inf, named below
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        total = float(array.sum(dtype=np.float64))
+    if not math.isfinite(total):  # NaN/Inf propagate; float64 cannot overflow here
         bad = int((~np.isfinite(array)).any(axis=1).nonzero()[0][0])
         row = np.asarray(original[bad].cpu() if isinstance(original, torch.Tensor) else original[bad], dtype=np.float64)
         if np.isfinite(row).all():  # finite, but not as float32: say so, never store or search inf
