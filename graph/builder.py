@@ -30,6 +30,7 @@ Example:
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Optional
 
 import torch
@@ -40,6 +41,7 @@ from .filters import gated_acceptance, threshold_filter
 from .gate import TemporalGate
 from .mutual import mutual_filter
 from .sequential import sequential_edges
+from ..common.features import has_direction, rescale
 from .similarity import (block_similarity, block_weight_vector, drop_zero_columns, featurize, pair_scores,
                          pair_scores_feature_major, projection_matrix)
 from .topk import streaming_topk
@@ -54,8 +56,10 @@ class GraphBuilder:
         config: :class:`GraphConfig` (validated again here).
         topk_fn: optional drop-in for the semantic top-k with the signature of
             ``sosm.kernels.topk_similarity(x, k, *, similarity, block_weights, projection,
-            causal, window) -> (indices [B, T, k], similarities, block_similarities)``; only its
-            indices are used (similarities are recomputed exactly). Default: ``streaming_topk``.
+            causal, window) -> (indices [B, T, k], similarities, block_similarities)``, following
+            the contract's candidate rule (docs/CONTRACTS.md, zero states included: padded tokens
+            are handed to it as zero states, so it is asked for exactly ``k``, or ``k_max``); only
+            its indices are used (similarities are recomputed exactly). Default: ``streaming_topk``.
         gate: optional :class:`TemporalGate` (or any module mapping two ``[E, 32]`` temporal
             states to ``[E]`` scores in (0, 1)); default ``TemporalGate(seed=config.sample_seed)`` when
             ``config.temporal_gate``.
@@ -79,11 +83,11 @@ class GraphBuilder:
         check_padding_mask(padding_mask, states)
         batch, length, _ = states.shape
         with torch.no_grad():
-            x = states.detach().float()
+            x = rescale(states.detach())  # float32, a power of two per row: every cosine's bits, any finite scale
             mask = None if padding_mask is None or bool(padding_mask.all()) else padding_mask.to(x.device)
             features = drop_zero_columns(featurize(x, cfg))  # [B, T, d'] minus all-zero columns (same scores)
             parts = [self._sequential(batch, length, mask, x.device)]
-            parts.append(self._semantic(x, features, temporal, mask))
+            parts.append(self._semantic(x, features, temporal, _without_zero_states(features, mask, cfg)))
             if cfg.successor_edges:
                 parts.append(self._successors(parts[-1], length, mask))
             if cfg.betweenness_shortcuts > 0:  # the only stage that reads the token edges so far
@@ -106,8 +110,9 @@ class GraphBuilder:
         if self.topk_fn is None:
             return streaming_topk(features, k_run, causal=cfg.causal, window=cfg.window, padding_mask=mask,
                                   tile=cfg.topk_tile)
-        extra = 0 if mask is None else int((~mask).sum(1).max())  # padded keys the hook may return
-        idx = self.topk_fn(x, k_run + extra, similarity=cfg.similarity,
+        if mask is not None:  # padded tokens (and zero states) as zero states: the hook skips them both ways
+            x = x.masked_fill(~mask[..., None], 0.0)
+        idx = self.topk_fn(x, k_run, similarity=cfg.similarity,
                            block_weights=block_weight_vector(cfg).tolist() if cfg.similarity == "blocks" else None,
                            projection=projection_matrix(cfg, x.device) if cfg.similarity == "projection" else None,
                            causal=cfg.causal, window=cfg.window)[0].long()
@@ -147,7 +152,7 @@ class GraphBuilder:
             stage_e = torch.full_like(stage_e, STAGE_ID["threshold"])
         if cfg.temporal_gate:
             t = temporal.detach().float().reshape(batch * length, -1).to(x.device)
-            gate_score = self.gate(t[src], t[dst]).float()
+            gate_score = self._gate_scores(t, src, dst, b, batch)
             ok &= gated_acceptance(sim, gate_score, cfg.tau_mu, cfg.tau_t, cfg.tau_high)
             stage_e = torch.full_like(stage_e, STAGE_ID["temporal_gate"])
         part = _part(torch.stack([src[ok], dst[ok]]), "semantic", None)
@@ -161,6 +166,19 @@ class GraphBuilder:
         part = _part(edge_index, "successor", "successor")
         part["weight"] = weight
         return part
+
+    def _gate_scores(self, temporal, src, dst, sample, batch):
+        """Gate scores ``[E]`` of the edges (``sample [E]`` ascending), evaluated one sample at a time.
+
+        One call over the whole batch's edges would make a sample's scores depend on its batch-mates:
+        a matmul over a batch-dependent number of rows, or an activation's vectorised body versus its
+        scalar tail, can round a row differently (1 ulp), and an edge at ``tau_t`` would flip. A
+        sample's edge rows are the same tensor alone or in any batch, so its scores are the same bits.
+        """
+        counts = torch.bincount(sample, minlength=batch).tolist()
+        scores = [self.gate(temporal[s], temporal[d]).float()
+                  for s, d, n in zip(src.split(counts), dst.split(counts), counts) if n]
+        return torch.cat(scores) if scores else torch.zeros(0, device=src.device)
 
     def _shortcuts(self, token_edge_index, batch, length, mask, device):
         cfg = self.config
@@ -205,6 +223,25 @@ class GraphBuilder:
                              gate_score=edges["gate_score"], stage=edges["stage"], batch_size=batch,
                              seq_len=length, causal=self.config.causal,
                              padding_mask=None if padding_mask is None else padding_mask.clone())
+
+
+def _without_zero_states(features: torch.Tensor, mask, config: GraphConfig):
+    """The semantic stage's mask: ``mask`` minus the zero states (docs/CONTRACTS.md), with one warning.
+
+    A real token whose features are all zero has no direction: it is no candidate and gets no
+    semantic neighbours (its sequential and shortcut edges stay).
+    """
+    zero = ~has_direction(features)  # [B, T]
+    if mask is not None:
+        zero &= mask
+    count = int(zero.sum())
+    if count == 0:
+        return mask
+    where = " in every weighted block" if config.similarity == "blocks" else ""
+    warnings.warn(f"{count} {'state is' if count == 1 else 'states are'} zero{where} (e.g. out-of-vocabulary "
+                  f"text or zero tensors): a zero vector has no direction, so {'it gets' if count == 1 else 'they get'} "
+                  "no semantic edges (sequential and shortcut edges are kept)", RuntimeWarning, stacklevel=3)
+    return ~zero if mask is None else mask & ~zero
 
 
 def _part(edge_index: torch.Tensor, edge_type: str, stage: Optional[str]) -> dict:

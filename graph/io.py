@@ -72,7 +72,12 @@ def to_json(graph: SemanticGraph) -> dict:
 
 
 def from_json(data: dict) -> SemanticGraph:
-    """Rebuild a :class:`SemanticGraph` from :func:`to_json` output; raises ``ValueError`` on a foreign dict."""
+    """Rebuild a :class:`SemanticGraph` from :func:`to_json` output, validated as strictly as a built graph.
+
+    Raises ``ValueError`` on a foreign or malformed dict, and on any broken invariant
+    (:meth:`SemanticGraph.validate`: node ids out of range, an edge across samples or from the
+    future, a duplicate pair, NaN similarities, landmarks out of range, ...), naming the edge.
+    """
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f"not a {FORMAT} document (format={data.get('format') if isinstance(data, dict) else None!r})")
     if data.get("version") != VERSION:
@@ -105,9 +110,14 @@ def from_json(data: dict) -> SemanticGraph:
             landmark_distances=(None if meta.get("landmark_distances") is None
                                 else torch.tensor(meta["landmark_distances"], dtype=torch.long)),
             tokens=meta.get("tokens"), memory_meta=meta.get("memory_meta"))
-    except (KeyError, ValueError) as err:
+    except (KeyError, ValueError, TypeError, IndexError) as err:
         raise ValueError(f"malformed {FORMAT} document: {err!r}") from None
-    return graph.validate()
+    graph.validate()  # every invariant a built graph keeps
+    for key, have in (("num_nodes", graph.num_nodes), ("num_edges", graph.num_edges)):
+        if key in meta and meta[key] != have:
+            what = f"B*T = {have}" if key == "num_nodes" else f"{have} edges listed"
+            raise ValueError(f"meta.{key} {meta[key]!r} disagrees with the document ({what})")
+    return graph
 
 
 def save_json(graph: SemanticGraph, path: Union[str, Path], indent: int = 1) -> Path:

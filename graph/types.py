@@ -98,8 +98,22 @@ class SemanticGraph:
         return self.edge_index.device
 
     def validate(self) -> "SemanticGraph":
-        """Check shapes, dtypes and (in causal mode) edge direction; returns self."""
-        E = self.num_edges
+        """Check every invariant of a graph; returns self. Built and loaded graphs go through this alike.
+
+        Shapes and dtypes of every column; ``B, T >= 1``; node ids (targets and token sources in
+        ``[0, B*T)``, memory sources in ``[B*T, B*T + len(memory_meta))``, the edge type saying
+        which); type, stage and dominant block ids in range; finite weights, similarities and block
+        similarities (gate scores may be NaN); one edge per (source, target); no edge across samples,
+        no self-loop, none touching a padded token, none from a later position in causal mode;
+        ``padding_mask [B, T]``, ``landmarks [B, L]`` in ``[0, T)``, ``landmark_distances [B, T, L]`` in
+        ``[0, UNREACHABLE]``, ``tokens`` B lists of T strings. ValueError naming the first bad edge.
+        All the edge checks cost one host-device sync; the detail is computed only on failure.
+        """
+        for name in ("batch_size", "seq_len"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} {value!r} is invalid; accepted: an int >= 1")
+        E, B, T, N = self.num_edges, self.batch_size, self.seq_len, self.num_nodes
         if self.edge_index.dim() != 2 or self.edge_index.shape[0] != 2 or self.edge_index.dtype != torch.long:
             raise ValueError(f"edge_index must be LongTensor[2, E], got {tuple(self.edge_index.shape)} {self.edge_index.dtype}")
         for name, want in (("edge_type", (E,)), ("edge_weight", (E,)), ("dominant_block", (E,)),
@@ -108,18 +122,126 @@ class SemanticGraph:
             got = tuple(getattr(self, name).shape)
             if got != want:
                 raise ValueError(f"{name} must have shape {want}, got {got}")
-        if E:
-            tok = self.edge_index[0] < self.num_nodes
-            src, dst = self.edge_index[0][tok], self.edge_index[1][tok]
-            if (self.edge_index[1] >= self.num_nodes).any():
-                raise ValueError("edge targets must be token nodes (< B*T)")
-            if (src // self.seq_len != dst // self.seq_len).any():
-                raise ValueError("an edge crosses samples: one graph per sample")
-            if (src == dst).any():
-                raise ValueError("self-loops are implicit and must not be stored")
-            if self.causal and (src % self.seq_len >= dst % self.seq_len).any():
-                raise ValueError("causal graph has an edge from a later (or same) position")
+        for name in ("edge_type", "dominant_block", "stage"):
+            if getattr(self, name).dtype != torch.long:
+                raise ValueError(f"{name} must be a LongTensor, got {getattr(self, name).dtype}")
+        self._validate_extras()
+        if E and bool(self._edge_faults().any()):
+            raise ValueError(self._first_fault())
         return self
+
+    def _validate_extras(self) -> None:
+        """padding_mask, landmarks, landmark_distances, tokens, memory_meta: shapes, dtypes and value ranges."""
+        B, T = self.batch_size, self.seq_len
+        if self.padding_mask is not None and (self.padding_mask.dtype != torch.bool or tuple(self.padding_mask.shape) != (B, T)):
+            raise ValueError(f"padding_mask must have shape ({B}, {T}) and dtype bool, got "
+                             f"{tuple(self.padding_mask.shape)} {self.padding_mask.dtype}")
+        L = None
+        if self.landmarks is not None:
+            if self.landmarks.dim() != 2 or self.landmarks.shape[0] != B or self.landmarks.dtype != torch.long:
+                raise ValueError(f"landmarks must have shape ({B}, L) and dtype long, got "
+                                 f"{tuple(self.landmarks.shape)} {self.landmarks.dtype}")
+            L = self.landmarks.shape[1]
+            if self.landmarks.numel() and (int(self.landmarks.min()) < 0 or int(self.landmarks.max()) >= T):
+                raise ValueError(f"landmarks must be positions in [0, T={T}), got min {int(self.landmarks.min())}, "
+                                 f"max {int(self.landmarks.max())}")
+        if self.landmark_distances is not None:
+            d = self.landmark_distances
+            want = (B, T, L if L is not None else (d.shape[2] if d.dim() == 3 else -1))
+            if tuple(d.shape) != want or d.dtype != torch.long:
+                raise ValueError(f"landmark_distances must have shape {want} (B, T, L of landmarks) and dtype long, "
+                                 f"got {tuple(d.shape)} {d.dtype}")
+            if d.numel() and (int(d.min()) < 0 or int(d.max()) > UNREACHABLE):
+                raise ValueError(f"landmark_distances must be hop counts in [0, {UNREACHABLE}] ({UNREACHABLE} = "
+                                 f"unreachable), got min {int(d.min())}, max {int(d.max())}")
+        if self.tokens is not None and not (
+                isinstance(self.tokens, list) and len(self.tokens) == B
+                and all(isinstance(row, list) and len(row) == T and all(isinstance(t, str) for t in row)
+                        for row in self.tokens)):
+            raise ValueError(f"tokens must be {B} lists of {T} strings (B lists of T) or None")
+        if self.memory_meta is not None and not (isinstance(self.memory_meta, list)
+                                                 and all(isinstance(m, dict) for m in self.memory_meta)):
+            raise ValueError("memory_meta must be a list of dicts (one per memory node) or None")
+
+    def _edge_faults(self) -> torch.Tensor:
+        """BoolTensor[E]: True for an edge that breaks an invariant (see :meth:`validate`)."""
+        T, N = self.seq_len, self.num_nodes
+        src, dst = self.edge_index
+        memory = self.edge_type == EDGE_TYPE_ID["memory"]
+        n_memory = len(self.memory_meta) if self.memory_meta is not None else None
+        bad = (dst < 0) | (dst >= N) | (src < 0)
+        bad |= torch.where(memory, (src < N) if n_memory is None else (src < N) | (src >= N + n_memory), src >= N)
+        bad |= (self.edge_type < 0) | (self.edge_type >= len(EDGE_TYPES)) | (self.stage < 0) | (self.stage >= len(STAGES))
+        bad |= (self.dominant_block < 0) | (self.dominant_block >= N_BLOCKS)
+        bad |= ~torch.isfinite(self.edge_weight.detach()) | ~torch.isfinite(self.similarity)
+        bad |= ~torch.isfinite(self.block_similarity).all(1)
+        token = ~memory & (src >= 0) & (src < N)
+        safe_src, safe_dst = src.clamp(0, N - 1), dst.clamp(0, N - 1)
+        bad |= token & ((safe_src // T != safe_dst // T) | (safe_src == safe_dst))
+        if self.causal:
+            bad |= token & (safe_src % T >= safe_dst % T)
+        if self.padding_mask is not None:
+            real = self.padding_mask.reshape(-1).to(src.device)
+            bad |= ~real[safe_dst] | (token & ~real[safe_src])
+        bad |= self._repeated_pairs()
+        return bad
+
+    def _repeated_pairs(self) -> torch.Tensor:
+        """BoolTensor[E]: True for each edge whose (source, target) pair an earlier edge already has."""
+        src, dst = self.edge_index
+        span = int(src.max()) + 2 if src.numel() else 1
+        pair = dst.clamp_min(0) * span + src.clamp_min(-1) + 1
+        order = torch.sort(pair, stable=True).indices
+        repeated = torch.zeros_like(pair, dtype=torch.bool)
+        repeated[order[1:]] = pair[order[1:]] == pair[order[:-1]]
+        return repeated
+
+    def _first_fault(self) -> str:
+        """The message for the first bad edge (only called when there is one)."""
+        T, N = self.seq_len, self.num_nodes
+        e = int(self._edge_faults().nonzero()[0, 0])
+        s, d = (int(v) for v in self.edge_index[:, e])
+        kind, stage, block = int(self.edge_type[e]), int(self.stage[e]), int(self.dominant_block[e])
+        n_memory = len(self.memory_meta) if self.memory_meta is not None else None
+        where = f"edge {e}: "
+        if not 0 <= d < N:
+            return where + f"target {d} is outside the B*T = {N} token nodes [0, {N})"
+        if not 0 <= kind < len(EDGE_TYPES):
+            return where + f"edge_type {kind} is invalid; accepted: [0, {len(EDGE_TYPES)}) {list(EDGE_TYPES)}"
+        if not 0 <= stage < len(STAGES):
+            return where + f"stage {stage} is invalid; accepted: [0, {len(STAGES)}) {list(STAGES)}"
+        if not 0 <= block < N_BLOCKS:
+            return where + f"dominant_block {block} is invalid; accepted: [0, {N_BLOCKS})"
+        if s < 0:
+            return where + f"source {s} is negative; accepted: token nodes [0, {N}) or memory nodes >= {N}"
+        if kind == EDGE_TYPE_ID["memory"]:
+            if s < N:
+                return where + f"memory source {s} must be a memory node id >= B*T = {N}"
+            if n_memory is not None and s >= N + n_memory:
+                return where + (f"memory source {s} is memory node {s - N}, but memory_meta lists {n_memory} "
+                                f"(accepted: [{N}, {N + n_memory}))")
+        elif s >= N:
+            return where + (f"source {s} is outside the B*T = {N} token nodes [0, {N}) of a "
+                            f"{EDGE_TYPES[kind]} edge (only memory edges have sources >= B*T)")
+        for name, value in (("weight", self.edge_weight[e]), ("similarity", self.similarity[e])):
+            if not bool(torch.isfinite(value)):
+                return where + f"{name} is {'NaN' if bool(value.isnan()) else float(value)}; accepted: a finite float (gate_score alone may be NaN)"
+        if not bool(torch.isfinite(self.block_similarity[e]).all()):
+            return where + "block_similarity has NaN/Inf entries; accepted: finite floats"
+        if self.padding_mask is not None:
+            real = self.padding_mask.reshape(-1)
+            if not bool(real[d]) or (s < N and not bool(real[s])):
+                return where + f"({s} -> {d}) touches a padded token; padded tokens have no edges"
+        if s < N:
+            if s // T != d // T:
+                return where + f"({s} -> {d}) crosses samples {s // T} and {d // T}: one graph per sample"
+            if s == d:
+                return where + f"({s} -> {d}) is a self-loop; self-loops are implicit and must not be stored"
+            if self.causal and s % T >= d % T:
+                return where + (f"({s} -> {d}) goes from position {s % T} to position {d % T}: a causal graph has "
+                                "no edge from a later (or the same) position")
+        first = int(((self.edge_index[0] == s) & (self.edge_index[1] == d)).nonzero()[0, 0])
+        return f"edges {first} and {e} have the same (source, target) pair ({s} -> {d}); one edge per pair"
 
     def select(self, keep: torch.Tensor) -> "SemanticGraph":
         """A new graph with only the edges where ``keep`` (BoolTensor[E]) is True."""

@@ -5,8 +5,8 @@ CUDA runs Triton, the CPU a native C loop or a vectorised PyTorch path (docs/CON
 This room imports nothing of ours but the leaf ``sosm.common``.
 """
 from .graph_attention import GraphLayout, graph_attention
-from .selective_scan import causal_conv1d, selective_scan, selective_state_update
+from .selective_scan import causal_conv1d, causal_conv1d_update, selective_scan, selective_state_update
 from .topk_similarity import topk_similarity
 
 __all__ = ["graph_attention", "GraphLayout", "selective_scan", "selective_state_update", "causal_conv1d",
-           "topk_similarity"]
+           "causal_conv1d_update", "topk_similarity"]

@@ -28,7 +28,8 @@ def as_float_matrix(value: Any, name: str, dim: int) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         if not value.is_floating_point():
             raise TypeError(f"{name} must be a floating-point tensor (float16, bfloat16, float32, float64), got {value.dtype}")
-        array = value.detach().to("cpu", torch.float32).numpy()
+        original = value.detach()
+        array = original.to("cpu", torch.float32).numpy()
     elif isinstance(value, np.ndarray):
         if value.dtype is _F32 and value.ndim == 2 and value.shape[1] == dim and value.flags.c_contiguous:
             array = value  # fast path: already in the accepted layout; only the finiteness check below
@@ -42,16 +43,40 @@ def as_float_matrix(value: Any, name: str, dim: int) -> np.ndarray:
             return array
         if value.dtype.type not in _FLOAT_DTYPES:
             raise TypeError(f"{name} must be a floating-point array (float16, float32, float64), got {value.dtype}")
-        array = value
+        array = original = value
     else:
         raise TypeError(f"{name} must be a torch.Tensor or numpy.ndarray of shape [N, {dim}], got {type(value).__name__}")
     if array.ndim != 2 or array.shape[1] != dim:
         raise ValueError(f"{name} must have shape [N, {dim}] (dim={dim}), got {tuple(array.shape)}")
-    array = np.ascontiguousarray(array, dtype=np.float32)
-    if not math.isfinite(float(array.sum(dtype=np.float64))):  # NaN/Inf propagate; float64 cannot overflow here
+    with np.errstate(over="ignore", invalid="ignore"):  # a finite float64 beyond float32: inf, named below
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        total = float(array.sum(dtype=np.float64))
+    if not math.isfinite(total):  # NaN/Inf propagate; float64 cannot overflow here
         bad = int((~np.isfinite(array)).any(axis=1).nonzero()[0][0])
+        row = np.asarray(original[bad].cpu() if isinstance(original, torch.Tensor) else original[bad], dtype=np.float64)
+        if np.isfinite(row).all():  # finite, but not as float32: say so, never store or search inf
+            raise ValueError(f"{name} row {bad} is beyond the float32 range (largest |value| {np.abs(row).max():.3g} > "
+                             f"{np.finfo(np.float32).max:.3g}); the memory stores float32: scale the states down")
         raise ValueError(f"{name} must be finite; row {bad} contains NaN or Inf")
     return array
+
+
+def directions(array: np.ndarray, name: str) -> np.ndarray:
+    """The rows of a float32 ``array`` for a cosine search: zero rows rejected, extreme scales brought in range.
+
+    A zero vector has no direction (the rule of ``sosm.common.features.has_direction``): ValueError
+    naming the row. A row whose largest ``|value|`` lies outside ``[2^-60, 2^60]`` is multiplied by a
+    power of two (exact: the direction keeps every bit) so that its squared norm neither overflows
+    nor underflows float32; other rows are returned as they are (no copy when none needs it).
+    """
+    peak = np.abs(array).max(axis=1) if array.size else np.ones(len(array), dtype=np.float32)
+    if not peak.all():
+        bad = int((peak == 0).nonzero()[0][0])
+        raise ValueError(f"{name} row {bad} is a zero vector: space='cosine' needs a nonzero norm (a direction)")
+    if peak.size == 0 or (peak.min() >= 2.0 ** -60 and peak.max() <= 2.0 ** 60):
+        return array
+    _, exponent = np.frexp(peak)
+    return np.ascontiguousarray(np.ldexp(array, -exponent[:, None]), dtype=np.float32)
 
 
 def as_positions(value: Any, name: str, count: int, *, allow_scalar: bool) -> Optional[np.ndarray]:
@@ -101,3 +126,12 @@ def check_positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return int(value)
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Rows over their norms (float32), computed after a power-of-two rescaling (any finite scale; zero rows stay 0)."""
+    if vectors.size == 0:
+        return vectors
+    _, exponent = np.frexp(np.abs(vectors).max(axis=1, keepdims=True))
+    scaled = np.ldexp(vectors, -exponent).astype(np.float32, copy=False)
+    return scaled / np.linalg.norm(scaled, axis=1, keepdims=True).clip(min=1e-30)

@@ -38,6 +38,7 @@ Example:
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from typing import Optional, Union
 
@@ -64,6 +65,9 @@ def integrate_into_graph(graph: SemanticGraph, states: torch.Tensor, memory: HNS
         causal: default ``graph.causal``; True filters by write position (see module docstring).
         positions: stream position of each token (int offset, [T] or [B, T]); required if causal.
 
+    A zero state retrieves nothing from a cosine memory (no direction; one ``RuntimeWarning``), as
+    it gets no semantic edges from the graph builders.
+
     Returns:
         SemanticGraph with the new edges appended after the existing ones.
     """
@@ -79,6 +83,8 @@ def integrate_into_graph(graph: SemanticGraph, states: torch.Tensor, memory: HNS
         raise ValueError("positions is required in causal mode: the stream position of each token "
                          "(int offset, LongTensor[T] or LongTensor[B, T]) so that only earlier memory entries are visible")
     real = torch.ones(B * T, dtype=torch.bool) if graph.padding_mask is None else graph.padding_mask.reshape(-1).cpu()
+    if memory.space == "cosine":
+        real = real & _with_direction(queries, real)
     rows = torch.nonzero(real).squeeze(1)
     result = memory.retrieve(queries[rows.numpy()], k, max_position=None if not causal else limits[rows])
     keep = (result.ids >= 0) & (result.similarities >= threshold)  # [R, k]
@@ -105,6 +111,8 @@ def integrate_into_graph(graph: SemanticGraph, states: torch.Tensor, memory: HNS
 
     device = graph.device
     sources = B * T + torch.tensor(node, dtype=torch.long)
+    fresh = _not_in_graph(graph, sources, targets)  # a second integration: one edge per (entry, token)
+    sources, targets, similarity, memory_states = sources[fresh], targets[fresh], similarity[fresh], memory_states[fresh]
     n_new = sources.numel()
     block_sim = _block_cosine(states.reshape(B * T, -1)[targets].float().cpu(), memory_states) \
         if memory.dim == SEMANTIC_DIM else torch.zeros(n_new, N_BLOCKS)
@@ -123,6 +131,30 @@ def integrate_into_graph(graph: SemanticGraph, states: torch.Tensor, memory: HNS
         old = getattr(graph, name)
         merged[name] = torch.cat([old, column.to(device=device, dtype=old.dtype)], dim=-1 if name == "edge_index" else 0)
     return replace(graph, **merged, memory_meta=meta).validate()
+
+
+def _not_in_graph(graph: SemanticGraph, sources: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """BoolTensor[E_new]: True for the (source, target) pairs the graph does not hold yet."""
+    old_src, old_dst = graph.edge_index.cpu()
+    if old_src.numel() == 0 or sources.numel() == 0:
+        return torch.ones(sources.numel(), dtype=torch.bool)
+    span = int(max(int(old_src.max()), int(sources.max()))) + 1
+    return ~torch.isin(targets * span + sources, old_dst * span + old_src)
+
+
+def _with_direction(queries, real: torch.Tensor) -> torch.Tensor:
+    """BoolTensor[N]: False for the zero states among the real rows (one warning): they retrieve nothing.
+
+    The rule of the graph builders (``sosm.common.features.has_direction``): a zero vector has no
+    direction, so it gets no similarity edges, memory edges included.
+    """
+    direction = torch.from_numpy(queries.any(axis=1))
+    zero = int((real & ~direction).sum())
+    if zero:
+        warnings.warn(f"{zero} {'state is' if zero == 1 else 'states are'} zero (e.g. out-of-vocabulary text or "
+                      f"zero tensors): a zero vector has no direction, so {'it gets' if zero == 1 else 'they get'} "
+                      "no memory edges", RuntimeWarning, stacklevel=3)
+    return direction
 
 
 def memory_node_states(graph: SemanticGraph, memory: HNSWMemory) -> torch.Tensor:

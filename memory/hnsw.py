@@ -7,12 +7,23 @@ retired); id ``m`` is also row ``m`` of the stored raw vectors.
 Causal visibility: each entry has a write position ``p`` (a global stream offset given to
 :meth:`HNSWMemory.add`; ``-1`` when none was given, i.e. "written before the stream").
 A query with ``max_position=i`` sees exactly the entries with ``p < i``; entries at or
-after ``i`` are never returned. Filtered queries use hnswlib's ``filter`` callable; when
-the visible set is small (or hnswlib cannot fill k), they fall back to exact search over
-the visible raw vectors, so the filter is a hard guarantee, not a re-ranking.
+after ``i`` are never returned, and they cannot change what is returned either: a causal
+query is answered by exact search over the entries visible to it (:func:`exact_top_k`, fixed
+tiles of ids, ties to the lower id), never by a walk through the shared HNSW graph, whose nodes
+and links depend on every entry written so far. So the hits, ids and similarities of a query
+at ``i`` are a function of the entries before ``i`` alone: appending later entries, or writing
+them in between, changes no bit (tests/memory/test_causal.py). Cost: ``O(visible * dim)`` per
+query, BLAS-batched over queries. Measured side by side with the filtered hnswlib search it
+replaced (``OPENBLAS_NUM_THREADS=1``, busy 2-core shared CPU, dim 64, k 10, limits in the upper
+half): one query over 20k entries 1.2 ms (was 0.7), over 100k 13 ms (was 5.6); 256 queries over
+100k 1.1 s (was 0.5 s). Unfiltered (non-causal) queries use the HNSW
+graph; document-filtered ones use it with hnswlib's ``filter`` above ``exact_threshold`` matches.
 
 Similarity: ``space="cosine"`` returns the cosine, ``"ip"`` the inner product and
-``"l2"`` minus the squared Euclidean distance (larger is always closer).
+``"l2"`` minus the squared Euclidean distance (larger is always closer). A cosine memory
+rejects zero vectors in ``add`` and in ``retrieve`` alike (no direction: ValueError naming the
+row) and normalises vectors of any float32 scale (a power-of-two rescaling first); a float64
+value beyond float32's range is a ValueError, never an ``inf`` in the index.
 
 Example:
     >>> import torch
@@ -32,7 +43,7 @@ import hnswlib
 import numpy as np
 import torch
 
-from ._checks import as_float_matrix, as_positions, check_metadata, check_positive_int
+from ._checks import as_float_matrix, as_positions, check_metadata, check_positive_int, directions, unit_rows
 from ._rwlock import ReadWriteLock
 
 SPACES: tuple[str, ...] = ("cosine", "ip", "l2")
@@ -144,8 +155,9 @@ class HNSWMemory:
         seed: hnswlib's level-generator seed.
         num_threads: threads for ``add``/unfiltered batched queries (default 1, which
             keeps the graph deterministic for a fixed seed and input order).
-        exact_threshold: filtered queries with at most this many visible entries use
-            exact search over the raw vectors (default 4096).
+        exact_threshold: document-filtered (non-causal) queries with at most this many matching
+            entries use exact search (default 4096). Causal queries are always exact (module
+            docstring). Saved and restored by ``save``/``load``, like every setting.
     """
 
     def __init__(self, dim: int, space: str = "cosine", M: int = 32, ef_construction: int = 200,
@@ -168,6 +180,7 @@ class HNSWMemory:
                                random_seed=self.seed)
         self._index.set_ef(self.ef)
         self._vectors = np.zeros((capacity, self.dim), dtype=np.float32)
+        self._units = np.zeros((capacity, self.dim), dtype=np.float32) if space == "cosine" else None  # rows / |row|
         self._positions = np.full(capacity, UNPOSITIONED, dtype=np.int64)
         self._deleted = np.zeros(capacity, dtype=bool)
         self._documents = np.full(capacity, -1, dtype=np.int64)
@@ -209,8 +222,7 @@ class HNSWMemory:
         count = vectors.shape[0]
         written = as_positions(positions, "positions", count, allow_scalar=False)
         records = None if metadata is None else check_metadata(metadata, count)
-        if self.space == "cosine" and count and not np.einsum("ij,ij->i", vectors, vectors).all():
-            raise ValueError("states rows must have a nonzero norm for space='cosine'")
+        searchable = directions(vectors, "states") if self.space == "cosine" else vectors  # hnswlib normalises these
         for i, record in enumerate(records or ()):
             doc = record.get("document")
             if doc is not None and not isinstance(doc, (str, int)):
@@ -221,8 +233,10 @@ class HNSWMemory:
             if count == 0:
                 return torch.from_numpy(ids)
             self._ensure_capacity(start + count)
-            self._index.add_items(vectors, ids, num_threads=self.num_threads)
+            self._index.add_items(searchable, ids, num_threads=self.num_threads)
             self._vectors[start:start + count] = vectors
+            if self._units is not None:
+                self._units[start:start + count] = unit_rows(vectors)
             if written is not None:
                 self._positions[start:start + count] = written
                 self._max_position = max(self._max_position, int(written.max()))
@@ -281,6 +295,8 @@ class HNSWMemory:
                 write lock for the call because hnswlib's ef is index-wide.
         """
         vectors = as_float_matrix(queries, "queries", self.dim)
+        if self.space == "cosine":
+            vectors = directions(vectors, "queries")
         k = check_positive_int(k, "k")
         n_queries = vectors.shape[0]
         limits = as_positions(max_position, "max_position", n_queries, allow_scalar=True)
@@ -296,15 +312,17 @@ class HNSWMemory:
 
     def _retrieve_locked(self, vectors: np.ndarray, k: int, limits: Optional[np.ndarray], document) -> RetrievalResult:
         n_queries, n = vectors.shape[0], self._next_id
-        if limits is not None and n_queries and len(self) > self.exact_threshold \
-                and int(limits.min()) > self._max_position:
-            # every entry was written before every query's limit: the filtered hnswlib search below
-            # would pass all live entries, so the unfiltered one gives the same result without a
-            # Python filter call per visited node (small memories keep their exact path)
-            limits = None
         if n_queries == 0:
             return self._assemble(np.zeros((0, k), np.int64), np.zeros((0, k), np.float32), full=True)
-        if limits is None and document is None and k <= len(self):  # hot path: no filter, k entries exist
+        allowed = None
+        if document is not None:
+            code = self._document_codes.get(document)
+            allowed = ~self._deleted[:n] & (self._documents[:n] == code) if code is not None else np.zeros(n, dtype=bool)
+        if limits is not None:  # causal: exact over the visible entries, a function of the entries before p alone
+            ids, sims = exact_top_k(vectors, k, self._searched()[:n], self.space,
+                                    ~self._deleted[:n] if allowed is None else allowed, self._positions[:n], limits)
+            return self._assemble(ids, sims)
+        if document is None and k <= len(self):  # hot path: no filter, k entries exist
             threads = 1 if n_queries < 16 * self.num_threads else self.num_threads  # threads cost more than tiny batches
             try:
                 labels, dists = self._index.knn_query(vectors, k=k, num_threads=threads)
@@ -314,25 +332,15 @@ class HNSWMemory:
                 return self._assemble(labels.astype(np.int64), -dists if self.space == "l2" else 1.0 - dists, full=True)
         ids = np.full((n_queries, k), -1, dtype=np.int64)
         sims = np.full((n_queries, k), -np.inf, dtype=np.float32)
-        if limits is None and document is None:
+        if allowed is None:
             self._search(vectors, k, None, len(self), ids, sims)
         else:
-            live = ~self._deleted[:n]
-            if document is not None:
-                code = self._document_codes.get(document)
-                live = live & (self._documents[:n] == code) if code is not None else np.zeros(n, dtype=bool)
-            groups = [(None, np.arange(n_queries))] if limits is None else \
-                [(v, np.nonzero(limits == v)[0]) for v in np.unique(limits)]
-            for limit, rows in groups:
-                visible = live if limit is None else live & (self._positions[:n] < limit)
-                sub_ids, sub_sims = ids[rows], sims[rows]
-                self._search(vectors[rows], k, visible, int(visible.sum()), sub_ids, sub_sims)
-                ids[rows], sims[rows] = sub_ids, sub_sims
+            self._search(vectors, k, allowed, int(allowed.sum()), ids, sims)
         return self._assemble(ids, sims)
 
     def _search(self, vectors: np.ndarray, k: int, visible: Optional[np.ndarray], n_visible: int,
                 ids: np.ndarray, sims: np.ndarray) -> None:
-        """Fill ``ids``/``sims`` ([q, k]) with the top entries among ``visible`` (None: all live)."""
+        """Fill ``ids``/``sims`` ([q, k]) with the top entries among ``visible`` (None: all live); not causal."""
         k_eff = min(k, n_visible)
         if k_eff == 0:
             return
@@ -355,12 +363,12 @@ class HNSWMemory:
 
     def _exact(self, vectors: np.ndarray, k: int, visible: np.ndarray, ids: np.ndarray, sims: np.ndarray) -> None:
         """Brute-force top-k over the visible raw vectors; ties go to the lower id."""
-        candidates = np.nonzero(visible)[0]
-        scores = exact_similarity(vectors, self._vectors[candidates], self.space)  # [q, n_visible]
-        for row in range(vectors.shape[0]):
-            order = np.lexsort((candidates, -scores[row]))[:k]
-            ids[row, :k] = candidates[order]
-            sims[row, :k] = scores[row, order]
+        top_ids, top_sims = exact_top_k(vectors, k, self._searched()[:self._next_id], self.space, visible)
+        ids[:, :k], sims[:, :k] = top_ids, top_sims
+
+    def _searched(self) -> np.ndarray:
+        """What the exact search scores against: the unit rows (cosine, cached at ``add``) or the raw vectors."""
+        return self._vectors if self._units is None else self._units
 
     def _assemble(self, ids: np.ndarray, sims: np.ndarray, full: bool = False) -> RetrievalResult:
         """The result of ``ids``/``sims``; states, positions and metadata are gathered lazily."""
@@ -378,6 +386,8 @@ class HNSWMemory:
         """Grow the per-id arrays (vectors, positions, deleted, documents) to ``new_capacity`` rows."""
         grow = new_capacity - self.capacity
         self._vectors = np.concatenate([self._vectors, np.zeros((grow, self.dim), dtype=np.float32)])
+        if self._units is not None:
+            self._units = np.concatenate([self._units, np.zeros((grow, self.dim), dtype=np.float32)])
         self._positions = np.concatenate([self._positions, np.full(grow, UNPOSITIONED, dtype=np.int64)])
         self._deleted = np.concatenate([self._deleted, np.zeros(grow, dtype=bool)])
         self._documents = np.concatenate([self._documents, np.full(grow, -1, dtype=np.int64)])
@@ -398,11 +408,75 @@ class HNSWMemory:
         return load_memory(cls, directory, dim=dim, space=space)
 
 
+EXACT_TILE = 8192  #: entries per tile of the exact search (ids [t * EXACT_TILE, (t + 1) * EXACT_TILE), zero-padded)
+
+
+def exact_top_k(queries: np.ndarray, k: int, entries: np.ndarray, space: str, allowed: np.ndarray,
+                positions: Optional[np.ndarray] = None, limits: Optional[np.ndarray] = None):
+    """Exact top-k of ``queries [Q, d]`` over ``entries [N, d]`` (ids = rows), ties to the lower id.
+
+    ``entries`` are unit rows for ``space="cosine"`` (:func:`~._checks.unit_rows`, the memory's cache)
+    and the raw vectors otherwise. Entry j is a candidate of query q when ``allowed[j]`` and, with
+    ``limits``, ``positions[j] < limits[q]``. Entries are scored by fixed tiles of ``EXACT_TILE`` ids
+    (the last one zero-padded to the full width), every entry of a tile whether a candidate or not,
+    and merged into a running top-k that depends on the candidates' scores alone. So the answer to
+    a query is a function of its candidates: appending entries (at later positions, later ids)
+    changes no score of an existing entry and no choice among them, not even in the last bit.
+    Returns ``ids [Q, k]`` (-1 where fewer candidates) and ``sims [Q, k]`` float32 (-inf there), best first.
+    """
+    n_queries, n = len(queries), len(entries)
+    best_s = np.full((n_queries, k), -np.inf, dtype=np.float32)
+    best_i = np.full((n_queries, k), -1, dtype=np.int64)
+    if space == "cosine":
+        queries = unit_rows(queries)
+    for c0 in range(0, n, EXACT_TILE):
+        c1 = min(n, c0 + EXACT_TILE)
+        ok = allowed[c0:c1]
+        if not ok.any() or (limits is not None and positions[c0:c1][ok].min() >= limits.max()):
+            continue  # no candidate of any query here
+        tile = entries[c0:c1]
+        if c1 - c0 < EXACT_TILE:
+            tile = np.concatenate([tile, np.zeros((EXACT_TILE - (c1 - c0), tile.shape[1]), dtype=tile.dtype)])
+        if space == "l2":
+            scores = exact_similarity(queries, tile, "l2")[:, :c1 - c0]  # [Q, c1 - c0]
+        else:
+            scores = (queries @ tile.T)[:, :c1 - c0]
+        hidden = ~ok[None, :] if limits is None else ~ok[None, :] | (positions[c0:c1][None, :] >= limits[:, None])
+        scores[np.broadcast_to(hidden, scores.shape)] = -np.inf
+        ids = np.broadcast_to(np.arange(c0, c1), scores.shape)
+        best_s, best_i = _merge_top_k(np.concatenate([best_s, scores], 1), np.concatenate([best_i, ids], 1), k)
+    order = np.lexsort((best_i, -best_s), axis=1)  # similarity desc, then id asc
+    best_s, best_i = np.take_along_axis(best_s, order, 1), np.take_along_axis(best_i, order, 1)
+    best_i[np.isneginf(best_s)] = -1
+    return best_i, best_s
+
+
+def _merge_top_k(scores: np.ndarray, ids: np.ndarray, k: int):
+    """Per row, the k best (score desc, then id asc) of ``scores``/``ids [Q, w]``; -inf entries are never chosen."""
+    rows, width = scores.shape
+    if width <= k:
+        return scores, ids
+    kth = np.partition(scores, width - k, axis=1)[:, width - k]  # the k-th largest score of each row
+    above, at = scores > kth[:, None], scores == kth[:, None]
+    need = k - above.sum(1)
+    take = above | (at & ~np.isneginf(kth)[:, None])
+    ties = np.nonzero(np.isfinite(kth) & (at.sum(1) > need))[0]  # more entries at the k-th score than slots
+    for r in ties:  # rare: keep the lowest ids among the tied entries
+        tied = np.nonzero(at[r])[0]
+        take[r, tied] = False
+        take[r, tied[np.argsort(ids[r, tied], kind="stable")[:need[r]]]] = True
+    out_s = np.full((rows, k), -np.inf, dtype=np.float32)
+    out_i = np.full((rows, k), -1, dtype=np.int64)
+    r, c = np.nonzero(take)  # row-major: at most k per row
+    slot = np.arange(r.size) - np.searchsorted(r, r)
+    out_s[r, slot], out_i[r, slot] = scores[r, c], ids[r, c]
+    return out_s, out_i
+
+
 def exact_similarity(queries: np.ndarray, vectors: np.ndarray, space: str) -> np.ndarray:
     """Exact similarity [Q, N] of queries [Q, d] against vectors [N, d] in ``space`` (float32)."""
     if space == "cosine":
-        queries = queries / np.linalg.norm(queries, axis=1, keepdims=True).clip(min=1e-30)
-        vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-30)
+        queries, vectors = unit_rows(queries), unit_rows(vectors)
     dots = queries @ vectors.T
     if space == "l2":
         return 2.0 * dots - (queries ** 2).sum(1)[:, None] - (vectors ** 2).sum(1)[None, :]

@@ -6,8 +6,9 @@ Layout of a memory directory ``dir``::
     dir/v000007/index.bin    hnswlib ``save_index`` output
     dir/v000007/vectors.npy  raw vectors, float32 [count, dim]
     dir/v000007/entries.jsonl one JSON line per id: {"id", "position", "deleted", "metadata"}
-    dir/v000007/manifest.json format version, dim, space, count, next id, M/ef params
-                             (ef_auto: ef follows the size),
+    dir/v000007/manifest.json format version, dim, space, count, next id, every setting that
+                             changes results (M, ef_construction, ef, ef_auto: ef follows
+                             the size, seed, num_threads, exact_threshold),
                              sha256 and size of each file above
 
 A save writes a new version into ``dir/.tmp-v000008-<pid>``, fsyncs every file and the
@@ -29,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Optional
@@ -37,6 +39,7 @@ import hnswlib
 import numpy as np
 
 from ..common.files import atomic_dir, atomic_write, fsync_dir, write_synced
+from ._checks import unit_rows
 
 FORMAT_VERSION = 1
 FILES = ("index.bin", "vectors.npy", "entries.jsonl")
@@ -63,10 +66,11 @@ def save_memory(memory, directory) -> Path:
             "format_version": FORMAT_VERSION, "dim": memory.dim, "space": memory.space,
             "count": memory.count, "live": len(memory), "next_id": memory.count,
             "M": memory.M, "ef_construction": memory.ef_construction, "ef": memory.ef,
-            "ef_auto": memory.ef_auto,
+            "ef_auto": memory.ef_auto, "exact_threshold": memory.exact_threshold, "num_threads": memory.num_threads,
             "max_elements": memory.capacity, "seed": memory.seed,
             "files": {f: {"sha256": _sha256(temp / f), "bytes": (temp / f).stat().st_size} for f in FILES},
         }
+        manifest["self_sha256"] = _self_sha256(manifest)  # tells a corrupt CURRENT from a corrupt manifest
         write_synced(temp / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True))
     atomic_write(root / "CURRENT", f"{name} {_sha256(root / name / 'manifest.json')}\n")
     for stale in root.iterdir():
@@ -81,13 +85,19 @@ def load_memory(cls, directory, *, dim: Optional[int] = None, space: Optional[st
     pointer = root / "CURRENT"
     if not pointer.is_file():
         raise ValueError(f"{pointer} not found: {root} is not a saved HNSWMemory folder")
-    try:
-        name, manifest_sha = pointer.read_text().split()
-    except ValueError:
-        raise ValueError(f"{pointer} is corrupt: expected '<version> <sha256>'") from None
+    name, manifest_sha = _read_pointer(pointer)
     folder = root / name
     manifest_path = folder / "manifest.json"
-    _verify(manifest_path, manifest_sha)
+    if not manifest_path.is_file():
+        raise ValueError(f"{manifest_path} is missing (named by {pointer})")
+    actual = _sha256(manifest_path)
+    if actual != manifest_sha:
+        if _manifest_is_intact(folder):
+            raise ValueError(f"{pointer} is corrupt: it records sha256 {manifest_sha} for {name}/manifest.json, whose "
+                             f"sha256 is {actual} (they {_first_difference(manifest_sha, actual)}); {name}/manifest.json "
+                             f"is intact (it matches its own self_sha256, every file it lists its checksum): write "
+                             f"'{name} {actual}' into {pointer} to load this version")
+        _verify(manifest_path, manifest_sha)
     manifest = json.loads(manifest_path.read_text())
     _check_manifest(manifest, manifest_path, dim, space)
     for file_name in FILES:
@@ -101,7 +111,8 @@ def load_memory(cls, directory, *, dim: Optional[int] = None, space: Optional[st
         raise ValueError(f"{folder / 'entries.jsonl'}: ids must be 0..{count - 1} in order (manifest count {count}), got {len(entries)} entries")
     capacity = max(manifest["max_elements"], count, 1)
     memory = cls(dim=d, space=manifest["space"], M=manifest["M"], ef_construction=manifest["ef_construction"],
-                 ef=None if manifest.get("ef_auto", False) else manifest["ef"], max_elements=1, seed=manifest["seed"])
+                 ef=None if manifest.get("ef_auto", False) else manifest["ef"], max_elements=1, seed=manifest["seed"],
+                 num_threads=manifest.get("num_threads", 1), exact_threshold=manifest.get("exact_threshold", 4096))
     memory._resize_arrays(capacity)
     index = hnswlib.Index(space=manifest["space"], dim=d)
     index.load_index(str(folder / "index.bin"), max_elements=capacity)
@@ -109,6 +120,8 @@ def load_memory(cls, directory, *, dim: Optional[int] = None, space: Optional[st
         raise ValueError(f"{folder / 'index.bin'}: holds {index.get_current_count()} labels, manifest and entries.jsonl say ids 0..{count - 1}")
     memory._index = index
     memory._vectors[:count] = vectors
+    if memory._units is not None:
+        memory._units[:count] = unit_rows(vectors)
     for entry in entries:
         i = entry["id"]
         memory._positions[i] = -1 if entry["position"] is None else entry["position"]
@@ -126,6 +139,42 @@ def load_memory(cls, directory, *, dim: Optional[int] = None, space: Optional[st
     memory._n_deleted = int(memory._deleted[:count].sum())
     _check_index_agrees(memory, folder)
     return memory
+
+
+_POINTER = re.compile(r"(v[0-9]{6}) ([0-9a-f]{64})\n?")
+
+
+def _read_pointer(pointer: Path) -> tuple[str, str]:
+    """``(version folder name, manifest sha256)`` from CURRENT; ValueError naming CURRENT when malformed."""
+    text = pointer.read_text(errors="replace")
+    match = _POINTER.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{pointer} is corrupt: expected '<version> <sha256>' (a folder name v000007 and 64 "
+                         f"lowercase hex digits), got {text[:200]!r}")
+    return match.group(1), match.group(2)
+
+
+def _self_sha256(manifest: dict) -> str:
+    """sha256 of the manifest's canonical JSON without its ``self_sha256`` field."""
+    body = {key: value for key, value in manifest.items() if key != "self_sha256"}
+    return hashlib.sha256(json.dumps(body, indent=1, sort_keys=True).encode()).hexdigest()
+
+
+def _manifest_is_intact(folder: Path) -> bool:
+    """True when ``folder/manifest.json`` parses, matches its own ``self_sha256`` and every file it lists
+    has the checksum it records (manifests written before ``self_sha256`` count as not provably intact)."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        files = manifest["files"]
+        return manifest.get("self_sha256") == _self_sha256(manifest) and \
+            all((folder / f).is_file() and _sha256(folder / f) == files[f]["sha256"] for f in FILES)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def _first_difference(expected: str, actual: str) -> str:
+    i = next((i for i, (a, b) in enumerate(zip(expected, actual)) if a != b), min(len(expected), len(actual)))
+    return f"differ from hex digit {i + 1} on"
 
 
 def _check_manifest(manifest: dict, path: Path, dim: Optional[int], space: Optional[str]) -> None:
@@ -149,7 +198,7 @@ def _check_index_agrees(memory, folder: Path, samples: int = 256) -> None:
         stored = np.asarray(memory._index.get_items(live.tolist()), dtype=np.float32)
         expected = memory._vectors[live]
         if memory.space == "cosine":
-            expected = expected / np.linalg.norm(expected, axis=1, keepdims=True)
+            expected = unit_rows(expected)
         if not np.allclose(stored, expected, atol=1e-5):
             raise ValueError(f"{folder / 'index.bin'} and {folder / 'vectors.npy'} disagree about the vectors of some ids")
     for label in probe[memory._deleted[probe]]:
@@ -192,4 +241,5 @@ def _verify(path: Path, expected: str) -> None:
         raise ValueError(f"{path} is missing")
     actual = _sha256(path)
     if actual != expected:
-        raise ValueError(f"checksum mismatch in {path}: expected sha256 {expected[:16]}…, got {actual[:16]}… (file corrupt or modified)")
+        raise ValueError(f"checksum mismatch in {path}: expected sha256 {expected}, got {actual} (they "
+                         f"{_first_difference(expected, actual)}; file corrupt or modified)")

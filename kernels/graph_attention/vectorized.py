@@ -1,10 +1,13 @@
 """Gather-based graph attention in PyTorch: the CPU path, ``O(T·Kc)`` memory per chunk.
 
 Each query's attended keys come from ``GraphLayout.neighbors`` (``[B, T, Kc]``, self
-included); K/V rows are gathered, the softmax runs over the ``Kc`` scores in float32.
-Queries are processed in chunks so the gathered ``[B, chunk, Kc, H, d]`` tensors stay small,
-and the backward recomputes them from the saved log-sum-exp instead of keeping them
-(autograd would otherwise store every gathered chunk). dk and dv are scattered with
+included, ``-1`` padded to the widest list); K/V rows are gathered, the softmax runs over the
+``Kc`` scores in float32. The forward goes slot by slot (a padded slot adds an exact zero) with
+dot products added left to right and chunks cut from the shapes alone, so a row's output is a
+function of its own keys, bit for bit: a later token with more neighbours (a wider ``Kc``) never
+moves an earlier output. The backward takes a chunk of queries with all its slots at once
+(``[B, chunk, Kc, H, d]``, einsums) and recomputes the probabilities from the saved
+log-sum-exp instead of keeping them (autograd would otherwise store every gathered chunk). dk and dv are scattered with
 ``index_add_``, which is deterministic on CPU. Short sequences (``B*H*T*T <= DENSE_ELEMENTS``)
 instead run one ``scaled_dot_product_attention`` with the graph as a dense mask (-inf off the
 edges; ALiBi as the mask's bias): the same numbers from a fused kernel instead of many tiny ops.
@@ -16,47 +19,93 @@ import torch.nn.functional as F
 
 from .layout import GraphLayout
 
-GATHER_ELEMENTS = 1 << 22  # gathered elements per chunk (one K or V chunk: 16 MiB in float32)
+GATHER_ELEMENTS = 1 << 22  # gathered K (or V) elements per chunk and key slot (16 MiB in float32)
 
 
-def _chunks(layout: GraphLayout, heads: int, head_dim: int):
-    batch, seq_len, width = layout.neighbors.shape
-    step = max(1, GATHER_ELEMENTS // max(1, batch * width * heads * head_dim))
+def _chunks(batch: int, seq_len: int, heads: int, head_dim: int):
+    """Query row ranges; the cut depends on the shapes only, never on the neighbour lists' width."""
+    step = max(1, GATHER_ELEMENTS // max(1, batch * heads * head_dim))
     for start in range(0, seq_len, step):
         yield start, min(seq_len, start + step)
 
 
-def _scores(q32, k_flat, coords, slopes, layout, start, stop, scale):
-    """Gathered keys ``[B, t, Kc, H, d]``, scores ``[B, t, Kc, H]`` (invalid = -inf), flat index."""
-    batch, seq_len = layout.neighbors.shape[:2]
-    nbrs = layout.neighbors[:, start:stop].long()  # [B, t, Kc]
-    valid = nbrs >= 0
-    flat = nbrs.clamp_min(0) + torch.arange(batch, device=nbrs.device)[:, None, None] * seq_len
-    keys = k_flat[flat]  # [B, t, Kc, H, d]
-    scores = torch.einsum("bthd,btnhd->btnh", q32[:, start:stop], keys) * scale
-    if slopes is not None:
-        coords_flat = coords.reshape(batch * seq_len, -1)
-        dist = (coords[:, start:stop, None, :] - coords_flat[flat]).abs().amax(-1)  # [B, t, Kc]
-        scores = scores - dist[..., None] * slopes
-    scores = scores.masked_fill(~valid[..., None], float("-inf"))
-    return keys, scores, flat
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``sum_d a[..., d] * b[..., d]`` added left to right, one IEEE rounding per step (a row's own bits)."""
+    acc = a[..., 0] * b[..., 0]
+    for c in range(1, a.shape[-1]):
+        acc = acc + a[..., c] * b[..., c]
+    return acc
+
+
+class _Slots:
+    """The key slots of one chunk of queries: slot n of query (b, i) is ``layout.neighbors[b, i, n]``.
+
+    Every per-query reduction below runs slot by slot (a padded slot adds an exact zero) and every
+    dot product over the head dim runs left to right, so the numbers of a row never depend on the
+    width of other rows' lists, on the chunking or on the batch (no matmul whose blocking follows
+    the padded width).
+    """
+
+    def __init__(self, layout, q32, coords, slopes, start, stop, scale):
+        batch, seq_len = layout.neighbors.shape[:2]
+        nbrs = layout.neighbors[:, start:stop].long()  # [B, t, Kc]
+        self.valid = nbrs >= 0
+        self.flat = nbrs.clamp_min(0) + torch.arange(batch, device=nbrs.device)[:, None, None] * seq_len
+        self.q = q32[:, start:stop]  # [B, t, H, d]
+        self.coords_q = None if slopes is None else coords[:, start:stop]  # [B, t, L]
+        self.coords_flat = None if slopes is None else coords.reshape(batch * seq_len, -1)
+        self.slopes, self.scale = slopes, scale
+
+    def __len__(self) -> int:
+        return self.flat.shape[2]
+
+    def score(self, n: int, k_flat: torch.Tensor):
+        """Keys ``[B, t, H, d]`` of slot n and their scores ``[B, t, H]`` (-inf where the slot is padding)."""
+        index = self.flat[:, :, n]  # [B, t]
+        keys = k_flat[index]
+        scores = _dot(self.q, keys) * self.scale
+        if self.slopes is not None:
+            scores = scores - self._distance(index)[..., None] * self.slopes
+        return keys, scores.masked_fill(~self.valid[:, :, n, None], float("-inf"))
+
+    def score_all(self, k_flat: torch.Tensor):
+        """Keys ``[B, t, Kc, H, d]`` of every slot and scores ``[B, t, Kc, H]`` by one einsum (the backward's:
+        :meth:`score`'s numbers to float32 rounding, several times faster than the ordered dot products)."""
+        keys = k_flat[self.flat]
+        scores = torch.einsum("bthd,btnhd->btnh", self.q, keys) * self.scale
+        if self.slopes is not None:
+            scores = scores - self._distance(self.flat)[..., None] * self.slopes
+        return keys, scores.masked_fill(~self.valid[..., None], float("-inf"))
+
+    def _distance(self, index: torch.Tensor) -> torch.Tensor:
+        """ALiBi distance ``max_l |coords_i,l - coords_j,l|`` of the keys ``index [B, t, ...]`` (exact)."""
+        coords_q = self.coords_q.reshape(*self.coords_q.shape[:2], *([1] * (index.dim() - 2)), -1)
+        return (coords_q - self.coords_flat[index]).abs().amax(-1)
 
 
 class _GatherAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, layout, scale, slopes, coords):
         batch, seq_len, heads, head_dim = q.shape
-        q32, k32, v32 = q.float(), k.float(), v.float()
-        k_flat = k32.reshape(batch * seq_len, heads, head_dim)
-        v_flat = v32.reshape(batch * seq_len, heads, head_dim)
+        q32 = q.float()
+        k_flat = k.float().reshape(batch * seq_len, heads, head_dim)
+        v_flat = v.float().reshape(batch * seq_len, heads, head_dim)
         out = torch.empty_like(q32)
         lse = torch.empty(batch, seq_len, heads, dtype=torch.float32, device=q.device)
-        for start, stop in _chunks(layout, heads, head_dim):
-            _, scores, flat = _scores(q32, k_flat, coords, slopes, layout, start, stop, scale)
-            chunk_lse = torch.logsumexp(scores, dim=2)  # [B, t, H]; self keeps it finite
-            probs = torch.exp(scores - chunk_lse[:, :, None])
-            out[:, start:stop] = torch.einsum("btnh,btnhd->bthd", probs, v_flat[flat])
-            lse[:, start:stop] = chunk_lse
+        for start, stop in _chunks(batch, seq_len, heads, head_dim):
+            slots = _Slots(layout, q32, coords, slopes, start, stop, scale)
+            scores = [slots.score(n, k_flat)[1] for n in range(len(slots))]  # Kc x [B, t, H]
+            top = scores[0]  # slot 0 is a real key of every row (self is always attended)
+            for s in scores[1:]:
+                top = torch.maximum(top, s)
+            total = torch.zeros_like(top)
+            acc = torch.zeros_like(slots.q)  # [B, t, H, d]
+            for n, s in enumerate(scores):
+                weight = torch.exp(s - top)  # exactly 0 on padding
+                total = total + weight
+                acc = acc + weight[..., None] * v_flat[slots.flat[:, :, n]]
+            out[:, start:stop] = acc / total[..., None]
+            lse[:, start:stop] = top + torch.log(total)
         ctx.save_for_backward(q, k, v, out, lse, slopes, coords)
         ctx.layout, ctx.scale = layout, scale
         return out.to(q.dtype)
@@ -72,16 +121,18 @@ class _GatherAttention(torch.autograd.Function):
         delta = (do32 * out).sum(-1)  # [B, T, H]
         dq = torch.empty_like(q32)
         dk_flat, dv_flat = torch.zeros_like(k_flat), torch.zeros_like(v_flat)
-        for start, stop in _chunks(layout, heads, head_dim):
-            keys, scores, flat = _scores(q32, k_flat, coords, slopes, layout, start, stop, scale)
+        width = max(1, layout.width)  # all slots of a chunk at once: fewer, larger ops than the forward's
+        for start, stop in _chunks(batch, seq_len, heads, head_dim * width):
+            slots = _Slots(layout, q32, coords, slopes, start, stop, scale)
+            keys, scores = slots.score_all(k_flat)  # [B, t, Kc, H, d], [B, t, Kc, H]
             probs = torch.exp(scores - lse[:, start:stop, None])  # [B, t, Kc, H]
-            values = v_flat[flat]
+            values = v_flat[slots.flat]
             do_chunk = do32[:, start:stop]
             dp = torch.einsum("bthd,btnhd->btnh", do_chunk, values)
             ds = probs * (dp - delta[:, start:stop, None])
             dq[:, start:stop] = torch.einsum("btnh,btnhd->bthd", ds, keys) * scale
-            flat_edges = flat.reshape(-1)
-            dk_flat.index_add_(0, flat_edges, (ds[..., None] * q32[:, start:stop, None] * scale)
+            flat_edges = slots.flat.reshape(-1)
+            dk_flat.index_add_(0, flat_edges, (ds[..., None] * slots.q[:, :, None] * scale)
                                .reshape(-1, heads, head_dim))
             dv_flat.index_add_(0, flat_edges, (probs[..., None] * do_chunk[:, :, None])
                                .reshape(-1, heads, head_dim))

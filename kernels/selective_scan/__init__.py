@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from .._backend import BACKENDS, forced_backend, resolve, warn_once
 from . import native_cpu
-from .causal_conv import causal_conv1d, causal_conv1d_ref
+from .causal_conv import causal_conv1d, causal_conv1d_ref, causal_conv1d_update
 from .native_cpu import selective_scan_native
 from .reference import (check_scan_args, selective_scan_ref, selective_scan_vectorized,
                         selective_state_update)
 
 __all__ = ["selective_scan", "selective_state_update", "selective_scan_ref", "scan_path", "causal_conv1d",
-           "causal_conv1d_ref"]
+           "causal_conv1d_ref", "causal_conv1d_update"]
 
 
 def scan_path(device, backend: str = "auto") -> str:

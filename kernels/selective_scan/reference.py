@@ -29,10 +29,11 @@ def check_scan_args(u, delta, A, B, C, D=None, z=None, delta_bias=None):
     for name, t in (("u", u), ("delta", delta), ("A", A), ("B", B), ("C", C)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.is_complex():  # before the floating-point check, which a complex dtype also fails
+            raise TypeError(f"{name} must be real: complex {name} ({str(t.dtype).replace('torch.', '')}) is not "
+                            "supported (mamba_ssm's complex-A variant); accepted: float16, bfloat16, float32, float64")
         if not t.is_floating_point():
             raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
-    if A.is_complex():
-        raise TypeError("A must be real; complex A is not supported")
     if u.dim() != 3:
         raise ValueError(f"u must be [batch, dim, length], got shape {tuple(u.shape)}")
     batch, dim, length = u.shape

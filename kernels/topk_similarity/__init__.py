@@ -8,9 +8,9 @@ blocked top-k instead.
 from __future__ import annotations
 
 from .._backend import resolve
-from .reference import block_similarities, check_topk_args, featurize, topk_similarity_ref
+from .reference import MAX_K, block_similarities, check_topk_args, featurize, topk_similarity_ref
 
-__all__ = ["topk_similarity", "topk_similarity_ref"]
+__all__ = ["topk_similarity", "topk_similarity_ref", "MAX_K"]
 
 
 def topk_similarity(x, k, *, similarity="full", block_weights=None, projection=None,
@@ -21,7 +21,7 @@ def topk_similarity(x, k, *, similarity="full", block_weights=None, projection=N
 
     Args:
         x: ``[B, T, 64]`` semantic states (finite).
-        k: neighbours per query, ``1 <= k`` (``k <= 32`` on the Triton path).
+        k: neighbours per query, ``1 <= k`` (``k <= MAX_K = 32`` on the Triton path).
         similarity: ``"full"`` (cosine), ``"blocks"`` (weighted per-block cosine) or
             ``"projection"`` (cosine after a fixed projection).
         block_weights: 16 weights ``>= 0`` in block order (``"blocks"`` only).

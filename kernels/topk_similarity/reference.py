@@ -2,9 +2,10 @@
 
 The similarity definition is docs/CONTRACTS.md's ("Semantic similarity"): every mode is a dot
 product of per-token features ``f = featurize(x)``; candidates of query i are
-``j <= i - window - 1`` (causal) or ``|i - j| > window`` (bidirectional); top-k by
-similarity, ties to the lower index j; a query with fewer than k candidates gets ``-1``
-indices and zero similarities in the unused slots.
+``j <= i - window - 1`` (causal) or ``|i - j| > window`` (bidirectional), and a zero state
+(all features zero, :func:`~sosm.common.features.has_direction`) is neither a candidate nor a
+query with candidates; top-k by similarity, ties to the lower index j; a query with fewer than
+k candidates gets ``-1`` indices and zero similarities in the unused slots.
 
 The features, per-block units and candidate rule are the leaf's (:mod:`sosm.common.features`),
 the same functions the graph builders call.
@@ -15,7 +16,9 @@ import torch
 
 from ...common.blocks import BLOCK_DIM, N_BLOCKS, SEMANTIC_DIM
 from ...common.features import SIMILARITY_MODES as SIMILARITIES
-from ...common.features import block_units, candidate_mask, featurize
+from ...common.features import block_units, candidate_mask, featurize, has_direction
+
+MAX_K = 32  #: largest k the Triton kernel keeps in registers (the reference has no limit)
 
 
 def check_topk_args(x, k, similarity, block_weights, projection, causal, window):
@@ -77,8 +80,9 @@ def topk_similarity_ref(x, k, *, similarity="full", block_weights=None, projecti
     f64 = f.double()
     scores = (f64 @ f64.transpose(1, 2)).float()  # [B, T, T]; float64 then rounded: exact ties stay tied
     positions = torch.arange(x.shape[1], device=x.device)
-    valid = candidate_mask(positions, positions, causal, window)  # [T, T]
-    scores = scores.masked_fill(~valid, float("-inf"))
+    direction = has_direction(f)  # [B, T]: zero states take no part
+    valid = candidate_mask(positions, positions, causal, window) & direction[:, :, None] & direction[:, None, :]
+    scores = scores.masked_fill(~valid, float("-inf"))  # [B, T, T]
     values, order = torch.sort(scores, dim=-1, descending=True, stable=True)  # ties: lower j first
     kk = min(k, x.shape[1])
     values, order = values[..., :kk], order[..., :kk]

@@ -15,7 +15,8 @@ import torch
 import triton
 import triton.language as tl
 
-MAX_K = 32
+from ...common.features import has_direction
+from .reference import MAX_K
 
 
 def _new_output(shape, dtype, device):
@@ -24,8 +25,8 @@ def _new_output(shape, dtype, device):
 
 
 @triton.jit
-def _merge_tile(base, length, n_feat, q, offs_m, mask_m, n0, window, top_v, top_i, worst_v, worst_i,
-                MASKED: tl.constexpr, CAUSAL: tl.constexpr, USE_DOT: tl.constexpr,
+def _merge_tile(base, keys_ok, length, n_feat, q, offs_m, mask_m, n0, window, top_v, top_i, worst_v, worst_i,
+                MASKED: tl.constexpr, CAUSAL: tl.constexpr, USE_DOT: tl.constexpr, SKIP_KEYS: tl.constexpr,
                 BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr):
     """Score one key tile against the queries and merge it into the running top-k."""
     offs_n = n0 + tl.arange(0, BLOCK_N)
@@ -49,6 +50,9 @@ def _merge_tile(base, length, n_feat, q, offs_m, mask_m, n0, window, top_v, top_
         else:
             valid = (gap > window) | (gap < -window)
         s = tl.where(valid & mask_n[None, :], s, neg_inf)
+    if SKIP_KEYS:  # zero states are no candidates
+        ok_n = tl.load(keys_ok + offs_n, mask=mask_n, other=0)
+        s = tl.where(ok_n[None, :] != 0, s, neg_inf)
     best = tl.max(s, 1)
     go = tl.max((best > worst_v).to(tl.int32), 0) > 0
     while go:
@@ -66,15 +70,16 @@ def _merge_tile(base, length, n_feat, q, offs_m, mask_m, n0, window, top_v, top_
 
 
 @triton.jit
-def _topk_kernel(f_ptr, idx_ptr, sim_ptr, length, n_feat, window,
-                 CAUSAL: tl.constexpr, USE_DOT: tl.constexpr, K: tl.constexpr, KP: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr):
+def _topk_kernel(f_ptr, ok_ptr, idx_ptr, sim_ptr, length, n_feat, window,
+                 CAUSAL: tl.constexpr, USE_DOT: tl.constexpr, SKIP_KEYS: tl.constexpr, K: tl.constexpr,
+                 KP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_F: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
     m0 = pid_m * BLOCK_M
     offs_m = m0 + tl.arange(0, BLOCK_M)
     mask_m = offs_m < length
     base = f_ptr + pid_b * length * n_feat  # features stored [d', T]: columns are contiguous
+    keys_ok = ok_ptr + pid_b * length  # int8 [T]: 0 for a zero state (read when SKIP_KEYS)
     q = tl.zeros((BLOCK_M, BLOCK_F), dtype=tl.float32)
     if USE_DOT:
         offs_f = tl.arange(0, BLOCK_F)
@@ -94,17 +99,17 @@ def _topk_kernel(f_ptr, idx_ptr, sim_ptr, length, n_feat, window,
         n_end = tl.minimum(length, m0 + BLOCK_M - 1 - window)
         for n0 in range(0, n_full, BLOCK_N):
             top_v, top_i, worst_v, worst_i = _merge_tile(
-                base, length, n_feat, q, offs_m, mask_m, n0, window, top_v, top_i, worst_v, worst_i,
-                False, CAUSAL, USE_DOT, BLOCK_N, BLOCK_F)
+                base, keys_ok, length, n_feat, q, offs_m, mask_m, n0, window, top_v, top_i, worst_v, worst_i,
+                False, CAUSAL, USE_DOT, SKIP_KEYS, BLOCK_N, BLOCK_F)
         for n0 in range(n_full, n_end, BLOCK_N):
             top_v, top_i, worst_v, worst_i = _merge_tile(
-                base, length, n_feat, q, offs_m, mask_m, n0, window, top_v, top_i, worst_v, worst_i,
-                True, CAUSAL, USE_DOT, BLOCK_N, BLOCK_F)
+                base, keys_ok, length, n_feat, q, offs_m, mask_m, n0, window, top_v, top_i, worst_v, worst_i,
+                True, CAUSAL, USE_DOT, SKIP_KEYS, BLOCK_N, BLOCK_F)
     else:
         for n0 in range(0, length, BLOCK_N):
             top_v, top_i, worst_v, worst_i = _merge_tile(
-                base, length, n_feat, q, offs_m, mask_m, n0, window, top_v, top_i, worst_v, worst_i,
-                True, CAUSAL, USE_DOT, BLOCK_N, BLOCK_F)
+                base, keys_ok, length, n_feat, q, offs_m, mask_m, n0, window, top_v, top_i, worst_v, worst_i,
+                True, CAUSAL, USE_DOT, SKIP_KEYS, BLOCK_N, BLOCK_F)
     available = (slot < K) & (offs_m[:, None] >= 0)
     out_row = (pid_b * length + offs_m) * K
     for c in range(K):
@@ -123,7 +128,8 @@ def topk_indices_triton(features: torch.Tensor, k: int, *, causal: bool = True, 
     """Top-k by ``f_i . f_j`` over the contract's candidates, from float32 features ``[B, T, d']``.
 
     Returns ``(indices [B, T, k] long, similarities [B, T, k] float32)``; ``-1`` / 0 where a
-    query has fewer than k candidates. Memory O(B·T·k).
+    query has fewer than k candidates. A token whose features are all zero (a zero state) is no
+    candidate and gets none (docs/CONTRACTS.md). Memory O(B·T·k).
     """
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
         raise ValueError(f"k must be an int in [1, {MAX_K}] on the Triton path, got {k!r}")
@@ -131,12 +137,19 @@ def topk_indices_triton(features: torch.Tensor, k: int, *, causal: bool = True, 
         raise ValueError(f"features must be [B, T, d'], got shape {tuple(features.shape)}")
     batch, length, n_feat = features.shape
     features_t = features.float().transpose(1, 2).contiguous()  # [B, d', T]
+    direction = has_direction(features)  # [B, T] (one host-device sync below)
+    skip_keys = not bool(direction.all())
+    keys_ok = direction.to(torch.int8).contiguous()
     indices = _new_output((batch, length, k), torch.int64, features.device)
     sims = _new_output((batch, length, k), torch.float32, features.device)
     grid = (triton.cdiv(length, block_m), batch)
     use_dot = features.is_cuda  # the interpreter multiplies-adds by hand (see _merge_tile)
-    _topk_kernel[grid](features_t, indices, sims, length, n_feat, window,
-                       CAUSAL=bool(causal), USE_DOT=use_dot, K=k, KP=max(2, triton.next_power_of_2(k)),
+    _topk_kernel[grid](features_t, keys_ok, indices, sims, length, n_feat, window,
+                       CAUSAL=bool(causal), USE_DOT=use_dot, SKIP_KEYS=skip_keys, K=k,
+                       KP=max(2, triton.next_power_of_2(k)),
                        BLOCK_M=block_m, BLOCK_N=block_n,
                        BLOCK_F=max(16, triton.next_power_of_2(n_feat)), num_warps=num_warps)
+    if skip_keys:  # a zero state's own row: no neighbours
+        indices.masked_fill_(~direction[..., None], -1)
+        sims.masked_fill_(~direction[..., None], 0.0)
     return indices, sims

@@ -4,6 +4,11 @@
   similarity"): every similarity mode is ``f_i . f_j``. The graph builders (``sosm.graph``) and
   the fused top-k kernel (``sosm.kernels.topk_similarity``) both call this, so they agree bit
   for bit on the definition.
+- :func:`rescale` — a state times a power of two per row, as float32: what every norm is taken
+  of, so float32 states of 1e20 or float64 states of 1e39 normalise like any other (no square
+  overflows, no cast overflows) and no bit of a cosine changes.
+- :func:`has_direction` — the zero-state rule: a token whose features are all zero has no
+  direction, so it is no similarity candidate and gets no similarity neighbours.
 - :func:`block_units` — each 4-dim block as a unit vector (the per-block provenance of an edge).
 - :func:`candidate_mask` — which key positions a query may link to (causal or bidirectional,
   sequential window excluded).
@@ -27,7 +32,44 @@ import torch
 from .blocks import BLOCK_DIM, N_BLOCKS, TEMPORAL_DIM
 
 SIMILARITY_MODES = ("full", "blocks", "projection")
-EPS = 1e-8  # floor of every norm a feature is divided by
+EPS = 1e-8  # floor of every norm a feature is divided by (after rescale a non-zero row's norm is >= 0.5)
+
+
+def _power_of_two(exponent: torch.Tensor) -> torch.Tensor:
+    """``2.0 ** exponent`` as float64, exactly (int64 ``exponent`` in [-1022, 1023]; built from the bits)."""
+    return ((exponent + 1023) << 52).view(torch.float64)
+
+
+def rescale(x: torch.Tensor, block: int = 0) -> torch.Tensor:
+    """``x`` times a power of two per row of the last axis (per ``block``-wide group if ``block``), float32.
+
+    The factor brings each row's largest ``|value|`` into ``[0.5, 1)``; it is computed and applied in
+    float64 before the cast, so any finite input (float32 1e20, float64 1e39 or 1e-300) lands in
+    range, squares and norms cannot overflow or underflow, and ``x / |x|`` keeps the bits it has
+    in the ordinary range (a power-of-two factor is exact). All-zero rows stay zero.
+
+    Example:
+        >>> rescale(torch.tensor([[3e39, -4e39]], dtype=torch.float64))
+        tensor([[ 0.5510, -0.7347]])
+    """
+    x64 = x.double()
+    if block:
+        x64 = x64.unflatten(-1, (-1, block))
+    _, exponent = torch.frexp(x64.abs().amax(-1, keepdim=True))  # max = m * 2^e, m in [0.5, 1); 0 -> e = 0
+    down = -exponent.long()
+    half = torch.div(down, 2, rounding_mode="floor")  # two factors: each stays a normal float64
+    x64 = x64 * _power_of_two(half) * _power_of_two(down - half)
+    return (x64.flatten(-2) if block else x64).float()
+
+
+def has_direction(features: torch.Tensor) -> torch.Tensor:
+    """``[..., d'] -> [...]`` bool: False where a token's features are all zero (a zero state).
+
+    A zero state has no direction: its similarity to everything would be 0 and its dominant block
+    arbitrary, so it is no candidate and gets no neighbours (graph builders, ``topk_similarity``).
+    In ``"blocks"`` mode that is a state zero in every weighted block.
+    """
+    return (features != 0).any(-1)
 
 
 def featurize(x: torch.Tensor, similarity: str = "full", block_weights: Optional[torch.Tensor] = None,
@@ -35,23 +77,26 @@ def featurize(x: torch.Tensor, similarity: str = "full", block_weights: Optional
     """Per-token features ``[B, T, d']`` float32 so that ``similarity(i, j) = f_i . f_j``.
 
     Args:
-        x: ``[B, T, 64]`` semantic states (any float dtype; computed in float32).
+        x: ``[B, T, 64]`` semantic states (any float dtype, any finite scale; computed in float32
+            after :func:`rescale`).
         similarity: ``"full"`` (``x / |x|``), ``"blocks"`` (each block unit-normed, times
-            ``sqrt(w_b / sum w)``) or ``"projection"`` (``P x / |P x|``).
+            ``sqrt(w_b / sum w)``) or ``"projection"`` (``P x / |P x|``). Zero vectors give zero
+            features (see :func:`has_direction`).
         block_weights: ``[16]`` weights in block order, for ``"blocks"``.
         projection: ``[d', 64]`` matrix, for ``"projection"``.
     """
-    x = x.float()
     if similarity == "full":
+        x = rescale(x)
         return x / x.norm(dim=-1, keepdim=True).clamp_min(EPS)
     if similarity == "blocks":
+        x = rescale(x, BLOCK_DIM)
         w = torch.as_tensor(block_weights, dtype=torch.float32, device=x.device)
         scale = (w / w.sum()).sqrt()  # [16]
         xb = x.unflatten(-1, (N_BLOCKS, BLOCK_DIM))
         xb = xb / xb.norm(dim=-1, keepdim=True).clamp_min(EPS) * scale[:, None]
         return xb.flatten(-2)
     if similarity == "projection":
-        p = x @ projection.float().to(x.device).T  # [B, T, d']
+        p = rescale(rescale(x) @ projection.float().to(x.device).T)  # [B, T, d']
         return p / p.norm(dim=-1, keepdim=True).clamp_min(EPS)
     raise ValueError(f"similarity={similarity!r} is invalid; accepted: one of {SIMILARITY_MODES}")
 
@@ -61,11 +106,12 @@ def block_units(x: torch.Tensor, similarity: str = "full") -> torch.Tensor:
 
     ``"full"``: blocks of ``x / |x|`` (a block's dot product is its share of the cosine);
     ``"blocks"`` and ``"projection"``: each block normed on its own (the dot product is ``cos_b``).
+    Any finite scale (see :func:`rescale`).
     """
-    x = x.float()
     if similarity == "full":
+        x = rescale(x)
         return (x / x.norm(dim=-1, keepdim=True).clamp_min(EPS)).unflatten(-1, (N_BLOCKS, BLOCK_DIM))
-    xb = x.unflatten(-1, (N_BLOCKS, BLOCK_DIM))
+    xb = rescale(x, BLOCK_DIM).unflatten(-1, (N_BLOCKS, BLOCK_DIM))
     return xb / xb.norm(dim=-1, keepdim=True).clamp_min(EPS)
 
 

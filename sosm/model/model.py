@@ -127,8 +127,9 @@ class SOSMModel(nn.Module):
         if device.type not in self._builders:
             topk_fn = None
             if device.type == "cuda":
-                from ..kernels import topk_similarity
-                topk_fn = topk_similarity
+                from ..kernels.topk_similarity import MAX_K, topk_similarity
+                if self.config.graph.effective_k_max <= MAX_K:  # the kernel's limit; above it the streaming top-k
+                    topk_fn = topk_similarity
             self._builders[device.type] = GraphBuilder(self.config.graph, topk_fn=topk_fn)
         return self._builders[device.type]
 

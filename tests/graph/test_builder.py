@@ -197,3 +197,57 @@ def test_shortcuts_and_landmarks_are_wired():
     assert set(g.stage[g.edge_type == SHORT].tolist()) <= {STAGE_ID["fibonacci"], STAGE_ID["betweenness"]}
     assert g.landmarks.shape == (2, 4) and g.landmark_distances.shape == (2, 64, 4)
     assert not math.isnan(float(g.similarity.sum()))
+
+
+def test_gate_scores_are_bit_identical_alone_and_in_any_batch():
+    """Issue 12 item 8: the gate runs on a batch-dependent number of edge rows; a matmul (or a vectorised
+    activation's scalar tail) over them may round a row differently, so an edge at tau_t could flip."""
+    gen = torch.Generator().manual_seed(7)
+    x, t = torch.randn(5, 33, 64, generator=gen), torch.randn(5, 33, 32, generator=gen)
+    builder = GraphBuilder(GraphConfig(k=4, temporal_gate=True, tau_mu=-1.0, tau_t=0.0))  # every edge gated, kept
+    compositions = [list(range(5)), [4, 3, 2, 1, 0], [1, 3], [2, 2, 2]]
+    for b in range(5):
+        alone = _sample(builder.build(x[b:b + 1], t[b:b + 1]), 0)
+        for order in compositions:
+            if b not in order:
+                continue
+            batch = builder.build(x[order], t[order])
+            together = _sample(batch, order.index(b))
+            assert torch.equal(alone[6].view(torch.int32), together[6].view(torch.int32)), (b, order)
+            assert _same(alone, together)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_triton_topk_hook_in_a_padded_frame_asks_only_for_k(causal, adaptive, monkeypatch):
+    """Issue 12 item 14: a short window in the model's graph frame (T real tokens padded to max_seq_len) made
+    the builder ask the hook for k + (frame - T) neighbours, up to 263, and the Triton kernel raises above 32.
+    The builder now hides padding from the hook (zero states) and asks for k (k_max) only."""
+    from sosm.kernels import topk_similarity
+    from sosm.kernels._backend import interpreter_enabled
+
+    if not interpreter_enabled() and not torch.cuda.is_available():
+        pytest.skip("the Triton path needs CUDA or TRITON_INTERPRET=1")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    asked = []
+
+    def triton_topk(x, k, **kwargs):
+        asked.append(k)
+        return topk_similarity(x, k, backend="triton", **kwargs)
+
+    frame, real = 96, 13  # e.g. a 13-token eval window in a 96-position frame
+    gen = torch.Generator().manual_seed(8)
+    x = torch.zeros(2, frame, 64)
+    x[:, :real] = torch.randn(2, real, 64, generator=gen)
+    mask = torch.zeros(2, frame, dtype=torch.bool)
+    mask[:, :real] = True
+    x, mask = x.to(device), mask.to(device)
+    cfg = GraphConfig(k=8, causal=causal, adaptive_k=adaptive, k_min=2, k_max=10)
+    hooked = GraphBuilder(cfg, topk_fn=triton_topk).build(x, padding_mask=mask)
+    assert asked == [cfg.effective_k_max]
+    ours = GraphBuilder(cfg).build(x, padding_mask=mask)
+    assert torch.equal(ours.edge_index, hooked.edge_index) and torch.equal(ours.similarity, hooked.similarity)
+    x[:, real:] = torch.randn(2, frame - real, 64, generator=gen).to(device)  # padding need not be zero
+    asked.clear()
+    hooked = GraphBuilder(cfg, topk_fn=triton_topk).build(x, padding_mask=mask)
+    assert asked == [cfg.effective_k_max] and torch.equal(ours.edge_index, hooked.edge_index)

@@ -60,3 +60,69 @@ def test_bad_documents(tmp_path):
         from_json(data)
     with pytest.raises(TypeError, match="SemanticGraph"):
         to_json({"edges": []})
+
+
+def _corrupt(data, change):
+    data = json.loads(json.dumps(data))
+    change(data)
+    return data
+
+
+def _set_edge(index, key, value):
+    def change(data):
+        data["edges"][index][key] = value
+    return change
+
+
+def _set_meta(key, value):
+    def change(data):
+        data["meta"][key] = value
+    return change
+
+
+def _duplicate_first_edge(data):
+    data["edges"].append(dict(data["edges"][0]))
+    data["meta"]["num_edges"] += 1
+
+
+@pytest.mark.parametrize("change, message", [
+    (_set_edge(0, "source", 99_999), r"edge 0: source 99999 .*token nodes \[0, 12\)"),
+    (_set_edge(3, "target", 99_999), r"edge 3: target 99999 .*\[0, 12\)"),
+    (_set_edge(2, "source", -4), r"edge 2: source -4"),
+    (_set_edge(18, "source", 13), r"edge 18: memory source 13 .*memory_meta lists 1"),
+    (_set_edge(18, "type", "semantic"), r"edge 18: source 12 .*token nodes"),
+    (_set_edge(4, "type", "memory"), r"edge 4: memory source 4 .*>= B\*T = 12"),
+    (_set_edge(1, "similarity", None), r"edge 1: similarity is NaN"),
+    (_set_edge(1, "weight", None), r"edge 1: weight is NaN"),
+    (_duplicate_first_edge, r"edges 0 and 19 .*same \(source, target\) pair"),
+    (_set_meta("num_edges", 7), r"num_edges 7 .*19 edges"),
+    (_set_meta("num_nodes", 99), r"num_nodes 99 .*B\*T = 12"),
+    (_set_meta("batch_size", 0), r"batch_size 0"),
+    (_set_meta("seq_len", -6), r"seq_len -6"),
+    (_set_meta("landmarks", [[0, 3], [0, 99]]), r"landmarks .*\[0, T=6\).*99"),
+    (_set_meta("landmarks", [[0, 3]]), r"landmarks must have shape \(2, L\)"),
+    (_set_meta("landmark_distances", [[[0, 1]] * 6]), r"landmark_distances must have shape \(2, 6, 2\)"),
+    (_set_meta("landmark_distances", [[[0, -3]] * 6] * 2), r"landmark_distances .*\[0, 32767\].*-3"),
+    (_set_meta("padding_mask", [[True] * 5] * 2), r"padding_mask must have shape \(2, 6\)"),
+    (_set_meta("padding_mask", [[True] * 6, [True, False] + [True] * 4]), r"edge .* padded token"),
+    (_set_meta("tokens", [["a"] * 6]), r"tokens must be 2 lists of 6 strings"),
+])
+def test_loaded_graphs_are_validated_like_built_ones(tmp_path, change, message):
+    """Issue 12 item 7: a loaded graph is checked as strictly as a built one, and the error names the file."""
+    data = _corrupt(to_json(sample_graph(causal=True, with_memory=True)), change)
+    path = tmp_path / "g.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=message) as caught:
+        load_json(path)
+    assert "g.json" in str(caught.value)
+
+
+def test_validate_names_bad_columns_of_a_built_graph():
+    graph = sample_graph()
+    graph.dominant_block[2] = 16
+    with pytest.raises(ValueError, match=r"edge 2: dominant_block 16 .*\[0, 16\)"):
+        graph.validate()
+    graph = sample_graph()
+    graph.stage[5] = 42
+    with pytest.raises(ValueError, match=r"edge 5: stage 42"):
+        graph.validate()

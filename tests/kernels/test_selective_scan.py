@@ -132,6 +132,8 @@ def test_state_update_does_not_mutate_state():
     (dict(z=torch.randn(2, 8, 32)), "z must"),
     (dict(delta_bias=torch.randn(8, 1)), "delta_bias must"),
     (dict(u=torch.ones(2, 8, 33, dtype=torch.long)), "u must be a floating"),
+    (dict(A=-torch.rand(8, 4, dtype=torch.complex64)), r"A must be real: complex A \(complex64\) is not supported"),
+    (dict(B=torch.randn(2, 4, 33, dtype=torch.complex64)), r"B must be real: complex B \(complex64\) is not supported"),
 ])
 def test_bad_inputs_name_the_argument(change, message):
     inputs = as_float32(make_inputs())

@@ -182,3 +182,37 @@ def test_triton_rejects_k_above_32(device):
     needs_interpreter(device)
     with pytest.raises(ValueError, match=r"k must be an int in \[1, 32\]"):
         topk_similarity(torch.randn(1, 40, 64, device=device), 33, backend="triton")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("causal", [True, False])
+def test_zero_states_are_no_candidates_on_every_path(device, causal, garbage_outputs):
+    """Issue 12 item 5: a zero state (all features zero) is no candidate and gets no neighbours."""
+    needs_interpreter(device)
+    x = states(2, 70, device)
+    x[0, 3] = 0.0
+    x[0, 40] = 0.0
+    x[1, 66] = 0.0
+    x[1, 10:12, 0:4] = 0.0
+    x[1, 10:12, 16:20] = 0.0  # zero in both weighted blocks of WEIGHTS[0, 3, 4]... and block 4:
+    x[1, 10:12, 12:16] = 0.0
+    for kwargs in (dict(similarity="full"), dict(similarity="blocks", block_weights=WEIGHTS)):
+        expected = topk_similarity_ref(x, 5, causal=causal, **kwargs)
+        zero = ~featurize(x, **kwargs).ne(0).any(-1)
+        assert int(zero.sum()) == (3 if kwargs["similarity"] == "full" else 5)
+        idx = expected[0]
+        assert (idx[zero] == -1).all()
+        keys = idx.clamp_min(0) + torch.arange(2, device=device)[:, None, None] * 70
+        assert not zero.reshape(-1)[keys[idx >= 0]].any()
+        assert_same_result(topk_similarity(x, 5, causal=causal, backend="triton", **kwargs), expected)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_extreme_scales_give_the_unscaled_neighbours(device, garbage_outputs):
+    """Issue 12 item 6: float32 states times 1e20 and float64 states of 1e39 normalise safely."""
+    needs_interpreter(device)
+    x = states(1, 40, device)
+    expected = topk_similarity_ref(x, 4)
+    for scaled in (x * 1e20, x.double() * 1e39):
+        for backend in ("reference", "triton"):
+            assert_same_result(topk_similarity(scaled, 4, backend=backend), expected)

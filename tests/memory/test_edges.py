@@ -12,8 +12,10 @@ B, T, D = 2, 6, 64
 
 
 def _graph(causal=True, padding_mask=None):
-    """Sequential edges t-1 -> t in each sample."""
-    src = torch.tensor([b * T + t - 1 for b in range(B) for t in range(1, T)])
+    """Sequential edges t-1 -> t in each sample (between real tokens)."""
+    real = torch.ones(B, T, dtype=torch.bool) if padding_mask is None else padding_mask
+    src = torch.tensor([b * T + t - 1 for b in range(B) for t in range(1, T) if real[b, t - 1] and real[b, t]],
+                       dtype=torch.long)
     cols = empty_edge_columns(src.numel())
     cols["similarity"] = torch.rand(src.numel(), generator=torch.Generator().manual_seed(0))
     return SemanticGraph(edge_index=torch.stack([src, src + 1]), batch_size=B, seq_len=T, causal=causal,
@@ -140,3 +142,10 @@ def test_all_padding_adds_no_edges():
     graph = _graph(padding_mask=torch.zeros(B, T, dtype=torch.bool))
     out = integrate_into_graph(graph, _states(), memory, k=2, threshold=-1.0, positions=100)
     assert out.num_edges == graph.num_edges and out.memory_meta == []
+
+
+def test_integrating_the_same_states_twice_adds_no_duplicate_edge():
+    memory, _ = _memory()
+    once = integrate_into_graph(_graph(), _states(), memory, k=2, threshold=-1.0, positions=100)
+    twice = integrate_into_graph(once, _states(), memory, k=2, threshold=-1.0, positions=100)
+    assert torch.equal(twice.edge_index, once.edge_index) and twice.memory_meta == once.memory_meta

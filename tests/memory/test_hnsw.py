@@ -168,7 +168,9 @@ def test_auto_ef_follows_the_index_size(monkeypatch):
     assert not fixed.ef_auto and fixed.ef == fixed._index.ef == 40
 
 
-def test_causal_filter_that_passes_everything_uses_the_unfiltered_search():
+def test_causal_queries_search_the_visible_entries_exactly_never_the_shared_graph():
+    """A causal query never walks the HNSW graph (its nodes and links depend on later entries, issue 12
+    item 10): it is answered by exact search over the entries before its position, whatever their number."""
     data = _random(300, 16)
     memory = HNSWMemory(dim=16, exact_threshold=32)
     memory.add(data, positions=torch.arange(300))
@@ -179,14 +181,16 @@ def test_causal_filter_that_passes_everything_uses_the_unfiltered_search():
     memory._index = type("Spy", (), {"knn_query": lambda self, *a, **kw: calls.append(kw) or real_query(*a, **kw),
                                      "ef": memory._index.ef})()
     after_all = memory.retrieve(queries, k=5, max_position=torch.full((6,), 300))
-    assert calls and all("filter" not in kw for kw in calls)
-    unfiltered = memory.retrieve(queries, k=5)
-    assert torch.equal(after_all.ids, unfiltered.ids) and torch.equal(after_all.similarities, unfiltered.similarities)
-    assert not set(after_all.ids.flatten().tolist()) & set(range(10))  # deleted entries stay hidden
-    calls.clear()
+    assert not calls
+    unit = torch.nn.functional.normalize(data[10:], dim=1)
+    best = (torch.nn.functional.normalize(queries, dim=1) @ unit.T).topk(5, dim=1)
+    assert torch.equal(after_all.ids, best.indices + 10)
+    torch.testing.assert_close(after_all.similarities, best.values, rtol=0, atol=1e-6)
     inside = memory.retrieve(queries, k=5, max_position=torch.tensor([299, 300, 300, 300, 300, 300]))
-    assert any("filter" in kw for kw in calls)  # one query may not see entry 299: filtered search
-    assert 299 not in inside.ids[0].tolist() and (inside.positions[0] < 299).all()
+    assert not calls and 299 not in inside.ids[0].tolist() and (inside.positions[0] < 299).all()
+    assert torch.equal(inside.ids[1:], after_all.ids[1:])
+    memory.retrieve(queries, k=5)
+    assert calls and "filter" not in calls[0]  # unfiltered, non-causal queries use the graph
 
 
 def test_metadata_is_copied_and_unaffected_by_later_writes():

@@ -133,3 +133,57 @@ def test_round_trip_keeps_the_ef_rule(tmp_path, monkeypatch):
     assert not loaded_fixed.ef_auto and loaded_fixed.ef == loaded_fixed._index.ef == 37
     loaded_auto.add(torch.randn(200, 8))
     assert loaded_auto.ef == loaded_auto._index.ef == hnsw.auto_ef(400)
+
+
+def test_every_result_changing_setting_survives_a_round_trip(tmp_path):
+    """Issue 12 item 11: exact_threshold (and num_threads, ef, M, ...) come back as saved; load(save(m))
+    retrieves identically, on the path the threshold picks."""
+    rng = torch.Generator().manual_seed(3)
+    memory = HNSWMemory(dim=16, M=8, ef_construction=40, ef=12, exact_threshold=10, num_threads=2, seed=5)
+    memory.add(torch.randn(3000, 16, generator=rng), positions=torch.arange(3000),
+               metadata=[{"document": "a" if i % 6 else "b"} for i in range(3000)])  # 500 entries of "b"
+    memory.save(tmp_path / "mem")
+    loaded = HNSWMemory.load(tmp_path / "mem")
+    settings = ("dim", "space", "M", "ef_construction", "ef", "ef_auto", "seed", "num_threads", "exact_threshold")
+    assert {s: getattr(loaded, s) for s in settings} == {s: getattr(memory, s) for s in settings}
+    queries = torch.randn(16, 16, generator=rng)
+    for kwargs in ({}, {"document": "b"}, {"document": "a"}, {"max_position": 2000}):
+        a, b = memory.retrieve(queries, k=8, **kwargs), loaded.retrieve(queries, k=8, **kwargs)
+        assert torch.equal(a.ids, b.ids) and torch.equal(a.similarities, b.similarities), kwargs
+    default = HNSWMemory.load(tmp_path / "mem")
+    default.exact_threshold = 4096  # what load gave before: "b" (500 matches) takes the exact path
+    assert not torch.equal(default.retrieve(queries, k=8, document="b").similarities,
+                           memory.retrieve(queries, k=8, document="b").similarities)
+
+
+def test_a_corrupt_current_file_is_blamed_with_distinguishable_hashes(tmp_path):
+    """Issue 12 item 23: CURRENT's recorded hash damaged (after the first 16 hex digits): the error names
+    CURRENT, not the intact manifest.json, and shows where the two hashes differ."""
+    _memory().save(tmp_path / "mem")
+    pointer = tmp_path / "mem" / "CURRENT"
+    name, sha = pointer.read_text().split()
+    damaged = sha[:40] + ("0" if sha[40] != "0" else "1") + sha[41:]
+    pointer.write_text(f"{name} {damaged}\n")
+    with pytest.raises(ValueError) as caught:
+        HNSWMemory.load(tmp_path / "mem")
+    message = str(caught.value)
+    assert "CURRENT is corrupt" in message and f"{name}/manifest.json is intact" in message
+    assert damaged in message and sha in message and "differ from hex digit 41" in message
+
+
+@pytest.mark.parametrize("text", ["v000001\n", "v000001 xyz\n", "../v000001 " + "0" * 64 + "\n", ""])
+def test_a_malformed_current_file_is_blamed(tmp_path, text):
+    _memory().save(tmp_path / "mem")
+    (tmp_path / "mem" / "CURRENT").write_text(text)
+    with pytest.raises(ValueError, match=r"CURRENT is corrupt: expected '<version> <sha256>'"):
+        HNSWMemory.load(tmp_path / "mem")
+
+
+def test_a_damaged_manifest_is_still_blamed_on_the_manifest(tmp_path):
+    _memory().save(tmp_path / "mem")
+    path = _current_folder(tmp_path / "mem") / "manifest.json"
+    text = path.read_text()
+    assert '"M": 32' in text
+    path.write_text(text.replace('"M": 32', '"M": 33'))
+    with pytest.raises(ValueError, match=r"checksum mismatch in .*manifest.json"):
+        HNSWMemory.load(tmp_path / "mem")
