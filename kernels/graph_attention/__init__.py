@@ -16,7 +16,7 @@ __all__ = ["graph_attention", "graph_attention_ref", "GraphLayout"]
 
 
 def graph_attention(q, k, v, neighbors, *, scale=None, alibi_slopes=None, alibi_coords=None,
-                    layout=None, backend="auto"):
+                    layout=None, backend="auto", return_lse=False):
     """Attention of each query over itself and its graph neighbours (docs/CONTRACTS.md).
 
     Args:
@@ -32,9 +32,11 @@ def graph_attention(q, k, v, neighbors, *, scale=None, alibi_slopes=None, alibi_
             built here when None (validating the indices costs one host-device sync).
         backend: ``"auto"`` (Triton on CUDA, vectorised on CPU), or force ``"triton"``,
             ``"vectorized"`` or ``"reference"``.
+        return_lse: also return each query's log-sum-exp of its scores, ``[B, T, H]`` float32
+            (natural log), e.g. to merge this softmax exactly with one over other keys.
 
     Returns:
-        ``[B, T, H, d]`` in ``q.dtype``; differentiable in q, k, v.
+        ``[B, T, H, d]`` in ``q.dtype`` (and the lse); differentiable in q, k, v through both.
 
     Raises:
         TypeError / ValueError naming the argument for wrong types, shapes, devices or
@@ -50,7 +52,7 @@ def graph_attention(q, k, v, neighbors, *, scale=None, alibi_slopes=None, alibi_
     path = resolve("graph_attention", q.device, backend)
     if path == "reference":
         return graph_attention_ref(q, k, v, neighbors, scale=scale, alibi_slopes=alibi_slopes,
-                                   alibi_coords=alibi_coords)
+                                   alibi_coords=alibi_coords, return_lse=return_lse)
     if layout is None:
         layout = GraphLayout.build(neighbors)
     elif not isinstance(layout, GraphLayout):
@@ -58,7 +60,7 @@ def graph_attention(q, k, v, neighbors, *, scale=None, alibi_slopes=None, alibi_
     else:
         layout.check_matches(neighbors)
     if path == "vectorized":
-        return graph_attention_vectorized(q, k, v, layout, scale, alibi_slopes, alibi_coords)
+        return graph_attention_vectorized(q, k, v, layout, scale, alibi_slopes, alibi_coords, return_lse)
     from .triton_graph_attention import graph_attention_triton
 
-    return graph_attention_triton(q, k, v, layout, scale, alibi_slopes, alibi_coords)
+    return graph_attention_triton(q, k, v, layout, scale, alibi_slopes, alibi_coords, return_lse)

@@ -6,9 +6,11 @@ For batch item b, head h and query position i, with ``A(i) = {i} ∪ {valid neig
     score(i, j) = scale * q[b,i,h] · k[b,j,h] - slope[h] * max_l |coords[b,i,l] - coords[b,j,l]|
     out[b,i,h]  = sum_{j in A(i)} softmax_j(score(i, j)) * v[b,j,h]
 
-The ALiBi term is present only when ``alibi_slopes`` and ``alibi_coords`` are given.
-:func:`graph_attention_ref` materialises the ``[B, H, T, T]`` score matrix (tests only);
-it computes in float32 and casts back to ``q.dtype``. It is differentiable in q, k, v.
+The ALiBi term is present only when ``alibi_slopes`` and ``alibi_coords`` are given. This file
+writes that score once: :func:`score_bias` (the mask and the ALiBi term) and
+:func:`graph_attention_scores` (the ``[B, H, T, T]`` matrix); :func:`graph_attention_ref`
+(the oracle, tests only), the CPU path's dense branch and DePass's frozen probabilities all use
+them. It computes in float32 and casts back to ``q.dtype``; differentiable in q, k, v.
 """
 from __future__ import annotations
 
@@ -108,8 +110,28 @@ def alibi_distance(coords_q: torch.Tensor, coords_k: torch.Tensor) -> torch.Tens
     return (coords_q.float() - coords_k.float()).abs().amax(-1)
 
 
+def score_bias(mask: torch.Tensor, alibi_slopes=None, alibi_coords=None) -> torch.Tensor:
+    """What the graph adds to ``scale * q . k``: ``[B, 1, T, T]`` (0 on edges) or, with ALiBi, ``[B, H, T, T]``
+    (``-slope_h * max_l |c_i,l - c_j,l|`` on edges); ``-inf`` off the edges.
+
+    Args:
+        mask: ``[B, T, T]`` bool, True where query i attends to key j (self included).
+    """
+    if alibi_slopes is None:
+        return torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask, float("-inf"))[:, None]
+    dist = alibi_distance(alibi_coords[:, :, None, :], alibi_coords[:, None, :, :])  # [B, T, T]
+    bias = dist[:, None] * -alibi_slopes.float()[None, :, None, None]  # [B, H, T, T]
+    return bias.masked_fill_(~mask[:, None], float("-inf"))
+
+
+def graph_attention_scores(q, k, neighbors, scale: float, alibi_slopes=None, alibi_coords=None) -> torch.Tensor:
+    """The score matrix ``[B, H, T, T]`` float32: ``scale * q_i . k_j`` plus :func:`score_bias` (-inf off edges)."""
+    scores = torch.einsum("bihd,bjhd->bhij", q.float(), k.float()) * scale  # [B, H, T, T]
+    return scores + score_bias(dense_mask(neighbors, q.shape[1]), alibi_slopes, alibi_coords)
+
+
 def graph_attention_ref(q, k, v, neighbors, *, scale=None, alibi_slopes=None, alibi_coords=None,
-                        layout=None):
+                        layout=None, return_lse=False):
     """Dense masked attention over ``{i} ∪ neighbours(i)``; float32 inside, ``q.dtype`` out.
 
     Args:
@@ -118,9 +140,10 @@ def graph_attention_ref(q, k, v, neighbors, *, scale=None, alibi_slopes=None, al
         scale: score scale, default ``1/sqrt(d)``.
         alibi_slopes: ``[H]`` float or None. alibi_coords: ``[B, T, L]`` float or None.
         layout: accepted for signature parity and ignored (the mask comes from ``neighbors``).
+        return_lse: also return the log-sum-exp of each query's scores, ``[B, T, H]`` float32.
 
     Returns:
-        ``[B, T, H, d]`` in ``q.dtype``. Memory ``O(B·H·T²)``: for tests and small inputs.
+        ``[B, T, H, d]`` in ``q.dtype`` (and the lse). Memory ``O(B·H·T²)``: for tests and small inputs.
 
     Example:
         >>> q = k = v = torch.randn(1, 5, 2, 8)
@@ -129,13 +152,9 @@ def graph_attention_ref(q, k, v, neighbors, *, scale=None, alibi_slopes=None, al
         torch.Size([1, 5, 2, 8])
     """
     scale = check_graph_attention_args(q, k, v, neighbors, scale, alibi_slopes, alibi_coords)
-    seq_len = q.shape[1]
-    mask = dense_mask(neighbors, seq_len)  # [B, T, T]
-    scores = torch.einsum("bihd,bjhd->bhij", q.float(), k.float()) * scale  # [B, H, T, T]
-    if alibi_slopes is not None:
-        dist = alibi_distance(alibi_coords[:, :, None, :], alibi_coords[:, None, :, :])  # [B, T, T]
-        scores = scores - alibi_slopes.float()[None, :, None, None] * dist[:, None]
-    scores = scores.masked_fill(~mask[:, None], float("-inf"))
+    scores = graph_attention_scores(q, k, neighbors, scale, alibi_slopes, alibi_coords)  # [B, H, T, T]
     probs = torch.softmax(scores, dim=-1)
-    out = torch.einsum("bhij,bjhd->bihd", probs, v.float())
-    return out.to(q.dtype)
+    out = torch.einsum("bhij,bjhd->bihd", probs, v.float()).to(q.dtype)
+    if not return_lse:
+        return out
+    return out, torch.logsumexp(scores, dim=-1).transpose(1, 2)  # [B, T, H]

@@ -21,6 +21,7 @@ import triton.language as tl
 from .layout import GraphLayout
 
 LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
 CONFIG = {"BLOCK_N": 16, "BLOCK_H": 1, "num_warps": 1}  # best of the H100 sweep (bench JSON)
 
 
@@ -210,11 +211,18 @@ def attention_forward(q, k, v, layout: GraphLayout, scale: float, slopes=None, c
 
 
 def attention_backward(grad_out, q, k, v, out, lse, layout: GraphLayout, scale: float,
-                       slopes=None, coords=None):
-    """dq, dk, dv (in the inputs' dtype) from contiguous tensors and the forward's ``lse``."""
+                       slopes=None, coords=None, grad_lse=None):
+    """dq, dk, dv (in the inputs' dtype) from contiguous tensors and the forward's ``lse``.
+
+    ``grad_lse``: the gradient of the natural log-sum-exp output, if it was used: since
+    ``d lse_i / d s_ij = p_ij`` it enters the kernels as ``delta_i - grad_lse_i``.
+    """
     batch, seq_len, heads, head_dim = q.shape
     slopes_t, coords_t = _alibi_args(q, slopes, coords)
-    delta = (grad_out.float() * out.float()).sum(-1).contiguous()  # [B, T, H]
+    delta = (grad_out.float() * out.float()).sum(-1)  # [B, T, H]
+    if grad_lse is not None:
+        delta = delta - grad_lse.float()
+    delta = delta.contiguous()
     dq = _empty(q.shape, q.dtype, q.device)
     dk = _empty(k.shape, k.dtype, k.device)
     dv = _empty(v.shape, v.dtype, v.device)
@@ -236,19 +244,20 @@ class _TritonGraphAttention(torch.autograd.Function):
         out, lse = attention_forward(q, k, v, layout, scale, slopes, coords)
         ctx.save_for_backward(q, k, v, out, lse, slopes, coords)
         ctx.layout, ctx.scale = layout, scale
-        return out
+        return out, lse * LN2  # the kernel's base-2 lse in natural units
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def backward(ctx, grad_out, grad_lse):
         q, k, v, out, lse, slopes, coords = ctx.saved_tensors
         dq, dk, dv = attention_backward(grad_out.contiguous(), q, k, v, out, lse, ctx.layout,
-                                        ctx.scale, slopes, coords)
+                                        ctx.scale, slopes, coords, grad_lse)
         return dq, dk, dv, None, None, None, None
 
 
 def graph_attention_triton(q, k, v, layout: GraphLayout, scale: float, alibi_slopes=None,
-                           alibi_coords=None):
-    """Triton graph attention; arguments already validated. Differentiable in q, k, v."""
+                           alibi_coords=None, return_lse: bool = False):
+    """Triton graph attention; arguments already validated. Differentiable in q, k, v (and through the lse)."""
     if layout.device != q.device:
         raise ValueError(f"layout is on {layout.device} but q is on {q.device}")
-    return _TritonGraphAttention.apply(q, k, v, layout, scale, alibi_slopes, alibi_coords)
+    out, lse = _TritonGraphAttention.apply(q, k, v, layout, scale, alibi_slopes, alibi_coords)
+    return (out, lse) if return_lse else out

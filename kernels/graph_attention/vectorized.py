@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .layout import GraphLayout
+from .reference import score_bias
 
 GATHER_ELEMENTS = 1 << 22  # gathered K (or V) elements per chunk and key slot (16 MiB in float32)
 
@@ -108,10 +109,10 @@ class _GatherAttention(torch.autograd.Function):
             lse[:, start:stop] = top + torch.log(total)
         ctx.save_for_backward(q, k, v, out, lse, slopes, coords)
         ctx.layout, ctx.scale = layout, scale
-        return out.to(q.dtype)
+        return out.to(q.dtype), lse
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def backward(ctx, grad_out, grad_lse):
         q, k, v, out, lse, slopes, coords = ctx.saved_tensors
         layout, scale = ctx.layout, ctx.scale
         batch, seq_len, heads, head_dim = q.shape
@@ -119,6 +120,8 @@ class _GatherAttention(torch.autograd.Function):
         k_flat = k.float().reshape(batch * seq_len, heads, head_dim)
         v_flat = v.float().reshape(batch * seq_len, heads, head_dim)
         delta = (do32 * out).sum(-1)  # [B, T, H]
+        if grad_lse is not None:  # d lse_i / d s_ij = p_ij: the lse's gradient enters as -delta
+            delta = delta - grad_lse.float()
         dq = torch.empty_like(q32)
         dk_flat, dv_flat = torch.zeros_like(k_flat), torch.zeros_like(v_flat)
         width = max(1, layout.width)  # all slots of a chunk at once: fewer, larger ops than the forward's
@@ -150,7 +153,7 @@ DENSE_ELEMENTS = 1 << 24
 
 def dense_mask(layout: GraphLayout, alibi_slopes=None, alibi_coords=None) -> torch.Tensor:
     """The graph as an attention mask: bool ``[B, 1, T, T]`` (True = edge, self included), or with
-    ALiBi a float ``[B, H, T, T]`` bias (``-slope_h * max_l |c_i,l - c_j,l|`` on edges, -inf elsewhere).
+    ALiBi the float bias of :func:`~.reference.score_bias` (``[B, H, T, T]``, -inf off the edges).
 
     Example:
         >>> layout = GraphLayout.build(torch.tensor([[[-1], [0], [0]]]))
@@ -161,36 +164,40 @@ def dense_mask(layout: GraphLayout, alibi_slopes=None, alibi_coords=None) -> tor
     batch, seq_len = nbrs.shape[:2]
     edge = torch.zeros(batch, seq_len, seq_len + 1, dtype=torch.bool, device=nbrs.device)
     edge.scatter_(2, nbrs.masked_fill(nbrs < 0, seq_len), True)  # padding lands in the spare column
-    edge = edge[:, :, :seq_len].unsqueeze(1)  # [B, 1, T, T]
-    if alibi_slopes is None:
-        return edge
-    dist = (alibi_coords[:, :, None, :] - alibi_coords[:, None, :, :]).abs().amax(-1)  # [B, T, T]
-    bias = dist[:, None] * -alibi_slopes[None, :, None, None]  # [B, H, T, T]
-    return bias.masked_fill_(~edge, float("-inf"))
+    edge = edge[:, :, :seq_len]
+    return edge[:, None] if alibi_slopes is None else score_bias(edge, alibi_slopes, alibi_coords)
 
 
-def _dense_attention(q, k, v, layout, scale, slopes, coords):
+def _dense_attention(q, k, v, layout, scale, slopes, coords, return_lse: bool):
     """Short sequences: softmax over the graph's edges as one masked ``scaled_dot_product_attention``.
 
     Off-graph scores are -inf, so the softmax runs over exactly the edges (self keeps every row
     finite): the gather path's numbers to float32 rounding, from a fused CPU attention kernel
-    and its backward instead of per-edge gathers and scatters.
+    and its backward instead of per-edge gathers and scatters. The log-sum-exp, when asked for,
+    comes from the same bias over the explicit score matrix.
     """
     mask = dense_mask(layout, slopes, coords)
     q32, k32, v32 = (t.float().transpose(1, 2) for t in (q, k, v))  # [B, H, T, d]
     out = F.scaled_dot_product_attention(q32, k32, v32, attn_mask=mask, scale=scale)
-    return out.transpose(1, 2).to(q.dtype)  # [B, T, H, d]
+    out = out.transpose(1, 2).to(q.dtype)  # [B, T, H, d]
+    if not return_lse:
+        return out
+    scores = torch.einsum("bhid,bhjd->bhij", q32, k32) * scale  # [B, H, T, T]
+    scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    return out, torch.logsumexp(scores, dim=-1).transpose(1, 2)  # [B, T, H]
 
 
 def graph_attention_vectorized(q, k, v, layout: GraphLayout, scale: float, alibi_slopes=None,
-                               alibi_coords=None):
+                               alibi_coords=None, return_lse: bool = False):
     """Graph attention by gathering each query's keys; arguments already validated.
 
-    Returns ``[B, T, H, d]`` in ``q.dtype``; differentiable in q, k, v (float32 inside).
+    Returns ``[B, T, H, d]`` in ``q.dtype`` (and with ``return_lse`` the log-sum-exp ``[B, T, H]``
+    float32); differentiable in q, k, v through both (float32 inside).
     """
     slopes = None if alibi_slopes is None else alibi_slopes.float()
     coords = None if alibi_coords is None else alibi_coords.float()
     batch, seq_len, heads = q.shape[:3]
     if batch * heads * seq_len * seq_len <= DENSE_ELEMENTS:
-        return _dense_attention(q, k, v, layout, scale, slopes, coords)
-    return _GatherAttention.apply(q, k, v, layout, scale, slopes, coords)
+        return _dense_attention(q, k, v, layout, scale, slopes, coords, return_lse)
+    out, lse = _GatherAttention.apply(q, k, v, layout, scale, slopes, coords)
+    return (out, lse) if return_lse else out

@@ -144,30 +144,6 @@ def memory_slots(graph, batch_size: int, seq_len: int) -> torch.Tensor:
     return slots.view(batch_size, seq_len, -1)
 
 
-def graph_logsumexp(q, k, neighbors, scale: float, alibi_slopes=None, alibi_coords=None) -> torch.Tensor:
-    """Log-sum-exp of the graph-attention scores of each query (self + neighbours, set semantics).
-
-    Same scores as ``sosm.kernels.graph_attention``: ``scale * q_i . k_j`` minus the
-    Graph-ALiBi term when given. Shapes: ``q, k [B, T, H, d]``, ``neighbors [B, T, Kn]``
-    -> ``[B, T, H]`` float32. Differentiable in q and k.
-    """
-    B, T, H, _ = q.shape
-    nbrs = neighbors.long()
-    own = torch.arange(T, device=q.device).view(1, T, 1).expand(B, T, 1)
-    keys_at = torch.cat([nbrs, own], dim=2)  # [B, T, Kn+1]
-    dup = (keys_at[..., :, None] == keys_at[..., None, :]).tril(-1).any(-1)  # later copies of one key
-    valid = (keys_at >= 0) & ~dup
-    batch = torch.arange(B, device=q.device).view(B, 1, 1)
-    gathered = k.float()[batch, keys_at.clamp_min(0)]  # [B, T, Kn+1, H, d]
-    scores = torch.einsum("bthd,btnhd->btnh", q.float(), gathered) * scale
-    if alibi_slopes is not None:
-        coords = alibi_coords.float()
-        dist = (coords[:, :, None, :] - coords[batch, keys_at.clamp_min(0)]).abs().amax(-1)  # [B, T, Kn+1]
-        scores = scores - dist[..., None] * alibi_slopes.float()
-    scores = scores.masked_fill(~valid[..., None], float("-inf"))
-    return torch.logsumexp(scores, dim=2)  # [B, T, H]
-
-
 def memory_attention(q, mem_k, mem_v, slots, scale: float, angles=None, penalty=None):
     """Attention of each query over its memory keys only: ``(out [B, T, H, d] f32, lse [B, T, H] f32)``.
 

@@ -233,3 +233,36 @@ def test_vectorized_gather_and_dense_paths(seq_len, alibi, dense, monkeypatch):
     monkeypatch.setattr(vectorized, "DENSE_ELEMENTS", 1 << 40 if dense else 0)
     check_against_reference(graph_attention, torch.float32, "cpu", seq_len, alibi, batch=2,
                             heads=3, head_dim=8, causal=seq_len != 77, backend="vectorized")
+
+
+def _lse_cases():
+    cases = [("vectorized", "dense"), ("vectorized", "gather"), ("reference", None)]
+    if interpreter_enabled():
+        cases.append(("triton", None))
+    return cases
+
+
+@pytest.mark.parametrize("backend, vectorized_path", _lse_cases())
+@pytest.mark.parametrize("alibi", [False, True])
+def test_log_sum_exp_output_and_its_gradient(backend, vectorized_path, alibi, monkeypatch):
+    """``return_lse``: each query's natural log-sum-exp equals the dense scores', and a loss that reads it
+    back-propagates into q and k exactly as through the reference (the memory merge relies on both)."""
+    from sosm.kernels.graph_attention import vectorized
+    from sosm.kernels.graph_attention.reference import graph_attention_scores
+
+    if vectorized_path is not None:
+        monkeypatch.setattr(vectorized, "DENSE_ELEMENTS", 1 << 40 if vectorized_path == "dense" else 0)
+    (q, k, v), slopes, coords = make_inputs(1, 19, 2, 8, 3, torch.float32, "cpu")
+    nbrs = make_graph(1, 19, 5)
+    extra = {"alibi_slopes": slopes, "alibi_coords": coords} if alibi else {}
+    results = {}
+    for name in (backend, "reference"):
+        leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+        out, lse = graph_attention(*leaves, nbrs, backend=name, return_lse=True, **extra)
+        weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(2))
+        ((out * weight).sum() + (lse * torch.tensor([0.7, -1.3])).sum()).backward()
+        results[name] = [out.detach(), lse.detach()] + [t.grad for t in leaves]
+    scores = graph_attention_scores(q, k, nbrs, 8 ** -0.5, *(extra.values() if alibi else ()))
+    assert_close(results["reference"][1], torch.logsumexp(scores, -1).transpose(1, 2), name="reference lse")
+    for what, a, e in zip(("out", "lse", "dq", "dk", "dv"), results[backend], results["reference"]):
+        assert_close(a, e, name=f"{backend} {what}")

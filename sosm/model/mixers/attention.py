@@ -3,8 +3,8 @@
 :class:`AttentionBlock` is pre-norm attention and an MLP with residuals: RMSNorm, one QKV
 projection, rotary positions from ``ctx.angles``, an out-projection, then RMSNorm and a GELU MLP.
 A subclass supplies how queries attend (``attend`` over a sequence, ``attend_step`` over the cache)
-and which (query, key) pairs are allowed with what bias (``attention_mask``), from which the DePass
-linear mode and the frozen probabilities follow.
+and its dense score matrix (``attention_scores``), from which the DePass linear mode and the frozen
+probabilities follow.
 
 :class:`DenseAttention` (``"attention"``; aliases ``"T"``, ``"transformer"``): causal softmax
 attention over every earlier position through ``F.scaled_dot_product_attention``; decoding keeps
@@ -49,8 +49,8 @@ class AttentionBlock(Mixer):
     """Shared parts of the attention mixers: pre-norm, QKV, rotary positions, out-projection, MLP.
 
     Subclasses implement ``attend(q, k, v, ctx) -> [B, T, H, d]``, ``attend_step(q [B, H, d],
-    cache, ctx) -> [B, H, d]`` and ``attention_mask(x, ctx) -> (allowed [B, T, T] bool, bias
-    [B, H, T, T] float or None)``.
+    cache, ctx) -> [B, H, d]`` and ``attention_scores(q, k, ctx) -> [B, H, T, T]`` (float32,
+    ``-inf`` where a query may not attend: the dense form DePass freezes).
     """
 
     def __init__(self, config, struct_dim: Optional[int] = None):
@@ -101,13 +101,8 @@ class AttentionBlock(Mixer):
 
     def attention_probs(self, x: torch.Tensor, ctx: LayerContext) -> torch.Tensor:
         """Attention probabilities ``[B, H, T, T]`` (float32) of the real input ``x [B, T, d]`` (dense; for analysis)."""
-        B, T, _ = x.shape
         q, k, _ = self._qkv(x, ctx)  # [B, T, H, hd]
-        scores = torch.einsum("bihd,bjhd->bhij", q.float(), k.float()) / math.sqrt(self.head_dim)  # [B, H, T, T]
-        allowed, bias = self.attention_mask(x, ctx)
-        if bias is not None:
-            scores = scores - bias
-        return torch.softmax(scores.masked_fill(~allowed[:, None], float("-inf")), dim=-1)
+        return torch.softmax(self.attention_scores(q, k, ctx), dim=-1)
 
     def linear_mode(self, x: torch.Tensor, xc: torch.Tensor, ctx: LayerContext, bias_index: int,
                     router=None, probs: Optional[torch.Tensor] = None):
@@ -147,6 +142,9 @@ class DenseAttention(AttentionBlock):
         probs = torch.softmax(scores, dim=1)
         return torch.einsum("bnh,bnhd->bhd", probs, cache["v"].float()).to(q.dtype)  # [B, H, d]
 
-    def attention_mask(self, x: torch.Tensor, ctx: LayerContext):
-        T = x.shape[1]
-        return torch.ones(T, T, dtype=torch.bool, device=x.device).tril()[None], None
+    def attention_scores(self, q: torch.Tensor, k: torch.Tensor, ctx: LayerContext) -> torch.Tensor:
+        """Causal dense scores ``[B, H, T, T]``: ``q . k / sqrt(d)``, ``-inf`` above the diagonal."""
+        T = q.shape[1]
+        scores = torch.einsum("bihd,bjhd->bhij", q.float(), k.float()) / math.sqrt(self.head_dim)
+        causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+        return scores.masked_fill(~causal, float("-inf"))

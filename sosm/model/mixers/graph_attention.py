@@ -27,7 +27,7 @@ from typing import Optional
 import torch
 
 from ...kernels import graph_attention
-from ...kernels.graph_attention.reference import alibi_distance, dense_mask
+from ...kernels.graph_attention.reference import graph_attention_scores
 from ..context import LayerContext
 from ..positional import alibi_slopes, apply_rotary
 from .attention import AttentionBlock
@@ -68,15 +68,16 @@ class GraphAttention(AttentionBlock):
         if ctx.neighbors is None:
             raise ValueError("graph_attention needs ctx.neighbors [B, T, Kn] (the model builds them)")
         slopes, coords = (self.alibi_slopes, ctx.alibi_coords) if self.use_alibi else (None, None)
+        slots = ctx.memory_slots
+        with_memory = ctx.memory is not None and slots is not None and slots.shape[-1] > 0 and bool((slots >= 0).any())
         with torch.autocast(q.device.type, enabled=False):  # the kernel computes the softmax in fp32 itself
             out = graph_attention(q, k, v, ctx.neighbors, alibi_slopes=slopes, alibi_coords=coords,
-                                  layout=ctx.layout)  # [B, T, H, d]
-            slots = ctx.memory_slots
-            if ctx.memory is None or slots is None or slots.shape[-1] == 0 or not bool((slots >= 0).any()):
+                                  layout=ctx.layout, return_lse=with_memory)  # [B, T, H, d] (, lse [B, T, H])
+            if not with_memory:
                 return out
-            from ..memory_attention import alibi_memory_penalty, graph_logsumexp, memory_attention, merge_attention
+            from ..memory_attention import alibi_memory_penalty, memory_attention, merge_attention
+            out, lse_g = out
             scale = self.head_dim ** -0.5
-            lse_g = graph_logsumexp(q, k, ctx.neighbors, scale, slopes, coords)  # [B, T, H]
             mem_k, mem_v = ctx.memory.gather(self.attention_index, slots)  # [B, T, Km, H, d] each
             penalty = alibi_memory_penalty(self.alibi_slopes, self.max_distance) if self.use_alibi else None
             out_m, lse_m = memory_attention(q, mem_k.to(q.dtype), mem_v.to(q.dtype), slots, scale,
@@ -113,10 +114,7 @@ class GraphAttention(AttentionBlock):
         lse_g = torch.logsumexp(scores, dim=1)[:, None]  # [B, 1, H]
         return merge_attention(out[:, None], lse_g, out_m, lse_m)[:, 0].to(q.dtype)  # [B, H, d]
 
-    def attention_mask(self, x: torch.Tensor, ctx: LayerContext):
-        """Self + neighbours, and the Graph-ALiBi penalty ``[B, H, T, T]`` when the layer uses it."""
-        allowed = dense_mask(ctx.neighbors, x.shape[1])  # [B, T, T]
-        if not self.use_alibi:
-            return allowed, None
-        dist = alibi_distance(ctx.alibi_coords[:, :, None, :], ctx.alibi_coords[:, None, :, :])  # [B, T, T]
-        return allowed, self.alibi_slopes.float()[None, :, None, None] * dist[:, None]
+    def attention_scores(self, q: torch.Tensor, k: torch.Tensor, ctx: LayerContext) -> torch.Tensor:
+        """The kernel's own score definition (``graph_attention_scores``): self + neighbours, Graph-ALiBi included."""
+        slopes, coords = (self.alibi_slopes, ctx.alibi_coords) if self.use_alibi else (None, None)
+        return graph_attention_scores(q, k, ctx.neighbors, self.head_dim ** -0.5, slopes, coords)
