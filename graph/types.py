@@ -113,7 +113,7 @@ class SemanticGraph:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} {value!r} is invalid; accepted: an int >= 1")
-        E, B, T, N = self.num_edges, self.batch_size, self.seq_len, self.num_nodes
+        E = self.num_edges
         if self.edge_index.dim() != 2 or self.edge_index.shape[0] != 2 or self.edge_index.dtype != torch.long:
             raise ValueError(f"edge_index must be LongTensor[2, E], got {tuple(self.edge_index.shape)} {self.edge_index.dtype}")
         for name, want in (("edge_type", (E,)), ("edge_weight", (E,)), ("dominant_block", (E,)),

@@ -76,7 +76,7 @@ def check_state_args(x, weight, initial_states, name: str = "initial_states") ->
 
 def _with_states(x, weight, bias, initial_states, return_final_states, activation, conv):
     """Run ``conv`` (a path over ``[B, T', E]`` in the compute dtype) with carried state; cast back."""
-    dtype, K, T = compute_dtype(x, weight, bias), weight.shape[1], x.shape[1]
+    dtype, K = compute_dtype(x, weight, bias), weight.shape[1]
     xc = x if x.dtype == dtype else x.to(dtype)
     if initial_states is not None:
         xc = torch.cat([initial_states.to(dtype), xc], 1)  # [B, K-1+T, E]
