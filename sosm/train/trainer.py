@@ -211,7 +211,8 @@ class Trainer:
                 "step": sampler["step"]})
             restore_rng_state(state["rng"])
             self.elapsed_before = float(state.get("elapsed_s", 0.0))
-            self.best_val = float(state.get("best_val_loss", math.inf))
+            best = state.get("best_val_loss")  # None until the first evaluation
+            self.best_val = math.inf if best is None else float(best)
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise CheckpointError(f"checkpoint file {checkpoint.path / 'trainer_state.json'} is malformed: "
                                   f"{type(err).__name__}: {err}") from None

@@ -181,3 +181,24 @@ def test_every_field_is_commented():
 def test_bf16_autocast_path_runs_on_cpu(make_config, tmp_path):
     result = run(make_config(max_steps=2, dtype="bfloat16"), tmp_path / "r")
     assert all(torch.isfinite(torch.tensor(l)) for l in result.losses.values())
+
+
+def test_resume_from_a_checkpoint_of_every_kind_of_step(make_config, tmp_path):
+    """A stop at any step, before the first evaluation (best_val_loss null), on one, between two, at a
+    checkpoint step or not, resumes onto the uninterrupted curve (checkpoints every 3, evals every 8)."""
+    config = make_config(checkpoint_interval=3, max_steps=12)
+    full = run(config, tmp_path / "full")
+    for stop in range(1, 12):
+        def send(trainer, step, loss, stop=stop):
+            if step == stop:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        out = tmp_path / f"stop{stop}"
+        stopped = Trainer(config, out, model_factory=tiny_factory, step_callback=send).train()
+        assert stopped.stopped_by == "SIGTERM" and stopped.final_step == stop
+        resumed = run(config, out, resume=True)
+        assert resumed.start_step == stop, stop
+        assert {**stopped.losses, **resumed.losses} == full.losses, stop
+        assert resumed.evals[-1] == full.evals[-1], stop
+        best = json.loads((out / "summary.json").read_text())["best_val_loss"]
+        assert best == json.loads((tmp_path / "full" / "summary.json").read_text())["best_val_loss"], stop
