@@ -49,6 +49,13 @@ def run(args) -> int:
         config = config.replace(**changes)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     trainer = Trainer(config, out, resume=args.resume)
+    if trainer.step >= config.max_steps:
+        result = trainer.train()
+        last = result.evals[-1] if result.evals else {}
+        loss = f" (val loss {last['val_loss']:.4f} at step {last['step']})" if last else ""
+        print(f"nothing to do: {out} is already at step {trainer.step} of max_steps {config.max_steps}{loss}; "
+              f"its results are left as they are. To train further: --resume --max-steps N with N > {trainer.step}")
+        return 0
     print(f"training {config.display_name}: {trainer.parameters:,} parameters, device {trainer.device}, "
           f"steps {trainer.step} -> {config.max_steps}, output {out}")
     result = trainer.train()

@@ -127,3 +127,18 @@ def test_seed_option_overrides_the_config_seed(tmp_path, text_file):
     assert seeds == {"a": 1337, "b": 1337, "c": 7}
     loss = {name: [r["loss"] for r in log if r["kind"] == "train"] for name, log in runs.items()}
     assert loss["a"] == loss["b"] != loss["c"]
+
+
+def test_train_resume_of_a_finished_run_says_nothing_to_do(tmp_path, text_file, capsys):
+    config = write_config(tmp_path, text_file, model="transformer")
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--out", str(out), "--max-steps", "3"]) == 0
+    summary = (out / "summary.json").read_bytes()
+    capsys.readouterr()
+    assert main(["train", "--config", str(config), "--out", str(out), "--max-steps", "3", "--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert "nothing to do" in printed and "nan" not in printed and "--max-steps" in printed
+    assert (out / "summary.json").read_bytes() == summary
+    assert main(["train", "--config", str(config), "--out", str(out), "--max-steps", "2", "--resume"]) == 2
+    assert "max_steps=2 is below step 3" in capsys.readouterr().err
+    assert (out / "summary.json").read_bytes() == summary

@@ -202,3 +202,24 @@ def test_resume_from_a_checkpoint_of_every_kind_of_step(make_config, tmp_path):
         assert resumed.evals[-1] == full.evals[-1], stop
         best = json.loads((out / "summary.json").read_text())["best_val_loss"]
         assert best == json.loads((tmp_path / "full" / "summary.json").read_text())["best_val_loss"], stop
+
+
+def test_resuming_a_finished_run_trains_nothing_and_writes_nothing(make_config, tmp_path):
+    config = make_config(max_steps=8)
+    run(config, tmp_path / "r")
+    files = {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()}
+    again = run(config, tmp_path / "r", resume=True)
+    assert again.nothing_to_do and again.final_step == 8 and again.losses == {}
+    assert again.evals and again.evals[-1]["step"] == 8, "the finished run's evaluations are reported from its log"
+    assert {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()} == files
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["final_val_loss"] == again.evals[-1]["val_loss"] is not None
+
+
+def test_max_steps_below_the_checkpoint_is_refused(make_config, tmp_path):
+    run(make_config(max_steps=8), tmp_path / "r")
+    summary = (tmp_path / "r" / "summary.json").read_bytes()
+    with pytest.raises(ValueError, match=r"max_steps=5 is below step 8 of the newest checkpoint.*accepted: "
+                                         r"max_steps >= 8"):
+        Trainer(make_config(max_steps=5), tmp_path / "r", resume=True, model_factory=tiny_factory)
+    assert (tmp_path / "r" / "summary.json").read_bytes() == summary
