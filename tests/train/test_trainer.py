@@ -223,3 +223,40 @@ def test_max_steps_below_the_checkpoint_is_refused(make_config, tmp_path):
                                          r"max_steps >= 8"):
         Trainer(make_config(max_steps=5), tmp_path / "r", resume=True, model_factory=tiny_factory)
     assert (tmp_path / "r" / "summary.json").read_bytes() == summary
+
+
+@pytest.mark.parametrize("text, missing", [
+    ("", "max_steps, data.dataset, model.model"),
+    ("# only a comment\n", "max_steps, data.dataset, model.model"),
+    ("max_steps: 10\n", "data.dataset, model.model"),
+    ("max_steps: 10\ndata: {block_size: 32}\nmodel: {model: mamba}\n", "data.dataset"),
+    ("max_steps: 10\ndata: {dataset: default}\nmodel:\n", "model.model"),
+])
+def test_config_file_must_name_what_a_run_needs(tmp_path, text, missing):
+    """An empty or section-less file is not a silent 2,000-step default run."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=rf"c\.yaml.* needs {missing}"):
+        TrainConfig.from_yaml(path)
+
+
+def test_config_file_errors_name_the_file(tmp_path):
+    with pytest.raises(IsADirectoryError, match=rf"config file {tmp_path} is a directory; accepted: a YAML file"):
+        TrainConfig.from_yaml(tmp_path)
+    binary = tmp_path / "weights.bin"
+    binary.write_bytes(b"\x00\xd7\xff\xfe" * 8)
+    with pytest.raises(ValueError, match=r"config file .*weights\.bin is not UTF-8 text .*byte offset 1"):
+        TrainConfig.from_yaml(binary)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- 1\n- 2\n")
+    with pytest.raises(TypeError, match=r"list\.yaml: a training config must be a mapping, got list"):
+        TrainConfig.from_yaml(listed)
+
+
+def test_a_text_too_short_for_the_context_says_how_long_it_must_be(make_config, tmp_path):
+    short = tmp_path / "two.txt"
+    short.write_text("ab")
+    config = make_config(data={"path": str(short), "block_size": 16})
+    with pytest.raises(ValueError, match=r"the train split of .*two\.txt has 1 tokens? .* data\.block_size=16 needs at "
+                                         r"least 18 tokens in each split"):
+        Trainer(config, tmp_path / "r", model_factory=tiny_factory)
