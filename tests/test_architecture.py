@@ -45,7 +45,7 @@ PUBLIC = {
     "sosm.common": ["BLOCK_DIM", "BLOCK_NAMES", "DEFAULT_BLOCK_WEIGHTS", "N_BLOCKS", "SEMANTIC_DIM", "TEMPORAL_DIM",
                     "atomic_dir", "atomic_path", "atomic_write", "block_index", "block_slice", "check", "fsync_dir",
                     "is_int", "is_number", "reject_unknown_keys", "rename_keys", "write_synced"],
-    "sosm.data": ["Batch", "BatchSampler", "DATA_DIR_ENV", "TINYSHAKESPEARE_SHA256", "TINYSHAKESPEARE_SIZE",
+    "sosm.data": ["Batch", "BatchSampler", "DATA_DIR_ENV", "DataUnavailableError", "TINYSHAKESPEARE_SHA256", "TINYSHAKESPEARE_SIZE",
                   "TokenSplits", "decode_text", "default_corpus", "get_batch", "load_tinyshakespeare",
                   "read_text_file", "split_ids", "verify_file"],
     "sosm.tokenizers": ["BPETokenizer", "ByteTokenizer", "CONFIG_FILE", "TOKENIZERS", "Tokenizer", "WORD_PATTERN",

@@ -55,10 +55,7 @@ def _run_stream(args, trained, ids, report) -> int:
           f"of {result.window} tokens ({result.tokens:,} tokens), memory_k={args.memory_k}, "
           f"threshold={args.memory_threshold}")
     print(format_table(result))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(report, handle, indent=2)
-            handle.write("\n")
+    write_json(report, args.json)
     return 0
 
 
@@ -78,7 +75,11 @@ def run(args) -> int:
     from ..evaluate import evaluate_ids, leak_check
     from ..train.components import build_splits
     from ..train.loading import load_trained
+    from .checks import check_device, check_output_file
 
+    if args.json:
+        check_output_file(args.json, "--json")
+    check_device(args.device)
     if args.max_tokens is not None and args.max_tokens < 1:
         raise ValueError(f"--max-tokens={args.max_tokens} is invalid; accepted: an int >= 1")
     if args.batch_size < 1:
@@ -108,8 +109,15 @@ def run(args) -> int:
         print(leak)
         if not leak.passed:
             status = EXIT_LEAK
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump(report, handle, indent=2)
-            handle.write("\n")
+    write_json(report, args.json)
     return status
+
+
+def write_json(report: dict, path) -> None:
+    """``--json FILE``: the report, written atomically (checked before any evaluation by :func:`run`)."""
+    from ..common.files import atomic_write
+    from .checks import writing
+
+    if path:
+        with writing(path, "--json"):
+            atomic_write(path, json.dumps(report, indent=2) + "\n")

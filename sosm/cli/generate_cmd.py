@@ -61,7 +61,9 @@ def run(args) -> int:
     import torch
 
     from ..train.loading import load_trained
+    from .checks import check_device
 
+    check_device(args.device)
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens={args.max_new_tokens} is invalid; accepted: an int >= 1")
     if not args.temperature > 0:

@@ -76,8 +76,12 @@ def load_states(args, text: str):
 
 def run(args) -> int:
     from ..data import read_text_file
+    from .checks import check_output_file
     from .pipeline import build_graph, load_graph_config, write_outputs
 
+    for option, path in (("--out", args.out), ("--html", args.html), ("--png", args.png), ("--graphml", args.graphml)):
+        if path is not None:
+            check_output_file(path, option)
     text = read_text_file(args.text_file) if args.text_file else args.text
     if not text or not text.strip():
         raise ValueError("--text is empty; accepted: at least one non-whitespace character")

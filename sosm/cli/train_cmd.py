@@ -30,6 +30,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from ..train import TrainConfig, Trainer
+    from .checks import check_output_dir
 
     config = TrainConfig.from_yaml(args.config)
     changes = {}
@@ -47,7 +48,7 @@ def run(args) -> int:
         changes["progress_bar"] = False
     if changes:
         config = config.replace(**changes)
-    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    out = check_output_dir(Path(args.out) if args.out else Path("runs") / Path(args.config).stem, "--out")
     trainer = Trainer(config, out, resume=args.resume)
     if trainer.step >= config.max_steps:
         result = trainer.train()

@@ -233,11 +233,11 @@ class TrainConfig:
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as err:
-            raise ValueError(f"config file {path} is not valid YAML: {err}") from None
+            raise ValueError(f"config file {path} is not valid YAML: {' '.join(str(err).split())}") from None
         try:
             config = cls.from_dict({} if data is None else data)
-        except (ValueError, TypeError) as err:
-            raise type(err)(f"{path}: {err}") from None
+        except (ValueError, TypeError) as err:  # the file's content is the bad value, whatever its type
+            raise ValueError(f"{path}: {err}") from None
         missing = [name for name in REQUIRED_IN_FILE if not _has_key(data, name)]
         if missing:
             raise ValueError(f"config file {path} {'is empty' if not data else 'is incomplete'}: a training config "

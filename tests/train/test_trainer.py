@@ -249,7 +249,7 @@ def test_config_file_errors_name_the_file(tmp_path):
         TrainConfig.from_yaml(binary)
     listed = tmp_path / "list.yaml"
     listed.write_text("- 1\n- 2\n")
-    with pytest.raises(TypeError, match=r"list\.yaml: a training config must be a mapping, got list"):
+    with pytest.raises(ValueError, match=r"list\.yaml: a training config must be a mapping, got list"):
         TrainConfig.from_yaml(listed)
 
 
