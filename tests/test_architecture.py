@@ -48,6 +48,8 @@ PUBLIC = {
     "sosm.data": ["Batch", "BatchSampler", "DATA_DIR_ENV", "DataUnavailableError", "TINYSHAKESPEARE_SHA256", "TINYSHAKESPEARE_SIZE",
                   "TokenSplits", "decode_text", "default_corpus", "get_batch", "load_tinyshakespeare",
                   "read_text_file", "split_ids", "verify_file"],
+    "sosm.evaluate": ["CanaryReport", "EvalResult", "LN2", "LeakReport", "canary_check", "evaluate_ids",
+                      "evaluate_text", "evaluate_tokens", "leak_check", "model_logits"],
     "sosm.tokenizers": ["BPETokenizer", "ByteTokenizer", "CONFIG_FILE", "TOKENIZERS", "Tokenizer", "WORD_PATTERN",
                         "WordSpans", "display_label", "find_words", "load_tokenizer", "word_spans"],
     "sosm.train": ["Checkpoint", "CheckpointError", "DataConfig", "OptimConfig", "TrainConfig", "TrainResult",

@@ -266,7 +266,7 @@ class SOSMModel(nn.Module):
 
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: Optional[int] = None, seed: Optional[int] = None,
-                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                 generator: Optional[torch.Generator] = None, streamer=None) -> torch.Tensor:
         """Sample a continuation with incremental decoding (see :mod:`sosm.model.generation`).
 
         Args:
@@ -276,6 +276,7 @@ class SOSMModel(nn.Module):
             top_k: sample among the ``top_k`` likeliest tokens (None: all).
             seed: seed of a private ``torch.Generator`` (ignored when ``generator`` is given).
             generator: the random generator to sample with.
+            streamer: called with each new token's ids ``[B]`` as soon as it is sampled (printing as it goes).
 
         Returns:
             ``[B, T + max_new_tokens]`` long ids.
@@ -283,7 +284,7 @@ class SOSMModel(nn.Module):
         from .generation import generate
 
         return generate(self, input_ids, max_new_tokens, temperature=temperature, top_k=top_k, seed=seed,
-                        generator=generator)
+                        generator=generator, streamer=streamer)
 
     def save_pretrained(self, directory) -> None:
         """Write ``config.json`` and ``model.safetensors`` into ``directory``, each atomically."""

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 import signal
@@ -24,9 +25,9 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..common.files import atomic_write
+from ..common.progress import progress_bar
 from ..data import BatchSampler
 from ..evaluate import model_logits
 from .checkpoint import (CONFIG_FILE, CheckpointError, capture_rng_state, list_checkpoints, load_model_state,
@@ -300,8 +301,9 @@ class Trainer:
         tokens_per_step = cfg.batch_size * cfg.data.block_size
         start = time.perf_counter()
         loop_time, window_start, window_steps = 0.0, time.perf_counter(), 0
-        bar = tqdm(total=cfg.max_steps, initial=self.step, desc=cfg.display_name, disable=not cfg.progress_bar,
-                   dynamic_ncols=True, unit="step")
+        bars = contextlib.ExitStack()  # the bar, and warnings printed above it rather than into its line
+        bar = bars.enter_context(progress_bar(total=cfg.max_steps, initial=self.step, desc=cfg.display_name,
+                                              disable=not cfg.progress_bar, unit="step"))
         self.model.train()
         last_saved, saved_step = None, None
         stop = _StopSignals()
@@ -348,7 +350,7 @@ class Trainer:
                     break
         finally:
             stop.restore()
-            bar.close()
+            bars.close()
         wall = self.elapsed_before + time.perf_counter() - start
         if last_saved is None and not list_checkpoints(self.out_dir):
             last_saved = self.save_checkpoint(wall)
