@@ -31,8 +31,9 @@ CASES = {
     "graph-out-is-a-folder": (["graph", "--text", "a list and a tuple", "--out", "{d}"], "--out {d} is a directory"),
     "graph-html-under-a-file": (["graph", "--text", "a list and a tuple", "--out", "{d}/g.json", "--html",
                                  "{d}/a-file/g.html"], "--html {d}/a-file/g.html is under {d}/a-file"),
-    "graph-out-is-a-device": (["graph", "--text", "a list and a tuple", "--out", "/dev/null"],
-                              "--out /dev/null exists and is not a regular file"),
+    # a pipe stands for any device: a test must never risk replacing /dev/null (as root, a rename would)
+    "graph-out-is-a-pipe": (["graph", "--text", "a list and a tuple", "--out", "{d}/a-pipe"],
+                            "--out {d}/a-pipe exists and is not a regular file"),
     "demo-out-is-a-file": (["demo", "--out", "{d}/a-file"], "--out {d}/a-file is a file"),
     "inspect-out-is-a-file": (["inspect", "--checkpoint", "{run}", "--text", "To be", "--out", "{d}/a-file"],
                               "--out {d}/a-file is a file"),
@@ -83,6 +84,7 @@ REAL_COMMAND = ("train-out-under-a-file", "train-out-unwritable", "graph-out-is-
 def case_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("bad_input")
     (d / "a-file").write_text("not a folder\n")
+    os.mkfifo(d / "a-pipe")
     (d / "bad.yaml").write_text("k: [1, 2\n")
     (d / "bad.json").write_text('{"k": 2,')
     (d / "binary.yaml").write_bytes(b"\x00\xd7\xff\xfe" * 16)

@@ -13,7 +13,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "checkpoints (atomic, newest N kept), log.jsonl, TensorBoard logs (when installed) and "
                     "summary.json into the output folder. --resume continues the newest checkpoint on exactly "
                     "the trajectory an uninterrupted run takes. SIGTERM or one Ctrl-C stops after the current "
-                    "step with a checkpoint (exit code 143 / 130); a second Ctrl-C stops at once.")
+                    "step with a checkpoint (exit code 143 / 130; under `timeout` the shell sees 124); a second Ctrl-C "
+                    "stops at once.")
     parser.add_argument("--config", required=True, metavar="YAML", help="training config (TrainConfig) file")
     parser.add_argument("--out", metavar="DIR", help="output folder (default: runs/<config file name>)")
     parser.add_argument("--resume", action="store_true",

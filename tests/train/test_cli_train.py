@@ -117,6 +117,27 @@ def test_sigterm_stops_the_command_with_a_checkpoint_and_exit_143(tmp_path, text
     assert "stopped by SIGTERM" in output and "--resume" in output
 
 
+@pytest.mark.slow  # 20 s of wall time under `timeout`
+def test_under_timeout_the_shell_sees_124_and_the_run_is_saved(tmp_path, text_file):
+    """Issue 12 item 30, as the README now says: sosm train exits 143 on SIGTERM, but the shell running
+    `timeout 20s sosm train ...` sees timeout's 124; the step it finished is saved either way."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("timeout") is None:
+        pytest.skip("no coreutils timeout")
+    config = write_config(tmp_path, text_file, model="transformer")
+    out = tmp_path / "run"
+    child = subprocess.run(["timeout", "20s", sys.executable, "-m", "sosm.cli", "train", "--config", str(config),
+                            "--out", str(out), "--max-steps", "1000000", "--no-progress"],
+                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert child.returncode == 124, (child.returncode, child.stdout, child.stderr)
+    assert "stopped by SIGTERM" in child.stdout, "the trainer got the SIGTERM and saved (started within 20 s)"
+    assert json.loads((out / "summary.json").read_text())["stopped_by"] == "SIGTERM"
+
+
 def test_seed_option_overrides_the_config_seed(tmp_path, text_file):
     config = write_config(tmp_path, text_file, model="transformer")
     runs = {}
