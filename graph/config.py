@@ -75,7 +75,9 @@ class GraphConfig:
              "block_weights", f"a non-empty dict of non-negative weights over {list(BLOCK_NAMES)}")
         need(1 <= self.projection_dim <= 64, "projection_dim", "1..64")
         need(isinstance(self.topk_tile, int) and self.topk_tile >= 16, "topk_tile", "an int >= 16")
-        need(1 <= self.k_min <= self.k <= self.k_max, "k_min", "1 <= k_min <= k <= k_max")
+        need(1 <= self.k_min <= self.k_max, "k_min", f"1 <= k_min <= k_max={self.k_max}")
+        need(not self.adaptive_k or self.k_min <= self.k <= self.k_max, "k",
+             f"k_min={self.k_min} <= k <= k_max={self.k_max} when adaptive_k=True (or change k_min / k_max)")
         need(self.alpha >= 0, "alpha", ">= 0")
         need(self.threshold is None or -1.0 <= self.threshold <= 1.0, "threshold", "None or a float in [-1, 1]")
         need(self.betweenness_shortcuts >= 0, "betweenness_shortcuts", ">= 0")

@@ -63,14 +63,17 @@ class StreamResult:
     memory_k: int = 0
     memory_threshold: float = 0.0
 
-    def mean_loss(self, mode: str, first: int = 0, last: Optional[int] = None) -> float:
-        """Token-weighted mean loss of ``mode`` over windows ``first .. last-1``."""
+    def mean_loss(self, mode: str, first: int = 0, last: Optional[int] = None) -> Optional[float]:
+        """Token-weighted mean loss of ``mode`` over windows ``first .. last-1``; None when none was scored."""
         losses = self.window_loss[mode][first:last]
         counts = self.window_tokens[first:last]
-        return sum(l * c for l, c in zip(losses, counts)) / max(sum(counts), 1)
+        if not losses or not sum(counts):
+            return None
+        return sum(l * c for l, c in zip(losses, counts)) / sum(counts)
 
     def summary(self) -> dict:
-        """Per mode: mean loss, bits per token, and means over window ranges (first 10, 10..end)."""
+        """Per mode: mean loss, bits per token, and means over window ranges (first 10, 10..end; None when
+        the stream has no window in the range)."""
         out = {}
         for mode in self.window_loss:
             loss = self.mean_loss(mode)
@@ -169,7 +172,10 @@ def format_table(result: StreamResult) -> str:
     """A Markdown table of :meth:`StreamResult.summary`."""
     rows = ["| mode | loss (nats/token) | bits/token | windows 0-9 | windows 10-end | seconds |",
             "|---|---|---|---|---|---|"]
+    def cell(value, spec: str = ".4f") -> str:
+        return "—" if value is None else format(value, spec)  # absent, not zero
+
     for mode, s in result.summary().items():
-        rows.append(f"| {mode} | {s['loss']:.4f} | {s['bits_per_token']:.4f} | {s['loss_windows_0_10']:.4f} | "
-                    f"{s['loss_windows_10_end']:.4f} | {s['seconds']:.1f} |")
+        rows.append(f"| {mode} | {cell(s['loss'])} | {cell(s['bits_per_token'])} | {cell(s['loss_windows_0_10'])} | "
+                    f"{cell(s['loss_windows_10_end'])} | {cell(s['seconds'], '.1f')} |")
     return "\n".join(rows)

@@ -76,6 +76,32 @@ def test_graph_byte_tokens_bidirectional(capsys, tmp_path):
     assert len(json.loads(out.read_text())["nodes"]) == len("the list and the tuple")
 
 
+def test_a_short_text_gets_the_most_neighbours_it_allows_with_a_warning(capsys, tmp_path):
+    """Issue 12 item 28: 8 byte nodes cannot hold k=8 (T >= k + 3); the graph is built with k=5 and says so."""
+    _needs_graph_stack()
+    out = tmp_path / "g.json"
+    assert main(["graph", "--text", "the list", "--quiet", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: the text has 8 token nodes and k=8 needs at least 11") and "with k=5" in err
+    edges = json.loads(out.read_text())["edges"]
+    semantic_in = {}
+    for edge in edges:
+        if edge["type"] == "semantic":
+            semantic_in[edge["target"]] = semantic_in.get(edge["target"], 0) + 1
+    assert max(semantic_in.values()) == 5
+    assert main(["graph", "--text", "ab", "--out", str(tmp_path / "g2.json")]) == 2
+    assert "a graph needs at least 4" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("k", ["1", "33"])
+def test_any_k_works_without_adaptive_k(capsys, tmp_path, k):
+    """Issue 12 item 20: k_min / k_max only bound the adaptive range; --k 1 and --k 33 build."""
+    _needs_graph_stack()
+    text = "A function returns a value to its caller, and a method is a function defined in a class."
+    assert main(["graph", "--text", text, "--k", k, "--quiet", "--out", str(tmp_path / "g.json")]) == 0, \
+        capsys.readouterr().err
+
+
 def test_demo_end_to_end(capsys, tmp_path):
     _needs_graph_stack()
     assert main(["demo", "--out", str(tmp_path)]) == 0
@@ -106,14 +132,3 @@ def test_graph_with_saved_state_model_and_bpe(capsys, tmp_path):
                  "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     assert json.loads(out.read_text())["edges"]
-
-
-def test_readme_python_example_runs():
-    import re
-    from pathlib import Path
-
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
-    assert blocks
-    for code in blocks:
-        exec(compile(code, "README.md", "exec"), {})

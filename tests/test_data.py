@@ -5,7 +5,7 @@ import urllib.error
 import pytest
 import torch
 
-from sosm.data import (BatchSampler, TokenSplits, corpus, decode_text, default_corpus, get_batch,
+from sosm.data import (BatchSampler, DataUnavailableError, TokenSplits, corpus, decode_text, default_corpus, get_batch,
                        load_tinyshakespeare, read_text_file, split_ids)
 
 
@@ -59,9 +59,9 @@ def test_corrupt_file_is_rejected_with_its_name(monkeypatch, isolated):
 
 
 def test_offline_without_copy_names_the_env_variable(isolated):
-    with pytest.raises(RuntimeError, match="SOSM_DATA_DIR"):
+    with pytest.raises(DataUnavailableError, match="SOSM_DATA_DIR"):
         load_tinyshakespeare(cache_dir=isolated / "cache")
-    with pytest.raises(RuntimeError, match="SOSM_DATA_DIR"):
+    with pytest.raises(DataUnavailableError, match="SOSM_DATA_DIR"):
         load_tinyshakespeare(cache_dir=isolated / "cache", download=False)
 
 
@@ -84,6 +84,29 @@ def test_read_text_file_rejects_bad_utf8_and_empty(tmp_path):
     assert read_text_file(path) == "héllo"
     with pytest.raises(ValueError, match="<bytes>"):
         decode_text(b"")
+
+
+def test_read_text_file_reads_in_chunks_up_to_a_named_limit(tmp_path):
+    """A character cut by the 1 MiB chunk boundary decodes; offsets count from the file's start; past
+    max_bytes (or MAX_TEXT_BYTES) the file is refused with the limit named, before it is all read."""
+    chunk = corpus.READ_CHUNK
+    path = tmp_path / "t.txt"
+    path.write_bytes(b"a" * (chunk - 1) + "é".encode() + b"b" * 10)
+    assert read_text_file(path) == "a" * (chunk - 1) + "é" + "b" * 10
+    path.write_bytes(b"a" * (chunk + 5) + b"\xff")
+    with pytest.raises(ValueError, match=rf"not valid UTF-8 at byte offset {chunk + 5} \(byte 0xff\)"):
+        read_text_file(path)
+    path.write_bytes(b"a" * (chunk - 1) + "é".encode()[:1])  # the file ends inside a character
+    with pytest.raises(ValueError, match=rf"not valid UTF-8 at byte offset {chunk - 1}"):
+        read_text_file(path)
+    path.write_bytes(b"a" * 101)
+    with pytest.raises(ValueError, match=r"longer than the limit of 100 bytes"):
+        read_text_file(path, max_bytes=100)
+    assert corpus.MAX_TEXT_BYTES == 256 * 2 ** 20
+    with pytest.raises(ValueError, match=r"/dev/zero: longer than the limit of 1,048,576 bytes \(1 MiB"):
+        read_text_file("/dev/zero", max_bytes=2 ** 20)
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        read_text_file(tmp_path)
 
 
 def test_split_is_contiguous_90_10():

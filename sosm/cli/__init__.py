@@ -5,8 +5,9 @@ returns its ``argparse`` parser) and ``run(args) -> int``. Adding a subcommand i
 module plus its name in :data:`SUBCOMMANDS`. Modules import heavy dependencies inside
 ``run`` so that ``sosm --help`` stays fast.
 
-Exit codes: 0 success, 2 bad input (argparse errors, and ``ValueError`` /
-``FileNotFoundError`` raised while running: the message is printed, no traceback).
+Exit codes: 0 success, 2 bad input: argparse errors, and while running a ``ValueError``, an
+``OSError`` (a missing file, an unwritable or full output location) or data that is not on this
+machine (``sosm.data.DataUnavailableError``): one line ``sosm <command>: error: ...``, no traceback.
 """
 from __future__ import annotations
 
@@ -44,9 +45,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return int(exit_.code or 0)
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError, IsADirectoryError) as err:
-        print(f"sosm {args.command}: error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    except ValueError as err:
+        return _error(args.command, str(err))
+    except OSError as err:
+        from .checks import describe_os_error
+
+        return _error(args.command, describe_os_error(err))
+    except RuntimeError as err:
+        from ..data.corpus import DataUnavailableError
+
+        if not isinstance(err, DataUnavailableError):
+            raise
+        return _error(args.command, str(err))
+
+
+def _error(command: str, message: str) -> int:
+    """Print the one-line error of a bad input and return its exit code."""
+    print(f"sosm {command}: error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

@@ -40,10 +40,11 @@ def run(args) -> int:
     from ..graph import GraphConfig
     from ..text_states import default_state_model
     from ..tokenizers import ByteTokenizer
+    from .checks import check_output_dir
     from .graph import print_report
     from .pipeline import build_graph, write_outputs
 
-    out = Path(args.out)
+    out = check_output_dir(Path(args.out), "--out")
     model = default_state_model()
     words = model.encode(SAMPLE_PASSAGE, ByteTokenizer()).word_level()
     states = words.subset([i for i, w in enumerate(words.labels) if w.isalpha() and w.lower() not in STOP_WORDS])

@@ -1,15 +1,17 @@
-"""``sosm generate``: sample a continuation of a prompt from a trained checkpoint."""
+"""``sosm generate``: sample a continuation of a prompt from a trained checkpoint, printed as it is sampled."""
 from __future__ import annotations
 
 import argparse
 import inspect
+import sys
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "generate", help="sample text from a trained checkpoint",
         description="Encode --prompt with the checkpoint's tokenizer, sample --max-new-tokens tokens with the model's "
-                    "incremental decoder (model.generate) and print prompt + continuation.")
+                    "incremental decoder (model.generate) and print prompt + continuation, each token as soon as it "
+                    "is sampled.")
     parser.add_argument("--checkpoint", required=True, metavar="PATH",
                         help="a run folder (its newest checkpoint is used) or a checkpoint folder")
     parser.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
@@ -21,12 +23,55 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+class TextStreamer:
+    """Prints the text of a growing sequence as it grows (the role of HF's ``TextStreamer``).
+
+    The whole sequence is decoded at every new token and only the new part is written, so
+    multi-token characters and subwords come out right; a trailing incomplete character (a
+    cut UTF-8 sequence decodes to U+FFFD) is held back until it completes or the text ends.
+
+    Args:
+        tokenizer: has ``decode(ids) -> str``.
+        prompt_ids: the ids already there (printed at once).
+        out: a text stream (default ``sys.stdout``), flushed after every piece.
+    """
+
+    def __init__(self, tokenizer, prompt_ids, out=None):
+        self.tokenizer, self.ids, self.out, self.printed = tokenizer, [int(i) for i in prompt_ids], out, ""
+        self._write(final=False)
+
+    def __call__(self, next_ids) -> None:
+        """Take the new token (``next_ids [1]``) and print what it adds."""
+        self.ids.append(int(next_ids[0]))
+        self._write(final=False)
+
+    def end(self) -> str:
+        """Print the rest and a newline; returns the whole text."""
+        self._write(final=True)
+        self._emit("\n")
+        return self.printed
+
+    def _write(self, final: bool) -> None:
+        text = self.tokenizer.decode(self.ids)
+        if not final:
+            text = text.rstrip("\ufffd")
+        if text.startswith(self.printed) and len(text) > len(self.printed):
+            self._emit(text[len(self.printed):])
+            self.printed = text
+
+    def _emit(self, piece: str) -> None:
+        out = self.out or sys.stdout
+        out.write(piece)
+        out.flush()
+
+
 def sample(model, input_ids, max_new_tokens: int, *, temperature: float = 1.0, top_k=None, seed: int = 0,
-           block_size=None):
+           block_size=None, streamer=None):
     """Continue ``input_ids [1, T]``; uses ``model.generate`` when the model has one.
 
     The fallback (models without ``generate``) re-runs the full forward on the last
-    ``block_size`` tokens per new token.
+    ``block_size`` tokens per new token. ``streamer`` is called with each new token's ids ``[1]``
+    (passed to ``model.generate`` when it takes one; otherwise called once the sample is done).
     """
     import torch
 
@@ -37,13 +82,17 @@ def sample(model, input_ids, max_new_tokens: int, *, temperature: float = 1.0, t
     if callable(generate):
         accepted = inspect.signature(generate).parameters
         kwargs = {name: value for name, value in (("max_new_tokens", max_new_tokens), ("temperature", temperature),
-                                                  ("top_k", top_k)) if name in accepted}
+                                                  ("top_k", top_k), ("streamer", streamer)) if name in accepted}
         if "generator" in accepted:
             kwargs["generator"] = torch.Generator(device=input_ids.device).manual_seed(seed)
         elif "seed" in accepted:
             kwargs["seed"] = seed
         out = generate(input_ids, **kwargs)
-        return out[0] if isinstance(out, (tuple, list)) else out
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        if streamer is not None and "streamer" not in accepted:
+            for column in range(input_ids.shape[1], out.shape[1]):
+                streamer(out[:, column])
+        return out
     generator = torch.Generator(device=input_ids.device).manual_seed(seed)
     ids = input_ids
     with torch.no_grad():
@@ -54,6 +103,8 @@ def sample(model, input_ids, max_new_tokens: int, *, temperature: float = 1.0, t
                 kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
                 logits = logits.masked_fill(logits < kth, float("-inf"))
             ids = torch.cat([ids, torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)], dim=1)
+            if streamer is not None:
+                streamer(ids[:, -1])
     return ids
 
 
@@ -61,7 +112,9 @@ def run(args) -> int:
     import torch
 
     from ..train.loading import load_trained
+    from .checks import check_device
 
+    check_device(args.device)
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens={args.max_new_tokens} is invalid; accepted: an int >= 1")
     if not args.temperature > 0:
@@ -72,10 +125,11 @@ def run(args) -> int:
         raise ValueError("--prompt is empty; accepted: at least one character")
     trained = load_trained(args.checkpoint, device=args.device)
     prompt_ids = torch.tensor([trained.tokenizer.encode(args.prompt)], dtype=torch.long, device=args.device)
-    with torch.no_grad():
-        out = sample(trained.model, prompt_ids, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                     seed=args.seed, block_size=trained.config.data.block_size)
     if trained.leaky:
         print("[LEAKY model: trained with a non-causal graph; its samples are not a valid LM result]")
-    print(trained.tokenizer.decode(out[0].tolist()))
+    streamer = TextStreamer(trained.tokenizer, prompt_ids[0].tolist())
+    with torch.no_grad():
+        sample(trained.model, prompt_ids, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+               seed=args.seed, block_size=trained.config.data.block_size, streamer=streamer)
+    streamer.end()
     return 0

@@ -76,18 +76,53 @@ def load_states(args, text: str):
 
 def run(args) -> int:
     from ..data import read_text_file
+    from .checks import check_output_file
     from .pipeline import build_graph, load_graph_config, write_outputs
 
+    for option, path in (("--out", args.out), ("--html", args.html), ("--png", args.png), ("--graphml", args.graphml)):
+        if path is not None:
+            check_output_file(path, option)
     text = read_text_file(args.text_file) if args.text_file else args.text
     if not text or not text.strip():
         raise ValueError("--text is empty; accepted: at least one non-whitespace character")
     config = load_graph_config(args.config, {key: getattr(args, key) for key in CONFIG_OVERRIDES})
     states = load_states(args, text)
+    config = fit_to_length(config, states.states.shape[0], args.nodes, chunk=args.chunk)
     graph = build_graph(config, states.states, states.temporal, states.labels, chunk=args.chunk,
                         progress=not args.quiet)
     written = write_outputs(graph, args.out, args.html, args.png, args.graphml)
     print_report(graph, written)
     return 0
+
+
+def fit_to_length(config, total: int, kind: str = "token", chunk: int = DEFAULT_CHUNK):
+    """``config`` with K lowered to what a window of ``min(total, chunk)`` nodes allows (T >= K + 3), with a warning.
+
+    A short text (a few words, a handful of BPE tokens) still gets its graph, with as many semantic
+    neighbours as it can have; the warning says what was asked and what was used. Fewer than
+    4 nodes (K = 1 needs T >= 4) raise ``ValueError``.
+    """
+    from dataclasses import replace
+
+    nodes = min(total, chunk)
+    if nodes >= config.min_seq_len:
+        return config
+    if nodes < 4:
+        fix = f"--chunk >= 4 (now {chunk})" if chunk < total else "a longer text"
+        raise ValueError(f"the text has {total} {kind} node(s){f' in windows of {chunk}' if chunk < total else ''}; "
+                         f"a graph needs at least 4 (K = 1 semantic neighbour needs T >= K + 3); accepted: {fix}")
+    most = nodes - 3
+    if config.adaptive_k:
+        fitted = replace(config, k_max=most, k=min(config.k, most), k_min=min(config.k_min, config.k, most))
+        asked = f"k_max={config.k_max}"
+    else:
+        fitted = replace(config, k=most)
+        asked = f"k={config.k}"
+    where = f"the text has {nodes} {kind} nodes" if nodes == total else f"the windows have {nodes} nodes (--chunk)"
+    print(f"warning: {where} and {asked} needs at least {config.min_seq_len} "
+          f"(K + 3): building with {'k_max' if config.adaptive_k else 'k'}={most}, the most {nodes} nodes allow",
+          file=sys.stderr)
+    return fitted
 
 
 def print_report(graph, written) -> None:

@@ -29,7 +29,9 @@ def run(args) -> int:
     from ..analysis.report import build_report, write_report
     from ..data import read_text_file
     from ..train.loading import load_trained
+    from .checks import check_output_dir
 
+    check_output_dir(args.out, "--out")
     text = read_text_file(args.text_file) if args.text_file else args.text
     if not text or not text.strip():
         raise ValueError("the text to inspect is empty; pass a non-empty --text or --text-file")

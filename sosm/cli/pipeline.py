@@ -43,14 +43,37 @@ def load_graph_config(path: Optional[str], overrides: dict):
 
     data = {}
     if path is not None:
-        import yaml
-
-        raw = Path(path).read_text(encoding="utf-8")
-        data = (json.loads(raw) if path.endswith(".json") else yaml.safe_load(raw)) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: a graph config must be a mapping of GraphConfig keys, got {type(data).__name__}")
+        data = _read_config_file(Path(path))
     data.update({key: value for key, value in overrides.items() if value is not None})
-    return GraphConfig.from_dict(data)
+    try:
+        return GraphConfig.from_dict(data)
+    except (TypeError, ValueError) as err:  # a value of the wrong type in the file reaches a comparison
+        raise ValueError(f"{path}: {err}" if path is not None else str(err)) from None
+
+
+def _read_config_file(path: Path) -> dict:
+    """The mapping in a YAML or JSON (``.json``) file; every error names the file."""
+    import yaml
+
+    if path.is_dir():
+        raise ValueError(f"--config {path} is a directory; accepted: a YAML or JSON file of GraphConfig keys")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"--config {path} is not UTF-8 text (byte 0x{raw[err.start]:02x} at byte offset {err.start}); "
+                         f"accepted: a YAML or JSON file of GraphConfig keys") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        kind = "JSON" if path.suffix == ".json" else "YAML"
+        detail = " ".join(str(err).split())
+        raise ValueError(f"--config {path} is not valid {kind}: {detail}") from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path}: a graph config must be a mapping of GraphConfig keys, got "
+                         f"{type(data).__name__}")
+    return data
 
 
 def chunk_states(states: torch.Tensor, temporal: torch.Tensor, chunk: int):
@@ -113,13 +136,16 @@ def write_outputs(graph, out: str, html: Optional[str] = None, png: Optional[str
                   graphml: Optional[str] = None) -> list[str]:
     """Write the graph as JSON (always) and as HTML / PNG / GraphML when asked; returns the paths."""
     from ..graph import io, view
+    from .checks import writing
 
     written = []
-    for path, writer in ((out, io.save_json), (html, view.to_html), (png, view.to_png), (graphml, io.save_graphml)):
+    for option, path, writer in (("--out", out, io.save_json), ("--html", html, view.to_html),
+                                 ("--png", png, view.to_png), ("--graphml", graphml, io.save_graphml)):
         if path is None:
             continue
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        writer(graph, path)
+        with writing(path, option):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            writer(graph, path)
         written.append(str(path))
     return written
 

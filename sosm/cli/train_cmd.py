@@ -13,7 +13,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "checkpoints (atomic, newest N kept), log.jsonl, TensorBoard logs (when installed) and "
                     "summary.json into the output folder. --resume continues the newest checkpoint on exactly "
                     "the trajectory an uninterrupted run takes. SIGTERM or one Ctrl-C stops after the current "
-                    "step with a checkpoint (exit code 143 / 130); a second Ctrl-C stops at once.")
+                    "step with a checkpoint (exit code 143 / 130; under `timeout` the shell sees 124); a second Ctrl-C "
+                    "stops at once.")
     parser.add_argument("--config", required=True, metavar="YAML", help="training config (TrainConfig) file")
     parser.add_argument("--out", metavar="DIR", help="output folder (default: runs/<config file name>)")
     parser.add_argument("--resume", action="store_true",
@@ -31,6 +32,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args) -> int:
     from ..train import TrainConfig, Trainer
+    from .checks import check_output_dir
 
     config = TrainConfig.from_yaml(args.config)
     changes = {}
@@ -48,8 +50,15 @@ def run(args) -> int:
         changes["progress_bar"] = False
     if changes:
         config = config.replace(**changes)
-    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    out = check_output_dir(Path(args.out) if args.out else Path("runs") / Path(args.config).stem, "--out")
     trainer = Trainer(config, out, resume=args.resume)
+    if trainer.step >= config.max_steps:
+        result = trainer.train()
+        last = result.evals[-1] if result.evals else {}
+        loss = f" (val loss {last['val_loss']:.4f} at step {last['step']})" if last else ""
+        print(f"nothing to do: {out} is already at step {trainer.step} of max_steps {config.max_steps}{loss}; "
+              f"its results are left as they are. To train further: --resume --max-steps N with N > {trainer.step}")
+        return 0
     print(f"training {config.display_name}: {trainer.parameters:,} parameters, device {trainer.device}, "
           f"steps {trainer.step} -> {config.max_steps}, output {out}")
     result = trainer.train()

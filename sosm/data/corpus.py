@@ -7,6 +7,7 @@ downloads it (to a cache) when no verified copy exists.
 """
 from __future__ import annotations
 
+import codecs
 import hashlib
 import os
 import urllib.error
@@ -21,12 +22,21 @@ TINYSHAKESPEARE_SIZE = 1_115_394
 TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 TINYSHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 
+#: largest text file :func:`read_text_file` reads (bytes); beyond it (or from an endless device) it refuses
+MAX_TEXT_BYTES = 256 * 2 ** 20
+#: bytes read at a time
+READ_CHUNK = 2 ** 20
+
 #: environment variable naming a folder that holds data files (checked first)
 DATA_DIR_ENV = "SOSM_DATA_DIR"
 #: default download cache
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "sosm"
 #: the copy beside the repository (``<repo>/../shared/data``) used by tests and runs here
 REPO_SIDE_DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+class DataUnavailableError(RuntimeError):
+    """A data file is neither on this machine nor downloadable (offline); the message says how to provide it."""
 
 
 def default_corpus() -> str:
@@ -46,17 +56,49 @@ def default_corpus() -> str:
     return "\n\n".join(topics[name] for name in sorted(topics))
 
 
-def read_text_file(path: Union[str, os.PathLike]) -> str:
-    """Read a UTF-8 text file strictly.
+def read_text_file(path: Union[str, os.PathLike], max_bytes: int = MAX_TEXT_BYTES) -> str:
+    """Read a UTF-8 text file strictly, in chunks of :data:`READ_CHUNK` bytes, at most ``max_bytes``.
+
+    Endless or huge inputs (``/dev/zero``, ``/dev/urandom``, a pipe) are refused: random bytes at
+    the first invalid UTF-8 sequence, anything else once it passes ``max_bytes``.
 
     Raises:
         ValueError: the bytes are not valid UTF-8 (the message names the file and the
-            byte offset of the first bad byte), or the file holds no text.
-        FileNotFoundError: the file does not exist.
+            byte offset of the first bad byte), the file is longer than ``max_bytes`` (the
+            message names the limit), or the file holds no text.
+        FileNotFoundError: the file does not exist. IsADirectoryError: it is a folder.
     """
     path = Path(path)
-    data = path.read_bytes()
-    return decode_text(data, source=str(path))
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory; accepted: a UTF-8 text file")
+    if path.is_file() and path.stat().st_size > max_bytes:
+        _too_long(path, max_bytes)
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    parts, size = [], 0
+    with path.open("rb") as handle:
+        while True:
+            chunk = handle.read(READ_CHUNK)
+            if size + len(chunk) > max_bytes:
+                _too_long(path, max_bytes)
+            pending = len(decoder.getstate()[0])  # bytes of a character cut by the previous chunk
+            try:
+                parts.append(decoder.decode(chunk, final=not chunk))
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{path}: not valid UTF-8 at byte offset {size - pending + err.start} "
+                                 f"(byte 0x{err.object[err.start]:02x}); re-encode the file as UTF-8") from None
+            if not chunk:
+                break
+            size += len(chunk)
+    text = "".join(parts)
+    if not text.strip():
+        raise ValueError(f"{path}: the text is empty; need at least one non-whitespace character")
+    return text
+
+
+def _too_long(path: Path, max_bytes: int) -> None:
+    raise ValueError(f"{path}: longer than the limit of {max_bytes:,} bytes ({max_bytes / 2 ** 20:g} MiB, "
+                     f"sosm.data.corpus.MAX_TEXT_BYTES) for one text file; accepted: a UTF-8 text file of at most "
+                     f"that size (split a larger corpus, or pass max_bytes from Python)")
 
 
 def decode_text(data: bytes, source: str = "<bytes>") -> str:
@@ -121,8 +163,8 @@ def load_tinyshakespeare(cache_dir: Optional[Union[str, os.PathLike]] = None, do
 
     Raises:
         ValueError: a copy is corrupt.
-        RuntimeError: no local copy and the download failed (offline): the message says
-            how to provide the file through ``SOSM_DATA_DIR``.
+        DataUnavailableError: (a ``RuntimeError``) no local copy and the download failed
+            (offline): the message says how to provide the file through ``SOSM_DATA_DIR``.
     """
     dirs = _candidate_dirs(Path(cache_dir) if cache_dir is not None else None)
     for folder in dirs:
@@ -132,13 +174,13 @@ def load_tinyshakespeare(cache_dir: Optional[Union[str, os.PathLike]] = None, do
             return path.read_text(encoding="utf-8")
     searched = ", ".join(str(d) for d in dirs)
     if not download:
-        raise RuntimeError(f"{TINYSHAKESPEARE_FILE} not found in {searched}; put a copy in a folder and set "
+        raise DataUnavailableError(f"{TINYSHAKESPEARE_FILE} not found in {searched}; put a copy in a folder and set "
                            f"{DATA_DIR_ENV}=<folder>, or call with download=True when online")
     target = dirs[1] / TINYSHAKESPEARE_FILE if os.environ.get(DATA_DIR_ENV) else dirs[0] / TINYSHAKESPEARE_FILE
     try:
         _download(TINYSHAKESPEARE_URL, target)
     except (urllib.error.URLError, OSError) as err:
-        raise RuntimeError(f"could not download Tiny Shakespeare from {TINYSHAKESPEARE_URL} ({err}); "
+        raise DataUnavailableError(f"could not download Tiny Shakespeare from {TINYSHAKESPEARE_URL} ({err}); "
                            f"offline? Searched {searched}. Download input.txt elsewhere, save it as "
                            f"<folder>/{TINYSHAKESPEARE_FILE} and set {DATA_DIR_ENV}=<folder>") from None
     try:

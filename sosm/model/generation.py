@@ -22,7 +22,7 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -116,7 +116,8 @@ def sample_next(logits: torch.Tensor, temperature: float, top_k: Optional[int],
 
 def generate(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
              top_k: Optional[int] = None, seed: Optional[int] = None,
-             generator: Optional[torch.Generator] = None, memory=None, stream_offset: int = 0) -> torch.Tensor:
+             generator: Optional[torch.Generator] = None, memory=None, stream_offset: int = 0,
+             streamer: Optional[Callable[[torch.Tensor], None]] = None) -> torch.Tensor:
     """Prompt ``[B, T]`` -> ``[B, T + max_new_tokens]`` with incremental decoding (``SOSMModel.generate``).
 
     The prompt is fed token by token (same code path as the new tokens). When the sequence
@@ -124,6 +125,7 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: f
     model always sees at most ``max_seq_len`` tokens of context (like nanoGPT's crop). With
     ``memory``, token t of the prompt sits at stream position ``stream_offset + t`` and every
     position retrieves as the full forward would (:class:`IncrementalDecoder`).
+    ``streamer``, when given, is called with each new token's ids ``[B]`` as soon as it is sampled.
     """
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens!r} is invalid; accepted: an int >= 1")
@@ -141,6 +143,8 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: f
         for _ in range(max_new_tokens):
             next_ids = sample_next(logits, temperature, top_k, generator)  # [B]
             ids = torch.cat([ids, next_ids[:, None]], dim=1)
+            if streamer is not None:
+                streamer(next_ids)
             if decoder.position >= model.config.max_seq_len:
                 keep = max(1, model.config.max_seq_len // 2)
                 decoder, logits = _prefill(model, ids[:, -keep:], memory, stream_offset + ids.shape[1] - keep)

@@ -270,7 +270,8 @@ class SOSMModel(nn.Module):
 
     def generate(self, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: Optional[int] = None, seed: Optional[int] = None,
-                 generator: Optional[torch.Generator] = None, memory=None, stream_offset: int = 0) -> torch.Tensor:
+                 generator: Optional[torch.Generator] = None, memory=None, stream_offset: int = 0,
+                 streamer=None) -> torch.Tensor:
         """Sample a continuation with incremental decoding (see :mod:`sosm.model.generation`).
 
         Args:
@@ -282,6 +283,7 @@ class SOSMModel(nn.Module):
             generator: the random generator to sample with.
             memory: a ``ModelMemory`` to read while decoding (needs ``config.memory``); None: no memory.
             stream_offset: stream position of the prompt's first token (causal retrieval).
+            streamer: called with each new token's ids ``[B]`` as soon as it is sampled (printing as it goes).
 
         Returns:
             ``[B, T + max_new_tokens]`` long ids.
@@ -289,7 +291,7 @@ class SOSMModel(nn.Module):
         from .generation import generate
 
         return generate(self, input_ids, max_new_tokens, temperature=temperature, top_k=top_k, seed=seed,
-                        generator=generator, memory=memory, stream_offset=stream_offset)
+                        generator=generator, memory=memory, stream_offset=stream_offset, streamer=streamer)
 
     def save_pretrained(self, directory) -> None:
         """Write ``config.json`` and ``model.safetensors`` into ``directory``, each atomically."""

@@ -195,9 +195,34 @@ def read_checkpoint(path: PathLike, *, verify: bool = True) -> Checkpoint:
     """Read a checkpoint directory (or a run directory's newest checkpoint).
 
     With ``verify`` every file's size and sha256 are checked against the manifest, so a
-    truncated or edited file raises :class:`CheckpointError` naming that file.
+    truncated or edited file raises :class:`CheckpointError` naming that file. When the newest
+    checkpoint of a run directory is unreadable, the message also names the newest older one
+    that loads (or says that none does).
     """
-    path = find_checkpoint(path)
+    given = Path(path)
+    path = find_checkpoint(given)
+    try:
+        return _read_checkpoint_dir(path, verify)
+    except CheckpointError as err:
+        if path == given:
+            raise
+        raise CheckpointError(f"{err}{_older_checkpoint_hint(given, path, verify)}") from None
+
+
+def _older_checkpoint_hint(run_dir: Path, failed: Path, verify: bool) -> str:
+    """``; the older checkpoint X (step N) loads: ...`` for the newest loadable checkpoint before ``failed``."""
+    older = [p for p in list_checkpoints(run_dir) if p != failed]
+    for candidate in reversed(older):
+        try:
+            step = _read_checkpoint_dir(candidate, verify).step
+        except CheckpointError:
+            continue
+        return (f"; the older checkpoint {candidate} (step {step}) loads: move {failed} aside (for example to "
+                f"{failed.parent / ('corrupt-' + failed.name)}) to continue from it")
+    return f"; no older checkpoint of {run_dir} loads either" if older else ""
+
+
+def _read_checkpoint_dir(path: Path, verify: bool) -> Checkpoint:
     manifest_path = path / MANIFEST_FILE
     manifest = _read_json(manifest_path)
     if manifest.get("format") != FORMAT or manifest.get("version") != FORMAT_VERSION:

@@ -65,8 +65,10 @@ def build_splits(data: DataConfig, tokenizer: Optional[Tokenizer] = None) -> tup
     val = torch.tensor(tokenizer.encode(text[cut:]), dtype=torch.long)
     for name, ids in (("train", train), ("val", val)):
         if len(ids) <= data.block_size + 1:
-            raise ValueError(f"data.block_size={data.block_size} is too long for the {name} split of "
-                             f"{len(ids)} tokens; accepted: < {len(ids) - 1}")
+            source = data.path if data.dataset == "text_file" else f"dataset {data.dataset!r}"
+            raise ValueError(f"the {name} split of {source} has {len(ids)} token{'s' * (len(ids) != 1)} "
+                             f"(val_fraction={data.val_fraction}) but data.block_size={data.block_size} needs at least "
+                             f"{data.block_size + 2} tokens in each split; use a longer text or a smaller block_size")
     return tokenizer, TokenSplits(train, val)
 
 

@@ -30,11 +30,17 @@ from typing import Any, Optional
 import yaml
 
 from ..common.configs import reject_unknown_keys
+from ..common.files import atomic_write
 
 DATASETS = ("tinyshakespeare", "default", "text_file")
 TOKENIZERS = ("byte", "bpe")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16")
+
+#: what a config file must give (a run is never a silent default): key -> what it says
+REQUIRED_IN_FILE = {"max_steps": "how many optimiser steps",
+                    "data.dataset": f"which text: {', '.join(DATASETS[:-1])} or {DATASETS[-1]}",
+                    "model.model": "which model, e.g. hybrid, transformer, mamba or graph_attention"}
 
 #: fields that may differ between a checkpoint and the config that resumes it: they
 #: steer how long the run goes and how often it reports, never the trajectory itself.
@@ -207,21 +213,41 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path) -> "TrainConfig":
-        """Load a YAML file; errors name the file."""
+        """Load a YAML (or JSON) file; errors name the file.
+
+        Unlike :meth:`from_dict`, a file must say what a run trains: :data:`REQUIRED_IN_FILE`
+        (an empty or section-less file is an error, never a default run).
+        """
         path = Path(path)
+        if path.is_dir():
+            raise IsADirectoryError(f"config file {path} is a directory; accepted: a YAML file "
+                                    f"(for example experiments/configs/smoke.yaml)")
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} does not exist")
+        raw = path.read_bytes()
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"config file {path} is not UTF-8 text (byte 0x{raw[err.start]:02x} at byte offset "
+                             f"{err.start}); accepted: a YAML file") from None
+        try:
+            data = yaml.safe_load(text)
         except yaml.YAMLError as err:
-            raise ValueError(f"config file {path} is not valid YAML: {err}") from None
+            raise ValueError(f"config file {path} is not valid YAML: {' '.join(str(err).split())}") from None
         try:
-            return cls.from_dict(data)
-        except (ValueError, TypeError) as err:
-            raise type(err)(f"{path}: {err}") from None
+            config = cls.from_dict({} if data is None else data)
+        except (ValueError, TypeError) as err:  # the file's content is the bad value, whatever its type
+            raise ValueError(f"{path}: {err}") from None
+        missing = [name for name in REQUIRED_IN_FILE if not _has_key(data, name)]
+        if missing:
+            raise ValueError(f"config file {path} {'is empty' if not data else 'is incomplete'}: a training config "
+                             f"needs {', '.join(missing)} ({'; '.join(REQUIRED_IN_FILE[m] for m in missing)}); "
+                             f"see experiments/configs/smoke.yaml")
+        return config
 
     def to_yaml(self, path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False), encoding="utf-8")
+        """Write the config as YAML (atomically)."""
+        atomic_write(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     def trajectory_dict(self) -> dict:
         """The fields that determine the training trajectory (everything but run control and name).
@@ -234,6 +260,15 @@ class TrainConfig:
             data.pop(name)
         data.pop("name")
         return data
+
+
+def _has_key(data, dotted: str) -> bool:
+    """``data`` holds the (dotted) key with a value other than null."""
+    for part in dotted.split("."):
+        if not isinstance(data, dict) or data.get(part) is None:
+            return False
+        data = data[part]
+    return True
 
 
 def _move_gradient_checkpointing(data: dict) -> dict:

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 import signal
@@ -24,9 +25,9 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ..common.files import atomic_write
+from ..common.progress import progress_bar
 from ..data import BatchSampler
 from ..evaluate import model_logits
 from .checkpoint import (CONFIG_FILE, CheckpointError, capture_rng_state, list_checkpoints, load_model_state,
@@ -34,7 +35,7 @@ from .checkpoint import (CONFIG_FILE, CheckpointError, capture_rng_state, list_c
 from .components import (ModelFactory, build_splits, count_parameters, model_config_dict, sosm_model_factory,
                          tokenizer_files, tokenizer_from_files)
 from .config import TrainConfig, diff_dicts
-from .run_log import RunLog
+from .run_log import LOG_FILE, RunLog, read_log
 from .schedule import lr_at
 
 SUMMARY_FILE = "summary.json"
@@ -71,11 +72,12 @@ class TrainResult:
     losses: dict = field(default_factory=dict)       # step (1-based) -> training loss of that step
     evals: list = field(default_factory=list)        # {"step", "train_loss", "val_loss"}
     wall_s: float = 0.0                              # wall time of the whole run (all resumed parts)
-    tokens_per_s: float = 0.0                        # training tokens / training-loop time, this call
+    tokens_per_s: Optional[float] = 0.0              # training tokens / training-loop time, this call (None: nothing run)
     parameters: int = 0
     leaky: bool = False
     checkpoint: Optional[str] = None
     stopped_by: Optional[str] = None                 # "SIGTERM" / "SIGINT" when a signal ended it early
+    nothing_to_do: bool = False                      # resumed at max_steps: nothing trained, nothing written
 
 
 class _StopSignals:
@@ -142,6 +144,11 @@ class Trainer:
         if resume and list_checkpoints(self.out_dir):
             checkpoint = read_checkpoint(self.out_dir)
             config = self._reconcile(config, checkpoint)
+            if checkpoint.step > config.max_steps:
+                raise ValueError(f"max_steps={config.max_steps} is below step {checkpoint.step} of the newest checkpoint "
+                                 f"in {self.out_dir}, and a run is never rewound; accepted: max_steps >= "
+                                 f"{checkpoint.step} ({checkpoint.step}: nothing to do, more: train further), "
+                                 f"or another output directory for a new run")
         elif not resume and list_checkpoints(self.out_dir):
             raise ValueError(f"out_dir {self.out_dir} already holds checkpoints; pass resume=True (--resume) to "
                              f"continue that run, or choose another output directory")
@@ -211,7 +218,8 @@ class Trainer:
                 "step": sampler["step"]})
             restore_rng_state(state["rng"])
             self.elapsed_before = float(state.get("elapsed_s", 0.0))
-            self.best_val = float(state.get("best_val_loss", math.inf))
+            best = state.get("best_val_loss")  # None until the first evaluation
+            self.best_val = math.inf if best is None else float(best)
         except (KeyError, TypeError, ValueError, RuntimeError) as err:
             raise CheckpointError(f"checkpoint file {checkpoint.path / 'trainer_state.json'} is malformed: "
                                   f"{type(err).__name__}: {err}") from None
@@ -283,6 +291,8 @@ class Trainer:
         """Run until ``config.max_steps``; returns a :class:`TrainResult` and writes ``summary.json``."""
         cfg = self.config
         result = TrainResult(start_step=self.step, final_step=self.step, parameters=self.parameters, leaky=self.leaky)
+        if self.step >= cfg.max_steps:
+            return self._nothing_to_do(result)
         if self.leaky:
             print(f"WARNING: {LEAKY_BANNER}")
         self.log.write("event", self.step, event="start" if self.step == 0 else "resume", name=cfg.display_name,
@@ -291,8 +301,9 @@ class Trainer:
         tokens_per_step = cfg.batch_size * cfg.data.block_size
         start = time.perf_counter()
         loop_time, window_start, window_steps = 0.0, time.perf_counter(), 0
-        bar = tqdm(total=cfg.max_steps, initial=self.step, desc=cfg.display_name, disable=not cfg.progress_bar,
-                   dynamic_ncols=True, unit="step")
+        bars = contextlib.ExitStack()  # the bar, and warnings printed above it rather than into its line
+        bar = bars.enter_context(progress_bar(total=cfg.max_steps, initial=self.step, desc=cfg.display_name,
+                                              disable=not cfg.progress_bar, unit="step"))
         self.model.train()
         last_saved, saved_step = None, None
         stop = _StopSignals()
@@ -339,7 +350,7 @@ class Trainer:
                     break
         finally:
             stop.restore()
-            bar.close()
+            bars.close()
         wall = self.elapsed_before + time.perf_counter() - start
         if last_saved is None and not list_checkpoints(self.out_dir):
             last_saved = self.save_checkpoint(wall)
@@ -351,6 +362,25 @@ class Trainer:
         self.log.write("event", self.step, event="end", wall_s=wall, tokens_per_s=result.tokens_per_s, leaky=self.leaky)
         self.log.close()
         self._write_summary(result)
+        return result
+
+    def _nothing_to_do(self, result: TrainResult) -> TrainResult:
+        """A resumed run already at ``max_steps``: train nothing, overwrite nothing.
+
+        The result carries the run's evaluations from ``log.jsonl``; ``summary.json`` is written
+        only when it is missing (a run killed between its last checkpoint and its summary).
+        """
+        self.log.close()
+        result.nothing_to_do = True
+        result.wall_s = self.elapsed_before
+        result.tokens_per_s = None
+        result.checkpoint = str(list_checkpoints(self.out_dir)[-1])
+        log = self.out_dir / LOG_FILE
+        records = read_log(self.out_dir) if log.is_file() else []
+        result.evals = [{key: r[key] for key in ("step", "train_loss", "val_loss")}
+                        for r in records if r.get("kind") == "eval" and r.get("step", 0) <= self.step]
+        if not (self.out_dir / SUMMARY_FILE).is_file():
+            self._write_summary(result)
         return result
 
     def _write_summary(self, result: TrainResult) -> None:

@@ -81,3 +81,18 @@ def test_cli_eval_stream(tmp_path, capsys):
     stream = json.loads(report.read_text())["stream"]
     assert stream["windows"] == 12 and set(stream["window_loss"]) == set(MODES)
     assert all(len(v) == 12 for v in stream["window_loss"].values())
+
+
+def test_absent_window_ranges_are_absent_not_zero():
+    """5 windows: there is no window 10 or later, so that mean is None in JSON and '—' in the table."""
+    from sosm.stream import format_table
+
+    ids = torch.randint(0, VOCAB, (16 * 5 + 1,), generator=torch.Generator().manual_seed(4))
+    result = stream_evaluate(_hybrid(), ids, 16, modes=("plain",))
+    summary = result.summary()["plain"]
+    assert summary["loss_windows_10_end"] is None
+    assert summary["loss_windows_0_10"] == pytest.approx(summary["loss"])
+    assert result.mean_loss("plain", 10) is None
+    assert json.loads(json.dumps(result.to_dict()))["summary"]["plain"]["loss_windows_10_end"] is None
+    row = format_table(result).splitlines()[-1].split("|")
+    assert row[5].strip() == "—", row

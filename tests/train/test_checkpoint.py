@@ -115,3 +115,18 @@ def test_keep_last_and_overwrite_same_step(tmp_path):
     assert read_checkpoint(tmp_path).step == 4
     with pytest.raises(ValueError, match=r"keep_last=0 is invalid"):
         write_checkpoint(tmp_path, 5, model_state={}, config={}, optimizer_state={}, trainer_state={}, keep_last=0)
+
+
+def test_a_corrupt_newest_checkpoint_points_to_the_older_one_that_loads(make_config, tmp_path):
+    Trainer(make_config(max_steps=16), tmp_path / "r", model_factory=tiny_factory).train()
+    newest, older = find_checkpoint(tmp_path / "r"), tmp_path / "r" / "checkpoints" / "step_0000008"
+    weights = newest / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=rf"model\.safetensors has 100 bytes.*; the older checkpoint {older} "
+                                              rf"\(step 8\) loads: move {newest} aside"):
+        read_checkpoint(tmp_path / "r")
+    with pytest.raises(CheckpointError, match=r"model\.safetensors has 100 bytes.*truncated[^;]*$"):
+        read_checkpoint(newest)  # a checkpoint folder named on its own: no other checkpoint to suggest
+    older.joinpath("optimizer.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"no older checkpoint of .* loads either"):
+        read_checkpoint(tmp_path / "r")

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from sosm.cli import main
@@ -116,6 +117,27 @@ def test_sigterm_stops_the_command_with_a_checkpoint_and_exit_143(tmp_path, text
     assert "stopped by SIGTERM" in output and "--resume" in output
 
 
+@pytest.mark.slow  # 20 s of wall time under `timeout`
+def test_under_timeout_the_shell_sees_124_and_the_run_is_saved(tmp_path, text_file):
+    """Issue 12 item 30, as the README now says: sosm train exits 143 on SIGTERM, but the shell running
+    `timeout 20s sosm train ...` sees timeout's 124; the step it finished is saved either way."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("timeout") is None:
+        pytest.skip("no coreutils timeout")
+    config = write_config(tmp_path, text_file, model="transformer")
+    out = tmp_path / "run"
+    child = subprocess.run(["timeout", "20s", sys.executable, "-m", "sosm.cli", "train", "--config", str(config),
+                            "--out", str(out), "--max-steps", "1000000", "--no-progress"],
+                           capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert child.returncode == 124, (child.returncode, child.stdout, child.stderr)
+    assert "stopped by SIGTERM" in child.stdout, "the trainer got the SIGTERM and saved (started within 20 s)"
+    assert json.loads((out / "summary.json").read_text())["stopped_by"] == "SIGTERM"
+
+
 def test_seed_option_overrides_the_config_seed(tmp_path, text_file):
     config = write_config(tmp_path, text_file, model="transformer")
     runs = {}
@@ -127,3 +149,77 @@ def test_seed_option_overrides_the_config_seed(tmp_path, text_file):
     assert seeds == {"a": 1337, "b": 1337, "c": 7}
     loss = {name: [r["loss"] for r in log if r["kind"] == "train"] for name, log in runs.items()}
     assert loss["a"] == loss["b"] != loss["c"]
+
+
+def test_train_resume_of_a_finished_run_says_nothing_to_do(tmp_path, text_file, capsys):
+    config = write_config(tmp_path, text_file, model="transformer")
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--out", str(out), "--max-steps", "3"]) == 0
+    summary = (out / "summary.json").read_bytes()
+    capsys.readouterr()
+    assert main(["train", "--config", str(config), "--out", str(out), "--max-steps", "3", "--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert "nothing to do" in printed and "nan" not in printed and "--max-steps" in printed
+    assert (out / "summary.json").read_bytes() == summary
+    assert main(["train", "--config", str(config), "--out", str(out), "--max-steps", "2", "--resume"]) == 2
+    assert "max_steps=2 is below step 3" in capsys.readouterr().err
+    assert (out / "summary.json").read_bytes() == summary
+
+
+def test_eval_progress_leak_check_and_canary(tiny_run, tmp_path, capsys):
+    report = tmp_path / "eval.json"
+    code = main(["eval", "--checkpoint", str(tiny_run), "--max-tokens", "200", "--leak-check", "--canary",
+                 "--canary-steps", "3", "--json", str(report)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "eval: 100%" in captured.err and "200/200" in captured.err, "a progress bar while evaluating"
+    assert "leak check: 100%" in captured.err and "canary: 100%" in captured.err
+    result = json.loads(report.read_text())
+    leak, canary = result["leak_check"], result["canary"]
+    assert leak["passed"] and leak["tolerance"] == 0.0 and leak["positions"] == list(range(47)) and leak["rows"] == 2
+    assert canary["passed"] and canary["steps"] == 3 and canary["uniform_loss"] == pytest.approx(5.545177, abs=1e-6)
+    assert "canary [tiny]: PASS" in captured.out
+    assert main(["eval", "--checkpoint", str(tiny_run), "--max-tokens", "50", "--no-progress"]) == 0
+    assert "eval:" not in capsys.readouterr().err
+
+
+@pytest.mark.slow  # a 100-step canary run (~8 s)
+def test_canary_of_the_leaky_control_fails(tmp_path, text_file, capsys):
+    config = write_config(tmp_path, text_file, graph={"causal": False, "num_landmarks": 4})
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--out", str(out), "--max-steps", "1"]) == 0
+    report = tmp_path / "eval.json"
+    assert main(["eval", "--checkpoint", str(out), "--max-tokens", "50", "--canary", "--canary-steps", "100",
+                 "--no-progress", "--json", str(report)]) == 1
+    canary = json.loads(report.read_text())["canary"]
+    assert not canary["passed"] and canary["loss"] < canary["uniform_loss"] - 0.2
+    assert "FAIL (LEAK: learns i.i.d. tokens)" in capsys.readouterr().out
+
+
+def test_generate_prints_each_token_as_it_is_sampled(tiny_run, capsys, monkeypatch):
+    from sosm.cli import generate_cmd
+
+    pieces = []
+    emit = generate_cmd.TextStreamer._emit
+    monkeypatch.setattr(generate_cmd.TextStreamer, "_emit", lambda self, piece: (pieces.append(piece), emit(self, piece)))
+    assert main(["generate", "--checkpoint", str(tiny_run), "--prompt", "ROMEO:", "--max-new-tokens", "12"]) == 0
+    out = capsys.readouterr().out
+    assert pieces[0] == "ROMEO:" and len(pieces) >= 5, pieces  # the prompt at once, then piece by piece
+    assert "".join(pieces) == out and out.endswith("\n")
+
+
+def test_text_streamer_holds_back_a_cut_character():
+    import io
+
+    from sosm.cli.generate_cmd import TextStreamer
+    from sosm.tokenizers import ByteTokenizer
+
+    out = io.StringIO()
+    streamer = TextStreamer(ByteTokenizer(), list(b"caf"), out=out)
+    assert out.getvalue() == "caf"
+    streamer(torch.tensor([0xC3]))  # the first byte of "é"
+    assert out.getvalue() == "caf", "half a character is not printed"
+    streamer(torch.tensor([0xA9]))
+    assert out.getvalue() == "café"
+    streamer(torch.tensor([0xC3]))  # a character that never completes: printed as U+FFFD at the end
+    assert streamer.end() == "café\ufffd" and out.getvalue() == "café\ufffd\n"

@@ -191,3 +191,82 @@ def test_every_field_is_commented():
 def test_bf16_autocast_path_runs_on_cpu(make_config, tmp_path):
     result = run(make_config(max_steps=2, dtype="bfloat16"), tmp_path / "r")
     assert all(torch.isfinite(torch.tensor(l)) for l in result.losses.values())
+
+
+def test_resume_from_a_checkpoint_of_every_kind_of_step(make_config, tmp_path):
+    """A stop at any step, before the first evaluation (best_val_loss null), on one, between two, at a
+    checkpoint step or not, resumes onto the uninterrupted curve (checkpoints every 3, evals every 8)."""
+    config = make_config(checkpoint_interval=3, max_steps=12)
+    full = run(config, tmp_path / "full")
+    for stop in range(1, 12):
+        def send(trainer, step, loss, stop=stop):
+            if step == stop:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        out = tmp_path / f"stop{stop}"
+        stopped = Trainer(config, out, model_factory=tiny_factory, step_callback=send).train()
+        assert stopped.stopped_by == "SIGTERM" and stopped.final_step == stop
+        resumed = run(config, out, resume=True)
+        assert resumed.start_step == stop, stop
+        assert {**stopped.losses, **resumed.losses} == full.losses, stop
+        assert resumed.evals[-1] == full.evals[-1], stop
+        best = json.loads((out / "summary.json").read_text())["best_val_loss"]
+        assert best == json.loads((tmp_path / "full" / "summary.json").read_text())["best_val_loss"], stop
+
+
+def test_resuming_a_finished_run_trains_nothing_and_writes_nothing(make_config, tmp_path):
+    config = make_config(max_steps=8)
+    run(config, tmp_path / "r")
+    files = {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()}
+    again = run(config, tmp_path / "r", resume=True)
+    assert again.nothing_to_do and again.final_step == 8 and again.losses == {}
+    assert again.evals and again.evals[-1]["step"] == 8, "the finished run's evaluations are reported from its log"
+    assert {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()} == files
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["final_val_loss"] == again.evals[-1]["val_loss"] is not None
+
+
+def test_max_steps_below_the_checkpoint_is_refused(make_config, tmp_path):
+    run(make_config(max_steps=8), tmp_path / "r")
+    summary = (tmp_path / "r" / "summary.json").read_bytes()
+    with pytest.raises(ValueError, match=r"max_steps=5 is below step 8 of the newest checkpoint.*accepted: "
+                                         r"max_steps >= 8"):
+        Trainer(make_config(max_steps=5), tmp_path / "r", resume=True, model_factory=tiny_factory)
+    assert (tmp_path / "r" / "summary.json").read_bytes() == summary
+
+
+@pytest.mark.parametrize("text, missing", [
+    ("", "max_steps, data.dataset, model.model"),
+    ("# only a comment\n", "max_steps, data.dataset, model.model"),
+    ("max_steps: 10\n", "data.dataset, model.model"),
+    ("max_steps: 10\ndata: {block_size: 32}\nmodel: {model: mamba}\n", "data.dataset"),
+    ("max_steps: 10\ndata: {dataset: default}\nmodel:\n", "model.model"),
+])
+def test_config_file_must_name_what_a_run_needs(tmp_path, text, missing):
+    """An empty or section-less file is not a silent 2,000-step default run."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=rf"c\.yaml.* needs {missing}"):
+        TrainConfig.from_yaml(path)
+
+
+def test_config_file_errors_name_the_file(tmp_path):
+    with pytest.raises(IsADirectoryError, match=rf"config file {tmp_path} is a directory; accepted: a YAML file"):
+        TrainConfig.from_yaml(tmp_path)
+    binary = tmp_path / "weights.bin"
+    binary.write_bytes(b"\x00\xd7\xff\xfe" * 8)
+    with pytest.raises(ValueError, match=r"config file .*weights\.bin is not UTF-8 text .*byte offset 1"):
+        TrainConfig.from_yaml(binary)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- 1\n- 2\n")
+    with pytest.raises(ValueError, match=r"list\.yaml: a training config must be a mapping, got list"):
+        TrainConfig.from_yaml(listed)
+
+
+def test_a_text_too_short_for_the_context_says_how_long_it_must_be(make_config, tmp_path):
+    short = tmp_path / "two.txt"
+    short.write_text("ab")
+    config = make_config(data={"path": str(short), "block_size": 16})
+    with pytest.raises(ValueError, match=r"the train split of .*two\.txt has 1 tokens? .* data\.block_size=16 needs at "
+                                         r"least 18 tokens in each split"):
+        Trainer(config, tmp_path / "r", model_factory=tiny_factory)
