@@ -1,22 +1,25 @@
-"""S4: every form against the others and against a naive sequential loop written here.
+"""S4 and OSSM: every form against the others and against naive sequential loops written here.
 
 The generic contract (causality, decoding, carried windows, DePass, state size, matching) is in
-test_mixers.py; this file checks what is particular to S4: its chunked convolution == FFT ==
+test_mixers.py; this file checks what is particular to each: S4's chunked convolution == FFT ==
 recurrent step == a textbook loop, for every state matrix and discretisation, with gradients;
-stability of the discretisations; the special initialisation and the config knobs.
-Tolerances: tests/kernels/tolerance.py (fp32: relative RMS 1e-5).
+OSSM's scan == its sequential recurrence == step, stable for every parameter value; the special
+initialisations, the config knobs. Tolerances: tests/kernels/tolerance.py (fp32: relative RMS 1e-5).
 """
 import math
 import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
 from sosm.model import SOSMConfig, SOSMModel, matched_config, param_count
 from sosm.model.context import LayerContext
 from sosm.model.mixers import build_mixer
 from sosm.model.mixers import s4 as s4_module
+from sosm.model.mixers.diagonal_scan import diagonal_scan, sequential_scan
+from sosm.model.mixers.ossm import MIN_DECAY, oscillator_transition
 from sosm.model.mixers.s4 import hippo_legs, s4d_legs, s4d_lin
 
 from ..kernels.tolerance import assert_close
@@ -243,6 +246,127 @@ def test_s4_knobs_are_validated():
         SOSMConfig(model="s4", d_state=7)
     assert SOSMConfig(model="s4", d_state=7, s4_matrix="hippo").d_state == 7  # dense: any N
     assert SOSMConfig(model="mamba", d_state=7).d_state == 7  # only S4's diagonal needs pairs
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), length=st.integers(1, 70), complex_=st.booleans(), with_h0=st.booleans())
+def test_diagonal_scan_equals_the_sequential_loop(seed, length, complex_, with_h0):
+    g = torch.Generator().manual_seed(seed)
+    shape = (2, length, 3)
+    a, b = torch.rand(shape, generator=g), torch.randn(shape, generator=g)
+    h0 = torch.randn(2, 3, generator=g) if with_h0 else None
+    if complex_:
+        a = torch.polar(a, torch.randn(shape, generator=g))
+        b = torch.complex(b, torch.randn(shape, generator=g))
+        h0 = None if h0 is None else torch.complex(h0, h0.flip(0))
+    view = torch.view_as_real if complex_ else (lambda t: t)
+    assert_close(view(diagonal_scan(a, b, h0)), view(sequential_scan(a, b, h0)), name="states")
+
+
+def test_diagonal_scan_gradients_equal_the_loops():
+    torch.manual_seed(0)
+    a = torch.polar(torch.rand(2, T_ODD, 4), torch.randn(2, T_ODD, 4)).requires_grad_()
+    b = torch.randn(2, T_ODD, 4, dtype=torch.complex64, requires_grad=True)
+    h0 = torch.randn(2, 4, dtype=torch.complex64, requires_grad=True)
+    weight = torch.randn(2, T_ODD, 4, dtype=torch.complex64)
+
+    def loss(h):
+        return (h * weight).real.sum()
+
+    got = torch.autograd.grad(loss(diagonal_scan(a, b, h0)), (a, b, h0))
+    want = torch.autograd.grad(loss(sequential_scan(a, b, h0)), (a, b, h0))
+    for name, x, y in zip("a b h0".split(), got, want):
+        assert_close(torch.view_as_real(x), torch.view_as_real(y), name=f"grad {name}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+def test_diagonal_scan_adjoint_passes_gradcheck(dtype):
+    g = torch.Generator().manual_seed(1)
+    a = (0.9 * torch.rand(2, 9, 3, generator=g, dtype=torch.float64)).to(dtype).requires_grad_()
+    b = torch.randn(2, 9, 3, generator=g, dtype=torch.float64).to(dtype).requires_grad_()
+    h0 = torch.randn(2, 3, generator=g, dtype=torch.float64).to(dtype).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b, h0: diagonal_scan(a, b, h0), (a, b, h0))
+    assert torch.autograd.gradcheck(lambda a, b: diagonal_scan(a, b), (a, b))
+
+
+def naive_ossm(layer, x):
+    """OSSM written from its equations with a plain loop over time (float64): ``x [B, T, d]`` -> output."""
+    u = layer.norm(x).double()
+    omega = F.softplus(layer.omega_raw.double())
+    zeta = torch.sigmoid(layer.damping_logit.double())
+    lam = omega * torch.complex(-zeta, torch.sqrt(1 - zeta ** 2))  # continuous eigenvalues
+    B = torch.view_as_complex(layer.B.double())  # [P, d]
+    C = torch.view_as_complex(layer.C.double())  # [d, P]
+    h = torch.zeros(x.shape[0], B.shape[0], dtype=torch.complex128)
+    ys = []
+    for t in range(x.shape[1]):
+        dt = F.softplus(u[:, t] @ layer.dt_proj.weight.double().T + layer.dt_proj.bias.double())  # [B, P]
+        a = torch.exp(dt * lam - MIN_DECAY)
+        h = a * h + dt * (u[:, t].to(B.dtype) @ B.T)
+        ys.append((h @ C.T).real + layer.D.double() * u[:, t])
+    y = torch.stack(ys, 1)
+    return x.double() + F.glu(F.linear(F.gelu(y), layer.out_proj.weight.double(), layer.out_proj.bias.double()))
+
+
+def test_ossm_scan_equals_the_sequential_loop_and_step():
+    layer = layer_of("ossm", seed=4, d_state=12)
+    x = torch.randn(2, T_ODD, D_MODEL)
+    with torch.no_grad():
+        full = layer(x, LayerContext())
+        assert_close(full, naive_ossm(layer, x).float(), name="scan vs loop")
+        assert_close(decode(layer, x), full, name="step")
+        cache = {}
+        windows = [layer.forward_carry(x[:, a:b], LayerContext(), cache) for a, b in ((0, 11), (11, T_ODD))]
+        assert_close(torch.cat(windows, 1), full, name="windows")
+
+
+def test_ossm_gradients_match_the_naive_loop():
+    layer = layer_of("ossm", seed=5, d_state=12)
+    x = torch.randn(2, T_ODD, D_MODEL, requires_grad=True)
+    weight = torch.randn(2, T_ODD, D_MODEL)
+    inputs = [x, *layer.parameters()]
+    got = grads(layer(x, LayerContext()), inputs, weight)
+    want = grads(naive_ossm(layer, x), inputs, weight.double())
+    for index, (a, b) in enumerate(zip(got, want)):
+        assert_close(a, b.float(), name=f"grad {index}")
+
+
+EXTREME = st.one_of(st.floats(-1e6, 1e6), st.sampled_from([-1e6, -1e3, -100.0, -20.0, 0.0, 20.0, 100.0, 1e3, 1e6]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(omega=EXTREME, damping=EXTREME, dt_raw=EXTREME)
+def test_ossm_eigenvalues_are_strictly_inside_the_unit_circle_for_every_parameter(omega, damping, dt_raw):
+    a = oscillator_transition(torch.tensor([omega]), torch.tensor([damping]), F.softplus(torch.tensor([dt_raw])))
+    assert torch.isfinite(torch.view_as_real(a)).all()
+    radius = a.abs().item()
+    assert radius < 1 and radius <= math.exp(-MIN_DECAY) + 3 * 2 ** -24  # ~17 ulps below 1, up to 3 of rounding
+
+
+def test_ossm_layer_with_random_and_extreme_parameters_stays_stable():
+    layer = layer_of("ossm", seed=6, d_state=64)
+    g = torch.Generator().manual_seed(0)
+    u = torch.randn(3, 9, D_MODEL, generator=g)
+    with torch.no_grad():
+        for scale in (1.0, 30.0, 1e4):
+            layer.omega_raw.copy_(torch.randn(64, generator=g) * scale)
+            layer.damping_logit.copy_(torch.randn(64, generator=g) * scale)
+            layer.dt_proj.bias.copy_(torch.randn(64, generator=g) * scale)
+            a, _, _ = layer.recurrence(u)
+            assert torch.isfinite(torch.view_as_real(a)).all()
+            assert a.abs().max() < 1
+
+
+def test_ossm_special_init_survives_the_models_generic_init():
+    model = SOSMModel(SOSMConfig(model="ossm", d_model=D_MODEL, n_heads=2, n_layers=2, d_state=8, vocab_size=VOCAB))
+    layer = model.stack.layers[0]
+    omega, zeta = F.softplus(layer.omega_raw), torch.sigmoid(layer.damping_logit)
+    lam = omega * torch.complex(-zeta, torch.sqrt(1 - zeta ** 2))
+    n = torch.arange(1, 8, dtype=torch.float32)
+    torch.testing.assert_close(lam[1:], torch.complex(torch.full_like(n, -0.5), math.pi * n), rtol=1e-4, atol=1e-4)
+    assert abs(zeta[0].item() - 0.999) < 1e-5 and abs(omega[0].item() - 0.5) < 1e-5
+    dt = F.softplus(layer.dt_proj.bias)
+    assert (dt >= 1e-3 - 1e-7).all() and (dt <= 1e-1 + 1e-7).all() and dt.std() > 0  # not the generic zeros
 
 
 VARIANTS = [("s4", {"s4_matrix": "lin"}), ("s4", {"s4_matrix": "hippo", "d_state": 4}),
