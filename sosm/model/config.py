@@ -20,6 +20,7 @@ from typing import Sequence, Union
 from ..common.configs import reject_unknown_keys
 from ..graph.config import GraphConfig
 from .mixers import get_mixer, mixer_names, resolve_mixer_name
+from .mixers.cfc import CFC_VARIANTS
 from .mixers.s4 import S4_DISCRETIZATIONS, S4_MATRICES
 
 POSITIONALS = ("rope", "graph_rope", "graph_alibi", "none")
@@ -99,6 +100,7 @@ class SOSMConfig:
     dt_max: float = 1e-1
     s4_matrix: str = "legs"             # S4's A: "legs" (S4D-LegS, d_state/2 complex modes) | "lin" (S4D-Lin) | "hippo" (dense HiPPO-LegS, N x N)
     s4_discretization: str = "zoh"      # S4: "zoh" | "bilinear" (stable for every step) | "euler" (only where |1 + Δλ| < 1)
+    cfc_variant: str = "cfc"            # CfC: "cfc" (the paper's cell; nonlinear in its state: sequential) | "ltc" (linear LTC: scan)
     graph: GraphConfig = field(default_factory=_default_graph)  # GraphBuilder options incl. num_landmarks (dict: over MODEL_GRAPH_DEFAULTS)
     positional: str = "rope"            # attention positions: "rope" | "graph_rope" | "graph_alibi" | "none"
     struct_dim: int = 16                # width of the structural (landmark) encoding fed to Mamba's Δ
@@ -147,6 +149,7 @@ class SOSMConfig:
         need(0 < self.dt_min <= self.dt_max, "dt_min", f"0 < dt_min <= dt_max={self.dt_max}")
         need(self.s4_matrix in S4_MATRICES, "s4_matrix", f"one of {S4_MATRICES}")
         need(self.s4_discretization in S4_DISCRETIZATIONS, "s4_discretization", f"one of {S4_DISCRETIZATIONS}")
+        need(self.cfc_variant in CFC_VARIANTS, "cfc_variant", f"one of {CFC_VARIANTS}")
         if "s4" in self.layer_types and self.s4_matrix != "hippo":
             need(self.d_state % 2 == 0, "d_state", f"an even int for s4_matrix={self.s4_matrix!r} (N/2 complex "
                  "modes, each with its conjugate)")

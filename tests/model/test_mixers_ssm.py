@@ -1,10 +1,11 @@
-"""S4 and OSSM: every form against the others and against naive sequential loops written here.
+"""S4, OSSM and CfC: every form against the others and against naive sequential loops written here.
 
 The generic contract (causality, decoding, carried windows, DePass, state size, matching) is in
 test_mixers.py; this file checks what is particular to each: S4's chunked convolution == FFT ==
 recurrent step == a textbook loop, for every state matrix and discretisation, with gradients;
-OSSM's scan == its sequential recurrence == step, stable for every parameter value; the special
-initialisations, the config knobs. Tolerances: tests/kernels/tolerance.py (fp32: relative RMS 1e-5).
+OSSM's scan == its sequential recurrence == step, stable for every parameter value; CfC's loop
+and LTC scan == loops written from the equations; the special initialisations, the config knobs.
+Tolerances: tests/kernels/tolerance.py (fp32: relative RMS 1e-5).
 """
 import math
 import warnings
@@ -18,6 +19,7 @@ from sosm.model import SOSMConfig, SOSMModel, matched_config, param_count
 from sosm.model.context import LayerContext
 from sosm.model.mixers import build_mixer
 from sosm.model.mixers import s4 as s4_module
+from sosm.model.mixers.cfc import LECUN_SCALE, LECUN_SLOPE, MIN_LEAK
 from sosm.model.mixers.diagonal_scan import diagonal_scan, sequential_scan
 from sosm.model.mixers.ossm import MIN_DECAY, oscillator_transition
 from sosm.model.mixers.s4 import hippo_legs, s4d_legs, s4d_lin
@@ -369,8 +371,81 @@ def test_ossm_special_init_survives_the_models_generic_init():
     assert (dt >= 1e-3 - 1e-7).all() and (dt <= 1e-1 + 1e-7).all() and dt.std() > 0  # not the generic zeros
 
 
+def naive_cfc(layer, x):
+    """The CfC cell from Hasani et al.'s equations, a plain loop (float64): ``x [B, T, d]`` -> output."""
+    u = layer.norm(x).double()
+
+    def linear(module, z):
+        out = z @ module.weight.double().T
+        return out if module.bias is None else out + module.bias.double()
+
+    h = torch.zeros(x.shape[0], layer.hidden, dtype=torch.float64)
+    states = []
+    for t in range(x.shape[1]):
+        backbone = LECUN_SCALE * torch.tanh(LECUN_SLOPE * (linear(layer.backbone_in, u[:, t])
+                                                           + linear(layer.backbone_rec, h)))
+        ff1, ff2, time = linear(layer.heads, backbone).chunk(3, dim=-1)
+        sigma = torch.sigmoid(time)  # time_a * (Δt = 1) + time_b, one head
+        h = torch.tanh(ff1) * (1 - sigma) + sigma * torch.tanh(ff2)
+        states.append(h)
+    return x.double() + torch.stack(states, 1) @ layer.out_proj.weight.double().T
+
+
+def naive_ltc(layer, x):
+    """The LTC closed form with an input-only conductance, a plain loop (float64)."""
+    u = layer.norm(x).double()
+    f_raw, v = (u @ layer.in_proj.weight.double().T + layer.in_proj.bias.double()).chunk(2, dim=-1)
+    f = F.softplus(f_raw)
+    leak = F.softplus(layer.leak_raw.double()) + MIN_LEAK
+    h = torch.zeros(x.shape[0], layer.hidden, dtype=torch.float64)
+    states = []
+    for t in range(x.shape[1]):
+        a = torch.exp(-(leak + f[:, t]))  # exact decay over the unit step, input held
+        h = a * h + (1 - a) * f[:, t] / (leak + f[:, t]) * v[:, t]
+        states.append(h)
+    return x.double() + torch.stack(states, 1) @ layer.out_proj.weight.double().T
+
+
+@pytest.mark.parametrize("variant,naive", [("cfc", naive_cfc), ("ltc", naive_ltc)])
+def test_cfc_forward_step_and_windows_equal_the_naive_loop(variant, naive):
+    layer = layer_of("cfc", seed=7, cfc_variant=variant)
+    x = torch.randn(2, T_ODD, D_MODEL)
+    with torch.no_grad():
+        full = layer(x, LayerContext())
+        assert_close(full, naive(layer, x).float(), name="forward vs loop")
+        assert_close(decode(layer, x), full, name="step")
+        cache = {}
+        windows = [layer.forward_carry(x[:, a:b], LayerContext(), cache) for a, b in ((0, 14), (14, T_ODD))]
+        assert_close(torch.cat(windows, 1), full, name="windows")
+
+
+@pytest.mark.parametrize("variant,naive", [("cfc", naive_cfc), ("ltc", naive_ltc)])
+def test_cfc_gradients_match_the_naive_loop(variant, naive):
+    layer = layer_of("cfc", seed=8, cfc_variant=variant)
+    x = torch.randn(2, T_ODD, D_MODEL, requires_grad=True)
+    weight = torch.randn(2, T_ODD, D_MODEL)
+    inputs = [x, *layer.parameters()]
+    got = grads(layer(x, LayerContext()), inputs, weight)
+    want = grads(naive(layer, x), inputs, weight.double())
+    for index, (a, b) in enumerate(zip(got, want)):
+        assert_close(a, b.float(), name=f"grad {index}")
+
+
+def test_cfc_special_init_survives_the_models_generic_init():
+    model = SOSMModel(SOSMConfig(model="cfc", d_model=D_MODEL, n_heads=2, n_layers=2, vocab_size=VOCAB))
+    heads = model.stack.layers[0].heads
+    bound = math.sqrt(6 / (D_MODEL + 3 * D_MODEL))  # Xavier-uniform, not the generic normal(0, 0.02)
+    assert heads.weight.abs().max() <= bound and heads.weight.std() > 0.5 * bound / math.sqrt(3)
+    ltc = SOSMModel(SOSMConfig(model="cfc", cfc_variant="ltc", d_model=D_MODEL, n_heads=2, n_layers=2,
+                               vocab_size=VOCAB)).stack.layers[0]
+    rate = F.softplus(ltc.in_proj.bias[:D_MODEL])
+    assert (rate >= 1e-3 - 1e-7).all() and (rate <= 1e-1 + 1e-7).all()
+    with pytest.raises(ValueError, match=r"SOSMConfig.cfc_variant='lstm' is invalid; accepted: one of \('cfc', 'lt"):
+        SOSMConfig(model="cfc", cfc_variant="lstm")
+
+
 VARIANTS = [("s4", {"s4_matrix": "lin"}), ("s4", {"s4_matrix": "hippo", "d_state": 4}),
-            ("s4", {"s4_discretization": "bilinear"})]
+            ("s4", {"s4_discretization": "bilinear"}), ("cfc", {"cfc_variant": "ltc"})]
 VARIANT_IDS = [f"{name}-{'-'.join(map(str, o.values()))}" for name, o in VARIANTS]
 
 

@@ -12,6 +12,7 @@ aliases ``"MA"``), ``SOSMConfig(model="mamba")`` for a pure stack. Adding a mixe
 | ``mamba`` | ``M`` | no (reads the landmark structure when the model has it) | yes (conv + SSM state) | yes |
 | ``s4`` | | no | yes (SSM state) | yes |
 | ``ossm`` | | no | yes (oscillator state) | yes |
+| ``cfc`` | | no | yes (hidden state) | yes |
 
 Example:
     >>> from sosm.model.mixers import mixer_names, get_mixer
@@ -24,7 +25,7 @@ from .base import Mixer, build_mixer, get_mixer, mixer_names, register_mixer, re
 from .attention import AttentionBlock, DenseAttention
 from .graph_attention import GraphAttention
 from .mamba import TopologicalMamba
-from . import ossm, s4  # noqa: F401  registers "ossm", "s4"
+from . import cfc, ossm, s4  # noqa: F401  registers "cfc", "ossm", "s4"
 
 __all__ = ["Mixer", "build_mixer", "get_mixer", "mixer_names", "register_mixer", "resolve_mixer_name",
            "AttentionBlock", "DenseAttention", "GraphAttention", "TopologicalMamba"]
