@@ -45,7 +45,7 @@ PUBLIC = {
                    "param_count"],
     "sosm.model.mixers": ["AttentionBlock", "DenseAttention", "GraphAttention", "Mamba2", "Mixer", "RWKV6", "RetNet",
                           "TopologicalMamba", "build_mixer", "get_mixer", "mixer_names", "register_mixer",
-                          "resolve_mixer_name"],
+                          "resolve_mixer_name", "S4", "OscillatorySSM", "CfC"],
     "sosm.common": ["BLOCK_DIM", "BLOCK_NAMES", "DEFAULT_BLOCK_WEIGHTS", "N_BLOCKS", "SEMANTIC_DIM", "TEMPORAL_DIM",
                     "atomic_dir", "atomic_path", "atomic_write", "block_index", "block_slice", "check", "fsync_dir",
                     "is_int", "is_number", "reject_unknown_keys", "rename_keys", "write_synced"],

@@ -20,6 +20,8 @@ from typing import Sequence, Union
 from ..common.configs import reject_unknown_keys
 from ..graph.config import GraphConfig
 from .mixers import get_mixer, mixer_names, resolve_mixer_name
+from .mixers.cfc import CFC_VARIANTS
+from .mixers.s4 import S4_DISCRETIZATIONS, S4_MATRICES
 
 POSITIONALS = ("rope", "graph_rope", "graph_alibi", "none")
 
@@ -98,6 +100,9 @@ class SOSMConfig:
     dt_max: float = 1e-1
     mamba2_groups: int = 1              # Mamba-2: groups of heads sharing B and C (n_heads must divide by it)
     chunk_size: int = 0                 # chunk length of the chunked forms (Mamba-2 SSD, RWKV, RetNet; 0: each one's own, 64 / 16 / 64); results do not depend on it
+    s4_matrix: str = "legs"             # S4's A: "legs" (S4D-LegS, d_state/2 complex modes) | "lin" (S4D-Lin) | "hippo" (dense HiPPO-LegS, N x N)
+    s4_discretization: str = "zoh"      # S4: "zoh" | "bilinear" (stable for every step) | "euler" (only where |1 + Δλ| < 1)
+    cfc_variant: str = "cfc"            # CfC: "cfc" (the paper's cell; nonlinear in its state: sequential) | "ltc" (linear LTC: scan)
     graph: GraphConfig = field(default_factory=_default_graph)  # GraphBuilder options incl. num_landmarks (dict: over MODEL_GRAPH_DEFAULTS)
     positional: str = "rope"            # attention positions: "rope" | "graph_rope" | "graph_alibi" | "none"
     struct_dim: int = 16                # width of the structural (landmark) encoding fed to Mamba's Δ
@@ -147,6 +152,12 @@ class SOSMConfig:
         need(is_int(self.mamba2_groups) and self.mamba2_groups >= 1 and self.n_heads % self.mamba2_groups == 0,
              "mamba2_groups", f"an int >= 1 dividing n_heads={self.n_heads}")
         need(is_int(self.chunk_size) and self.chunk_size >= 0, "chunk_size", "an int >= 1, or 0 for each mixer's own")
+        need(self.s4_matrix in S4_MATRICES, "s4_matrix", f"one of {S4_MATRICES}")
+        need(self.s4_discretization in S4_DISCRETIZATIONS, "s4_discretization", f"one of {S4_DISCRETIZATIONS}")
+        need(self.cfc_variant in CFC_VARIANTS, "cfc_variant", f"one of {CFC_VARIANTS}")
+        if "s4" in self.layer_types and self.s4_matrix != "hippo":
+            need(self.d_state % 2 == 0, "d_state", f"an even int for s4_matrix={self.s4_matrix!r} (N/2 complex "
+                 "modes, each with its conjugate)")
         if not isinstance(self.graph, GraphConfig):
             raise TypeError(f"SOSMConfig.graph must be a GraphConfig or a dict, got {type(self.graph).__name__}")
         need(self.positional in POSITIONALS, "positional", f"one of {POSITIONALS}")

@@ -13,6 +13,9 @@ aliases ``"MA"``), ``SOSMConfig(model="mamba")`` for a pure stack. Adding a mixe
 | ``mamba2`` | | no | yes (conv + SSD state) | yes |
 | ``rwkv`` | ``rwkv6`` | no | yes (token shifts + WKV state) | yes |
 | ``retnet`` | | no | yes (retention state) | yes |
+| ``s4`` | | no | yes (SSM state) | yes |
+| ``ossm`` | | no | yes (oscillator state) | yes |
+| ``cfc`` | | no | yes (hidden state) | yes |
 
 Example:
     >>> from sosm.model.mixers import mixer_names, get_mixer
@@ -28,6 +31,10 @@ from .mamba import TopologicalMamba
 from .mamba2 import Mamba2
 from .retnet import RetNet
 from .rwkv import RWKV6
+from .s4 import S4
+from .ossm import OscillatorySSM
+from .cfc import CfC
 
 __all__ = ["Mixer", "build_mixer", "get_mixer", "mixer_names", "register_mixer", "resolve_mixer_name",
-           "AttentionBlock", "DenseAttention", "GraphAttention", "Mamba2", "RWKV6", "RetNet", "TopologicalMamba"]
+           "AttentionBlock", "DenseAttention", "GraphAttention", "Mamba2", "RWKV6", "RetNet", "TopologicalMamba",
+           "S4", "OscillatorySSM", "CfC"]
