@@ -270,3 +270,17 @@ def test_a_text_too_short_for_the_context_says_how_long_it_must_be(make_config, 
     with pytest.raises(ValueError, match=r"the train split of .*two\.txt has 1 tokens? .* data\.block_size=16 needs at "
                                          r"least 18 tokens in each split"):
         Trainer(config, tmp_path / "r", model_factory=tiny_factory)
+
+
+def test_state_matrices_marked_by_a_mixer_are_not_decayed(tmp_path):
+    from sosm.model import SOSMConfig, SOSMModel
+
+    model = SOSMModel(SOSMConfig(model="mamba", d_model=32, n_heads=2, n_layers=1, vocab_size=16))
+    trainer = Trainer.__new__(Trainer)  # only the optimiser builder is exercised
+    trainer.model, trainer.device = model, torch.device("cpu")
+    trainer.config = TrainConfig.from_dict({"optim": {"weight_decay": 0.1}})
+    decay_group, plain_group = trainer._build_optimizer().param_groups
+    decayed = {id(p) for p in decay_group["params"]}
+    a_log = model.stack.layers[0].A_log
+    assert id(a_log) not in decayed and any(p is a_log for p in plain_group["params"])
+    assert id(model.stack.layers[0].in_proj.weight) in decayed and decay_group["weight_decay"] == 0.1

@@ -96,6 +96,16 @@ class Mixer(nn.Module):
         raise NotImplementedError(f"mixer {self.name!r} does not report its state size")
 
 
+def no_weight_decay(*params: nn.Parameter) -> None:
+    """Mark parameters the optimiser must not decay (mamba_ssm's ``_no_weight_decay`` convention).
+
+    For state matrices and other parameters whose size is meaningful (decay would shrink an SSM's
+    decay rates or frequencies); the trainer already exempts every tensor with fewer than 2 dims.
+    """
+    for param in params:
+        param._no_weight_decay = True
+
+
 def register_mixer(cls: type) -> type:
     """Class decorator: make ``cls`` (a :class:`Mixer` subclass) available by its name and aliases."""
     if not (isinstance(cls, type) and issubclass(cls, Mixer)) or not cls.name:

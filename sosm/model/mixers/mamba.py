@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from ...kernels import causal_conv1d, selective_scan, selective_state_update
 from ..context import LayerContext
-from .base import Mixer, register_mixer
+from .base import Mixer, no_weight_decay, register_mixer
 from .linear import activation_ratio, norm_linear
 
 _SCAN_CHUNK_ELEMENTS = 1 << 24  # DePass: components per selective_scan call are chunked to bound memory
@@ -85,6 +85,7 @@ class TopologicalMamba(Mixer):
         self.struct_proj = nn.Linear(struct_dim, inner, bias=False) if struct_dim else None
         self.A_log = nn.Parameter(torch.empty(inner, n_state))
         self.D = nn.Parameter(torch.empty(inner))
+        no_weight_decay(self.A_log)  # as mamba_ssm: decay would shrink the state's decay rates
         self.out_proj = nn.Linear(inner, d, bias=False)
         self.dropout = nn.Dropout(config.dropout)
         self.reset_ssm_parameters()

@@ -42,7 +42,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..context import LayerContext
-from .base import Mixer, register_mixer
+from .base import Mixer, no_weight_decay, register_mixer
 from .linear import group_norm_linear, layer_norm_linear
 
 LORA_MIX = 32     # width of the token-shift mix LoRA (five mixes: w, k, v, r, g); min(32, d / 4)
@@ -154,6 +154,7 @@ class RWKV6(Mixer):
         self.time_decay = nn.Parameter(torch.empty(d))
         self.time_decay_w1 = nn.Parameter(torch.empty(d, lora_decay))
         self.time_decay_w2 = nn.Parameter(torch.empty(lora_decay, d))
+        no_weight_decay(self.time_maa_w1, self.time_maa_w2, self.time_decay_w1, self.time_decay_w2)  # as RWKV-6
         self.time_bonus = nn.Parameter(torch.empty(d))  # u, [H * N]
         self.receptance = nn.Linear(d, d, bias=False)
         self.key = nn.Linear(d, d, bias=False)
