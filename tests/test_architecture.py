@@ -24,7 +24,8 @@ LAYERS = {
     "sosm.model": 3,
     "sosm.analysis": 4, "sosm.evaluate": 4, "sosm.stream": 4,
     "sosm.train": 5,
-    "sosm.cli": 6,
+    "sosm.serve": 6,
+    "sosm.cli": 7,
 }
 
 PUBLIC = {
@@ -53,10 +54,11 @@ PUBLIC = {
                   "read_text_file", "split_ids", "verify_file"],
     "sosm.tokenizers": ["BPETokenizer", "ByteTokenizer", "CONFIG_FILE", "TOKENIZERS", "Tokenizer", "WORD_PATTERN",
                         "WordSpans", "display_label", "find_words", "load_tokenizer", "word_spans"],
+    "sosm.serve": ["ExportError", "OnnxForward", "export_onnx", "graph_inputs", "verify_onnx"],
     "sosm.train": ["Checkpoint", "CheckpointError", "DataConfig", "OptimConfig", "TrainConfig", "TrainResult",
                    "Trainer", "find_checkpoint", "lr_at", "read_checkpoint", "write_checkpoint"],
 }
-CLI_SUBCOMMANDS = ("demo", "graph", "train_cmd", "eval_cmd", "generate_cmd", "inspect_cmd")
+CLI_SUBCOMMANDS = ("demo", "graph", "train_cmd", "eval_cmd", "generate_cmd", "inspect_cmd", "quantize_cmd", "export_cmd")
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:
