@@ -54,11 +54,13 @@ PUBLIC = {
                   "read_text_file", "split_ids", "verify_file"],
     "sosm.tokenizers": ["BPETokenizer", "ByteTokenizer", "CONFIG_FILE", "TOKENIZERS", "Tokenizer", "WORD_PATTERN",
                         "WordSpans", "display_label", "find_words", "load_tokenizer", "word_spans"],
-    "sosm.serve": ["ExportError", "OnnxForward", "export_onnx", "graph_inputs", "verify_onnx"],
+    "sosm.serve": ["APIError", "ExportError", "ModelQueue", "OnnxForward", "QueueFull", "SOSMClient", "ServeLimits",
+                   "create_app", "export_onnx", "graph_inputs", "serve", "verify_onnx"],
     "sosm.train": ["Checkpoint", "CheckpointError", "DataConfig", "OptimConfig", "TrainConfig", "TrainResult",
                    "Trainer", "find_checkpoint", "lr_at", "read_checkpoint", "write_checkpoint"],
 }
-CLI_SUBCOMMANDS = ("demo", "graph", "train_cmd", "eval_cmd", "generate_cmd", "inspect_cmd", "quantize_cmd", "export_cmd")
+CLI_SUBCOMMANDS = ("demo", "graph", "train_cmd", "eval_cmd", "generate_cmd", "inspect_cmd", "quantize_cmd", "export_cmd",
+                   "serve_cmd")
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:

@@ -22,7 +22,7 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 
@@ -110,6 +110,16 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: f
     reaches ``max_seq_len``, decoding restarts on its last ``max_seq_len // 2`` tokens, so the
     model always sees at most ``max_seq_len`` tokens of context (like nanoGPT's crop).
     """
+    ids = model.check_input_ids(input_ids)
+    new = list(iter_generate(model, ids, max_new_tokens, temperature=temperature, top_k=top_k, seed=seed,
+                             generator=generator))
+    return torch.cat([ids, torch.stack(new, dim=1)], dim=1)
+
+
+def iter_generate(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                  top_k: Optional[int] = None, seed: Optional[int] = None,
+                  generator: Optional[torch.Generator] = None) -> Iterator[torch.Tensor]:
+    """:func:`generate`, one step at a time: yields the new ids ``[B]`` it appends, in order (for streaming)."""
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens!r} is invalid; accepted: an int >= 1")
     if not isinstance(temperature, (int, float)) or temperature < 0:
@@ -123,8 +133,11 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: f
     model.eval()
     try:
         decoder, logits = _prefill(model, ids)
-        for _ in range(max_new_tokens):
+        for produced in range(1, max_new_tokens + 1):
             next_ids = sample_next(logits, temperature, top_k, generator)  # [B]
+            yield next_ids
+            if produced == max_new_tokens:
+                break  # the last token's logits are never read
             ids = torch.cat([ids, next_ids[:, None]], dim=1)
             if decoder.position >= model.config.max_seq_len:
                 decoder, logits = _prefill(model, ids[:, -max(1, model.config.max_seq_len // 2):])
@@ -132,7 +145,6 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: f
                 logits = decoder.step(next_ids)
     finally:
         model.train(was_training)
-    return ids
 
 
 def _prefill(model, ids: torch.Tensor):

@@ -18,7 +18,8 @@ FastAPI nor onnxruntime.
 """
 import importlib
 
-_WHERE = {"ExportError": "onnx_export",
+_WHERE = {"ServeLimits": "limits", "ModelQueue": "queue", "QueueFull": "queue", "create_app": "app",
+          "serve": "server", "SOSMClient": "client", "APIError": "client", "ExportError": "onnx_export",
           "OnnxForward": "onnx_export", "export_onnx": "onnx_export", "graph_inputs": "onnx_export",
           "verify_onnx": "onnx_export"}
 
