@@ -13,7 +13,9 @@ worker and this process's torch both on ``--threads`` threads:
    answered 429, none dropped or 5xx.
 
 Every accepted answer's tokens are compared with ``model.generate`` in this process for its
-prompt, seed, temperature and top-k. Server RSS (``/proc/<pid>/status`` VmRSS) is read after a
+prompt, seed, temperature and top-k. On a shared machine wall times carry other users' load, so the
+single-client phase also records CPU time (the server process's from ``/proc/<pid>/stat``, this
+process's ``time.process_time``) and its ratio. Server RSS (``/proc/<pid>/status`` VmRSS) is read after a
 warm-up and at the end. The bar (docs: ANCHORS.md, "Scale-out and serving"): no 5xx, every answer
 equal, 429 on the burst, RSS growth <= 10%, single-client overhead <= 1.1x.
 
@@ -86,6 +88,11 @@ class Server:
     def rss_bytes(self) -> int:
         status = Path(f"/proc/{self.process.pid}/status").read_text()
         return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) * 1024
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process so far (``/proc/<pid>/stat``, clock ticks)."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
@@ -207,15 +214,18 @@ def main(argv=None) -> dict:
         rss_before = server.rss_bytes()
 
         single_bodies = [request_body(i, args.max_tokens) for i in range(args.single)]
-        served, local = [], []
+        served, local, server_cpu, local_cpu = [], [], 0.0, 0.0
         for body in single_bodies:  # taken in turn: server, then the same request in this process
+            cpu_start = server.cpu_seconds()
             status, payload, seconds = post(server.url, body)
+            server_cpu += server.cpu_seconds() - cpu_start
             served.append((body, status, payload, seconds))
             ids = torch.tensor([reference.trained.tokenizer.encode(body["prompt"])])
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             out = model.generate(ids, body["max_tokens"], temperature=body["temperature"], top_k=body["top_k"],
                                  seed=body["seed"])
             local.append(time.perf_counter() - start)
+            local_cpu += time.process_time() - cpu_start
             reference.cache[(body["prompt"], body["seed"], body["temperature"], body["top_k"], body["max_tokens"])] = \
                 out[0, ids.shape[1]:].tolist()
         single = summarise(served, sum(s for *_, s in served), reference)
@@ -223,7 +233,11 @@ def main(argv=None) -> dict:
         local_median = statistics.median(local)
         single.update({"server_median_ms": round(1e3 * server_median, 2), "in_process_median_ms": round(1e3 * local_median, 2),
                        "overhead_ratio": round(server_median / local_median, 4),
-                       "overhead_ms": round(1e3 * (server_median - local_median), 2)})
+                       "overhead_ms": round(1e3 * (server_median - local_median), 2),
+                       "server_cpu_s": round(server_cpu, 3), "in_process_cpu_s": round(local_cpu, 3),
+                       "cpu_overhead_ratio": round(server_cpu / local_cpu, 4) if local_cpu else None,
+                       "server_samples_ms": [round(1e3 * s, 2) for *_, s in served],
+                       "in_process_samples_ms": [round(1e3 * s, 2) for s in local]})
         record["single_client"] = single
 
         bodies = [request_body(100_000 + i, args.max_tokens) for i in range(args.clients * args.requests)]
@@ -263,7 +277,7 @@ def main(argv=None) -> dict:
     name = "serve_" + re.sub(r"[^a-z0-9]+", "_", reference.trained.label.lower()).strip("_")
     path = write_result(name, record, args.out)
     print(json.dumps({"out": str(path), "single_client": {k: single[k] for k in ("server_median_ms", "in_process_median_ms",
-                      "overhead_ratio")}, "load": {k: load[k] for k in ("statuses", "throughput_rps", "latency_p50_ms",
+                      "overhead_ratio", "cpu_overhead_ratio")}, "load": {k: load[k] for k in ("statuses", "throughput_rps", "latency_p50_ms",
                       "latency_p99_ms", "answers_wrong")}, "burst": burst["statuses"], "rss": record["server_rss"],
                       "bar": record["bar"]}, indent=1))
     return record

@@ -266,14 +266,24 @@ def create_app(trained, *, limits: ServeLimits = ServeLimits(), graph_fn: Option
         return {"id": request_id, "object": kind, "created": created, "model": trained.label, "seed": seed,
                 "choices": [{"index": 0, "logprobs": None, **choice}]}
 
+    async def on_worker(fn, *args):
+        try:
+            return await queue.run(fn, *args)
+        except (ValueError, TypeError) as err:  # bad input found on the worker (the shared CLI code's errors)
+            raise ApiError(400, str(err)) from None
+
     @app.post("/v1/completions")
     async def completions(req: CompletionRequest):
+        if model.config.uses_graph and not model.config.graph.causal:
+            raise ApiError(400, f"the served model ({trained.label}) has a non-causal graph (the LEAKY control): it "
+                                "looks at later tokens and cannot generate; /v1/graph and /v1/inspect still work",
+                           code="not_causal")
         prompt_ids = encode_prompt(req)
         seed = req.seed if req.seed is not None else secrets.randbits(31)
         request_id, created = f"cmpl-{secrets.token_hex(12)}", int(time.time())
         if req.stream:
             return stream_completion(req, prompt_ids, seed, request_id, created)
-        new_ids = await queue.run(tokens_of, prompt_ids, req, seed)
+        new_ids = await on_worker(tokens_of, prompt_ids, req, seed)
         body = envelope("text_completion", {"text": completion_text(prompt_ids, new_ids), "finish_reason": "length",
                                             "token_ids": new_ids}, seed, request_id, created)
         body["usage"] = {"prompt_tokens": len(prompt_ids), "completion_tokens": len(new_ids),
@@ -321,12 +331,6 @@ def create_app(trained, *, limits: ServeLimits = ServeLimits(), graph_fn: Option
         if count > limit:
             raise ApiError(400, f"text has {count} tokens; limit {name}={limit}", param="text", code="text_too_long")
         return count
-
-    async def on_worker(fn, *args):
-        try:
-            return await queue.run(fn, *args)
-        except (ValueError, TypeError) as err:  # the shared CLI code's bad-input errors
-            raise ApiError(400, str(err)) from None
 
     @app.post("/v1/graph")
     async def graph(req: GraphRequest):
