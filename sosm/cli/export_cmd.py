@@ -42,7 +42,8 @@ def run(args) -> int:
         raise ValueError(f"--verify-lengths={args.verify_lengths!r} is invalid; accepted: ints >= 1")
     trained = load_trained(args.checkpoint, device="cpu")
     result = export_onnx(trained.model, args.out)
-    report = {"checkpoint": str(trained.checkpoint.path), "model": trained.model.config.model, **result.to_dict()}
+    report = {"checkpoint": str(trained.checkpoint.path), "model": trained.model.config.model, **result.to_dict(),
+              "versions": _versions()}
     print(f"{trained.label}: wrote {result.path} in {result.seconds:.1f} s; inputs {', '.join(result.inputs)}; "
           f"dynamic axes {result.dynamic_axes}")
     for note in result.notes:
@@ -62,3 +63,16 @@ def run(args) -> int:
             json.dump(report, handle, indent=2)
             handle.write("\n")
     return status
+
+
+def _versions() -> dict:
+    import importlib.metadata
+    import platform
+
+    found = {"python": platform.python_version()}
+    for name in ("torch", "onnx", "onnxruntime", "onnxscript"):
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found

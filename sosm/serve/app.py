@@ -15,6 +15,7 @@ route                       answer
 ``GET /metrics``            Prometheus text (:mod:`sosm.serve.metrics`)
 =========================== =================================================================
 
+Request bodies are read as JSON whatever their ``Content-Type`` (``curl -d`` sends form encoding).
 Every model call goes through one :class:`~sosm.serve.queue.ModelQueue` (queued, not batched: see
 there); limits and their statuses are :mod:`sosm.serve.limits`'s. The graph and inspect
 computations are passed in (``graph_fn``, ``inspect_fn``) by ``sosm serve``, which shares them with
