@@ -24,7 +24,8 @@ LAYERS = {
     "sosm.model": 3,
     "sosm.analysis": 4, "sosm.evaluate": 4, "sosm.stream": 4,
     "sosm.train": 5,
-    "sosm.cli": 6,
+    "sosm.serve": 6,
+    "sosm.cli": 7,
 }
 
 PUBLIC = {
@@ -56,10 +57,13 @@ PUBLIC = {
                       "evaluate_text", "evaluate_tokens", "leak_check", "model_logits"],
     "sosm.tokenizers": ["BPETokenizer", "ByteTokenizer", "CONFIG_FILE", "TOKENIZERS", "Tokenizer", "WORD_PATTERN",
                         "WordSpans", "display_label", "find_words", "load_tokenizer", "word_spans"],
+    "sosm.serve": ["APIError", "ExportError", "ModelQueue", "OnnxForward", "QueueFull", "SOSMClient", "ServeLimits",
+                   "create_app", "export_onnx", "graph_inputs", "serve", "verify_onnx"],
     "sosm.train": ["Checkpoint", "CheckpointError", "DataConfig", "OptimConfig", "TrainConfig", "TrainResult",
                    "Trainer", "find_checkpoint", "lr_at", "read_checkpoint", "write_checkpoint"],
 }
-CLI_SUBCOMMANDS = ("demo", "graph", "train_cmd", "eval_cmd", "generate_cmd", "inspect_cmd")
+CLI_SUBCOMMANDS = ("demo", "graph", "train_cmd", "eval_cmd", "generate_cmd", "inspect_cmd", "quantize_cmd", "export_cmd",
+                   "serve_cmd")
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:

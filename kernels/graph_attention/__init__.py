@@ -7,6 +7,8 @@ the oracle beside them with the same signature. Paths can be forced with ``backe
 """
 from __future__ import annotations
 
+import torch
+
 from .._backend import resolve
 from .layout import GraphLayout
 from .reference import check_graph_attention_args, graph_attention_ref
@@ -50,7 +52,7 @@ def graph_attention(q, k, v, neighbors, *, scale=None, alibi_slopes=None, alibi_
     """
     scale = check_graph_attention_args(q, k, v, neighbors, scale, alibi_slopes, alibi_coords)
     path = resolve("graph_attention", q.device, backend)
-    if path == "reference":
+    if path == "reference" or torch.compiler.is_exporting():  # export: the dense reference, no layout to build
         return graph_attention_ref(q, k, v, neighbors, scale=scale, alibi_slopes=alibi_slopes,
                                    alibi_coords=alibi_coords, return_lse=return_lse)
     if layout is None:

@@ -47,7 +47,7 @@ def check_graph_attention_args(q, k, v, neighbors, scale=None, alibi_slopes=None
     if q.dim() != 4:
         raise ValueError(f"q must be [B, T, H, d], got shape {_shape(q)}")
     batch, seq_len, heads, head_dim = q.shape
-    if min(batch, seq_len, heads, head_dim) < 1:
+    if batch < 1 or seq_len < 1 or heads < 1 or head_dim < 1:  # not min(): it would pin traced sizes to each other
         raise ValueError(f"q must have B, T, H, d >= 1, got shape {_shape(q)}")
     for name, t in (("k", k), ("v", v)):
         if t.shape != q.shape:
@@ -91,9 +91,10 @@ def check_graph_attention_args(q, k, v, neighbors, scale=None, alibi_slopes=None
 def dense_mask(neighbors: torch.Tensor, seq_len: int) -> torch.Tensor:
     """``[B, T, T]`` bool: ``mask[b, i, j]`` is True where query i attends to key j (self included).
 
-    Entries outside ``[-1, T)`` raise ValueError (naming ``neighbors``).
+    Entries outside ``[-1, T)`` raise ValueError (naming ``neighbors``); under ``torch.export`` the
+    values cannot be read, and the exporter's caller checks them.
     """
-    if neighbors.numel() and (int(neighbors.min()) < -1 or int(neighbors.max()) >= seq_len):
+    if neighbors.numel() and not torch.compiler.is_exporting() and (int(neighbors.min()) < -1 or int(neighbors.max()) >= seq_len):
         raise ValueError(f"neighbors entries must lie in [-1, T={seq_len}), got min "
                          f"{int(neighbors.min())}, max {int(neighbors.max())}")
     batch = neighbors.shape[0]

@@ -9,12 +9,15 @@ vectorised PyTorch path (:func:`~.reference.selective_scan_vectorized`). The cho
 """
 from __future__ import annotations
 
+import torch
+
 from .._backend import BACKENDS, forced_backend, resolve, warn_once
 from . import native_cpu
 from .causal_conv import causal_conv1d, causal_conv1d_ref, causal_conv1d_update
 from .native_cpu import selective_scan_native
 from .reference import (check_scan_args, selective_scan_ref, selective_scan_vectorized,
                         selective_state_update)
+from .traceable import selective_scan_traceable
 
 __all__ = ["selective_scan", "selective_state_update", "selective_scan_ref", "scan_path", "causal_conv1d",
            "causal_conv1d_ref", "causal_conv1d_update"]
@@ -75,8 +78,10 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         ...                      torch.randn(2, 4, 33), delta_softplus=True)
     """
     check_scan_args(u, delta, A, B, C, D, z, delta_bias)
-    path = scan_path(u.device, backend)
     args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    if torch.compiler.is_exporting():  # torch.export / ONNX: one scan op, any length (see .traceable)
+        return selective_scan_traceable(*args)
+    path = scan_path(u.device, backend)
     if path == "native":
         return selective_scan_native(*args)
     if path == "reference":

@@ -158,8 +158,8 @@ def conv_path(x: torch.Tensor, backend: str = "auto") -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     name = forced_backend() if backend == "auto" else backend
-    if x.device.type != "cpu" or name == "reference":
-        return "reference"
+    if x.device.type != "cpu" or name == "reference" or torch.compiler.is_exporting():
+        return "reference"  # (under torch.export: F.conv1d, traceable at any length)
     if name in ("auto", "native") and x.dtype in (torch.float32, torch.float16, torch.bfloat16) \
             and native_cpu.enabled() and native_cpu.status()[0]:  # float32 inside (compute_dtype)
         return "native"

@@ -150,20 +150,21 @@ def write_outputs(graph, out: str, html: Optional[str] = None, png: Optional[str
     return written
 
 
-def checkpoint_states(path: str, text: str, progress: bool = True):
+def checkpoint_states(path, text: str, progress: bool = True):
     """``TextStates`` from a trained model's MU semantic and temporal states.
 
-    ``path`` is a checkpoint (or run) directory readable by ``sosm.train.load_trained``;
-    its own tokenizer is used. Texts longer than the model's context are run in
-    consecutive windows of ``block_size`` tokens.
+    ``path`` is a checkpoint (or run) directory readable by ``sosm.train.load_trained``, or
+    a model it loaded (``sosm serve`` keeps one); its own tokenizer is used. Texts longer
+    than the model's context are run in consecutive windows of ``block_size`` tokens.
     """
     from tqdm import tqdm
 
     from ..text_states import TextStates
     from ..tokenizers import word_spans
-    from ..train.loading import load_trained
+    from ..train.loading import TrainedModel, load_trained
 
-    trained = load_trained(path)
+    trained = path if isinstance(path, TrainedModel) else load_trained(path)
+    path = trained.checkpoint.path
     tokenizer = trained.tokenizer
     spans = word_spans(text, tokenizer)
     ids = torch.tensor(spans.ids, dtype=torch.long)

@@ -132,7 +132,7 @@ def sinusoidal_positions(seq_len: int, dim: int = TEMPORAL_DIM, base: float = 10
         >>> sinusoidal_positions(5).shape
         torch.Size([5, 32])
     """
-    if not isinstance(seq_len, int) or seq_len < 0:
+    if not isinstance(seq_len, (int, torch.SymInt)) or seq_len < 0:  # SymInt: a length traced by torch.export
         raise ValueError(f"seq_len={seq_len!r} is invalid; accepted: an int >= 0")
     if dim % 2 or dim < 2:
         raise ValueError(f"dim={dim!r} is invalid; accepted: an even int >= 2")

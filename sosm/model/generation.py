@@ -22,7 +22,7 @@ Example:
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 
@@ -127,6 +127,21 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: f
     position retrieves as the full forward would (:class:`IncrementalDecoder`).
     ``streamer``, when given, is called with each new token's ids ``[B]`` as soon as it is sampled.
     """
+    ids = model.check_input_ids(input_ids)
+    new = []
+    for next_ids in iter_generate(model, ids, max_new_tokens, temperature=temperature, top_k=top_k, seed=seed,
+                                  generator=generator, memory=memory, stream_offset=stream_offset):
+        new.append(next_ids)
+        if streamer is not None:
+            streamer(next_ids)
+    return torch.cat([ids, torch.stack(new, dim=1)], dim=1)
+
+
+def iter_generate(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                  top_k: Optional[int] = None, seed: Optional[int] = None,
+                  generator: Optional[torch.Generator] = None, memory=None,
+                  stream_offset: int = 0) -> Iterator[torch.Tensor]:
+    """:func:`generate`, one step at a time: yields the new ids ``[B]`` it appends, in order (for streaming)."""
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens!r} is invalid; accepted: an int >= 1")
     if not isinstance(temperature, (int, float)) or temperature < 0:
@@ -140,11 +155,12 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: f
     model.eval()
     try:
         decoder, logits = _prefill(model, ids, memory, stream_offset)
-        for _ in range(max_new_tokens):
+        for produced in range(1, max_new_tokens + 1):
             next_ids = sample_next(logits, temperature, top_k, generator)  # [B]
+            yield next_ids
+            if produced == max_new_tokens:
+                break  # the last token's logits are never read
             ids = torch.cat([ids, next_ids[:, None]], dim=1)
-            if streamer is not None:
-                streamer(next_ids)
             if decoder.position >= model.config.max_seq_len:
                 keep = max(1, model.config.max_seq_len // 2)
                 decoder, logits = _prefill(model, ids[:, -keep:], memory, stream_offset + ids.shape[1] - keep)
@@ -152,7 +168,6 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int, temperature: f
                 logits = decoder.step(next_ids)
     finally:
         model.train(was_training)
-    return ids
 
 
 def _prefill(model, ids: torch.Tensor, memory=None, stream_offset: int = 0):

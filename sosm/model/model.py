@@ -114,6 +114,8 @@ class SOSMModel(nn.Module):
         if input_ids.shape[1] > self.config.max_seq_len:
             raise ValueError(f"{name} has T={input_ids.shape[1]} tokens; accepted: 1..max_seq_len="
                              f"{self.config.max_seq_len}")
+        if torch.compiler.is_exporting():
+            return input_ids.long()  # values cannot be read while tracing (the exported graph's caller checks them)
         low, high = int(input_ids.min()), int(input_ids.max())
         if low < 0 or high >= self.config.vocab_size:
             raise ValueError(f"{name} holds ids in [{low}, {high}]; accepted: 0..vocab_size-1="

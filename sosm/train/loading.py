@@ -9,6 +9,7 @@ import torch
 from .checkpoint import CONFIG_FILE, Checkpoint, CheckpointError, load_model_state, read_checkpoint
 from .components import ModelFactory, sosm_model_factory, tokenizer_from_files
 from .config import TrainConfig
+from .quantize import QUANT_FILE, load_quantized
 
 
 @dataclass
@@ -26,7 +27,12 @@ class TrainedModel:
 
     @property
     def label(self) -> str:
-        return self.config.display_name
+        return self.config.display_name + (" [int8]" if self.quantized else "")
+
+    @property
+    def quantized(self) -> bool:
+        """True for a checkpoint written by ``sosm quantize`` (dynamic INT8 linear layers, CPU only)."""
+        return QUANT_FILE in self.checkpoint.extra
 
 
 def load_trained(path, *, device="cpu", model_factory: Optional[ModelFactory] = None) -> TrainedModel:
@@ -47,6 +53,13 @@ def load_trained(path, *, device="cpu", model_factory: Optional[ModelFactory] = 
                               f"(tokenizer_config.json): {err}") from None
     factory = model_factory or sosm_model_factory
     model = factory(config.model, tokenizer.vocab_size, config.data.block_size)
-    load_model_state(model, checkpoint)
+    if QUANT_FILE in checkpoint.extra:  # written by ``sosm quantize``
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"checkpoint {checkpoint.path} is INT8-quantized (dynamic quantized linear layers run "
+                             f"on CPU only); accepted device: cpu, got {device}")
+        model = load_quantized(model, checkpoint.model_state, checkpoint.extra[QUANT_FILE],
+                               source=str(checkpoint.path / "model.safetensors"))
+    else:
+        load_model_state(model, checkpoint)
     model.to(device).eval()
     return TrainedModel(model=model, tokenizer=tokenizer, config=config, checkpoint=checkpoint)
