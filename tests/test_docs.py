@@ -7,7 +7,9 @@
   (the README's own training command is run too, and stopped by SIGTERM as the README describes).
   ``pip install`` commands are what ``.ci/run`` installs; the test suite command is what CI runs.
 - Fenced ``python`` blocks run with ``exec``, each in a fresh namespace.
-- Fenced blocks without a language are not allowed (``text`` marks a diagram).
+- Fenced blocks without a language are not allowed (``text`` marks a diagram). A block whose info
+  string adds ``serve`` (```` ```bash serve ````) talks to a running server: tests/serve/test_readme_serve.py
+  runs it against one, so it is not run here.
 - Inline ``sosm ...`` spans name a real subcommand and only its real options.
 """
 from __future__ import annotations
@@ -24,7 +26,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
+FENCE = re.compile(r"^```(\w*)( serve)?\n(.*?)^```", re.S | re.M)
 
 #: command as written -> how the test runs it
 HOW = {
@@ -38,14 +40,23 @@ HOW = {
     'sosm generate --checkpoint runs/hybrid --prompt "ROMEO:" --max-new-tokens 200 --seed 0': "run on the tiny run",
     "sosm inspect --checkpoint runs/hybrid --text \"Whose bank? The river's, not the money's.\" --out report/":
         "run on the tiny run",
+    "sosm quantize --checkpoint runs/hybrid --out runs/hybrid-int8        # dynamic INT8 linear layers (CPU)":
+        "run on the tiny run",
+    "sosm eval --checkpoint runs/hybrid-int8                              # loads like any other checkpoint":
+        "run on the quantized tiny run (after the quantize command)",
+    "sosm export --checkpoint runs/hybrid --format onnx --out hybrid.onnx # then checked with onnxruntime":
+        "run on the tiny run",
+    "sosm serve --checkpoint runs/hybrid --port 8000                      # FastAPI + uvicorn on 127.0.0.1":
+        "a server: started on a free port by tests/serve (test_server.py), which the README's serve blocks talk to",
 }
 NOTES = ("A function returns a value to its caller. A method is a function defined inside a class, and calling "
          "the method on an instance passes that instance as the first argument.\n")
 
 
 def _blocks() -> list[tuple[str, str, str]]:
-    """``(document name, language, code)`` of every fenced block."""
-    return [(doc.name, language, code) for doc in DOCS for language, code in FENCE.findall(doc.read_text("utf-8"))]
+    """``(document name, language, code)`` of every fenced block, but the ``serve`` ones (tests/serve runs those)."""
+    return [(doc.name, language, code) for doc in DOCS
+            for language, serve, code in FENCE.findall(doc.read_text("utf-8")) if not serve]
 
 
 def _commands() -> list[str]:
