@@ -1,11 +1,12 @@
-"""Tiny Shakespeare, character level, CPU: train the hybrid, the three baselines and the LEAKY control.
+"""Tiny Shakespeare, character level, CPU: train the hybrid, the baselines, every mixer and the LEAKY control.
 
 Runs the models one after another (never in parallel) through the real command line
 (``sosm train`` then ``sosm eval --leak-check``), then writes
-``experiments/results/shakespeare_char_cpu.json`` and ``.md``.
+``experiments/results/<name>.json``. ``--models`` takes any ``experiments/configs/shakespeare_char_cpu_<model>.yaml``.
 
     python experiments/train_shakespeare.py                   # 2,000 steps each (the configs' max_steps)
     python experiments/train_shakespeare.py --max-steps 500   # shortened, the SAME for every model
+    python experiments/train_shakespeare.py --models mamba2 rwkv retnet s4 ossm cfc --name mixers_shakespeare_char_cpu
 
 A shortened run is recorded as such in the JSON and on the results page.
 """
@@ -22,30 +23,40 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sosm.common.files import atomic_write  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "experiments" / "configs"
-MODELS = ("hybrid", "transformer", "mamba", "graph_attention", "hybrid_leaky")
-# hybrid ablations (configs shakespeare_char_cpu_<name>.yaml), run on request: --models ... --name ..._ablations
-ABLATIONS = ("hybrid_window4", "hybrid_window16", "hybrid_no_landmarks",
-             "transformer_ctx256", "hybrid_ctx256", "mamba_ctx256")  # last three: context 256 instead of 64
+MODELS = ("hybrid", "transformer", "mamba", "graph_attention", "hybrid_leaky")  # the default set
+#: every config of this family: mixers, ablations, context 256 (run on request: --models ... --name ...)
+AVAILABLE = tuple(sorted(p.stem[len("shakespeare_char_cpu_"):] for p in CONFIGS.glob("shakespeare_char_cpu_*.yaml")))
 
 
 def config_path(model: str) -> Path:
     return CONFIGS / f"shakespeare_char_cpu_{model}.yaml"
 
 
-def sh(cmd: list, threads: int) -> tuple[int, float, str]:
-    """Run ``cmd`` from the repository root; returns (exit status, wall seconds, combined output)."""
+def sh(cmd: list, threads: int) -> tuple[int, float, str, float]:
+    """Run ``cmd`` from the repository root: (exit status, wall seconds, combined output, peak RSS MiB or NaN).
+
+    The peak resident memory of the process comes from GNU time (``/usr/bin/time -f %M``) when present.
+    """
     print("$ " + " ".join(cmd), flush=True)
     start = time.perf_counter()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    proc = subprocess.run(cmd, cwd=ROOT, text=True, capture_output=True, env=env)
+    timed = ["/usr/bin/time", "-f", "SOSM_MAXRSS_KB=%M"] + cmd if Path("/usr/bin/time").exists() else cmd
+    proc = subprocess.run(timed, cwd=ROOT, text=True, capture_output=True, env=env)
     wall = time.perf_counter() - start
     output = proc.stdout + proc.stderr
+    peak = float("nan")
+    for line in output.splitlines():
+        if line.startswith("SOSM_MAXRSS_KB="):
+            peak = int(line.split("=", 1)[1]) / 1024.0
     print("\n".join(output.splitlines()[-6:]), flush=True)
-    return proc.returncode, wall, output
+    return proc.returncode, wall, output, peak
 
 
 def machine() -> dict:
@@ -65,7 +76,7 @@ def run_model(model: str, out_root: Path, max_steps, results_dir: Path, device: 
     if (out / "checkpoints").exists():
         train.append("--resume")
     load_before = os.getloadavg()
-    status, wall, log = sh(train, threads)
+    status, wall, log, peak_mib = sh(train, threads)
     load_after = os.getloadavg()
     if status != 0:
         return {"model": model, "error": f"sosm train exited {status}", "log_tail": log[-2000:], "command": " ".join(train)}
@@ -75,7 +86,7 @@ def run_model(model: str, out_root: Path, max_steps, results_dir: Path, device: 
                 "--device", device]
     if eval_tokens:
         evaluate += ["--max-tokens", str(eval_tokens)]
-    eval_status, eval_wall, eval_log = sh(evaluate, threads)
+    eval_status, eval_wall, eval_log, _ = sh(evaluate, threads)
     if not eval_json.exists():
         return {"model": model, "error": f"sosm eval exited {eval_status}", "log_tail": eval_log[-2000:],
                 "command": " ".join(evaluate), "summary": summary}
@@ -88,6 +99,7 @@ def run_model(model: str, out_root: Path, max_steps, results_dir: Path, device: 
         "val_loss_full": report["loss"], "val_bits_per_byte": report["bits_per_byte"],
         "val_tokens_scored": report["tokens"], "tokens_per_s": summary["tokens_per_s"],
         "train_wall_s": summary["wall_s"], "process_wall_s": wall, "eval_wall_s": eval_wall,
+        "train_peak_rss_mib": peak_mib,
         "leak_check": report["leak_check"], "load_average_before": load_before, "load_average_after": load_after,
         "commands": [" ".join(train), " ".join(evaluate)],
     }
@@ -115,7 +127,8 @@ def render_table(record: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS + ABLATIONS)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=AVAILABLE, metavar="MODEL",
+                        help=f"configs to run (default: {' '.join(MODELS)}); any of {' '.join(AVAILABLE)}")
     parser.add_argument("--max-steps", type=int, default=None, help="same shortened step count for every model")
     parser.add_argument("--out", default="runs/shakespeare_char_cpu", help="run folders go here")
     parser.add_argument("--results", default="experiments/results", help="where the JSON goes")
@@ -151,7 +164,7 @@ def main(argv=None) -> int:
                   "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
                   "max_steps_override": args.max_steps, "runs": rows,
                   "anchors": {"nanogpt_cpu_config_val_loss": 1.8857, "nanogpt_gpu_config_val_loss": 1.4697}}
-        json_path.write_text(json.dumps(record, indent=2) + "\n")  # after every model: partial results survive
+        atomic_write(json_path, json.dumps(record, indent=2) + "\n")  # after every model: partial results survive
     print(f"wrote {json_path}")
     return 0 if all("error" not in r for r in rows) else 1
 
