@@ -355,6 +355,7 @@ document.querySelectorAll('.sosm-view').forEach(function(view){
    head+ins.map(function(e){return row(e,'s');}).join('')+'</table><table><caption>out-edges (target)</caption>'+head+
    outs.map(function(e){return row(e,'t');}).join('')+'</table>';
   filter();place();
+  if(focus!==null){var x=x0[focus]*zoom;if(x<frame.scrollLeft||x>frame.scrollLeft+frame.clientWidth)frame.scrollLeft=x-frame.clientWidth/2;}
   view.dispatchEvent(new CustomEvent('tokenfocus',{detail:focus===null?null:+focus}));}
  nodes.forEach(function(g){g.addEventListener('click',function(ev){ev.stopPropagation();setFocus(g.dataset.p);});});
  document.addEventListener('keydown',function(ev){if(ev.key==='Escape'&&focus!==null)setFocus(focus);});

@@ -13,8 +13,6 @@ Example:
 """
 from __future__ import annotations
 
-import os
-
 import hnswlib
 import numpy as np
 import torch
@@ -26,13 +24,13 @@ EF_CONSTRUCTION = 100
 
 
 def hnsw_ranking(features: torch.Tensor, per_row: int, ef: int | None = None, seed: int = 0,
-                 threads: int | None = None) -> torch.Tensor:
+                 threads: int = 1) -> torch.Tensor:
     """``LongTensor[U, min(per_row, U)]``: for each row of ``features [U, d]``, its best rows by inner product.
 
     Approximate (hnswlib, ``M=16``, ``ef_construction=100``); the row itself is usually among
     them. ``ef`` (query beam width) defaults to ``max(64, 2 * per_row)``. Deterministic for a
-    given ``seed`` and ``threads=1``; with several threads the insertion order, and so the
-    index, may vary slightly between runs.
+    given ``seed`` with ``threads=1`` (the default: the same text gives the same graph); with
+    several threads the insertion order, and so the index, may vary between runs.
     """
     rows = np.ascontiguousarray(features.detach().float().cpu().numpy())
     count, dim = rows.shape
@@ -41,7 +39,7 @@ def hnsw_ranking(features: torch.Tensor, per_row: int, ef: int | None = None, se
         return torch.empty(count, 0, dtype=torch.long)
     index = hnswlib.Index(space="ip", dim=dim)
     index.init_index(max_elements=count, M=LINKS, ef_construction=EF_CONSTRUCTION, random_seed=seed)
-    index.set_num_threads(threads or os.cpu_count() or 1)
+    index.set_num_threads(threads)
     index.add_items(rows, np.arange(count))
     index.set_ef(max(ef or 64, 2 * want))
     labels, _ = index.knn_query(rows, k=want)

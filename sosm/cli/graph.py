@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from .large_graph import EXACT_DISTINCT_MAX, LARGE_TEXT_NODES, RECALL_SAMPLE, VIEW_MAX_NODES
@@ -89,7 +88,8 @@ def load_states(args, text: str):
 
 def run(args) -> int:
     from ..data import read_text_file
-    from .large_graph import build_text_graph, choose_method, format_text_summary, text_nodes, write_text_outputs
+    from .large_graph import (Stopwatch, build_text_graph, choose_method, format_text_summary, text_nodes,
+                              write_text_outputs)
     from .pipeline import build_graph, load_graph_config, write_outputs
 
     text = read_text_file(args.text_file) if args.text_file else args.text
@@ -104,12 +104,13 @@ def run(args) -> int:
     config = load_graph_config(args.config, {key: getattr(args, key) for key in CONFIG_OVERRIDES})
     method = "window"
     if args.topk != "window":
-        clock = time.perf_counter()
+        stage = Stopwatch()
         nodes = text_nodes(args, text)
+        states_time = stage.lap()
         method = choose_method(args.topk, nodes.num_nodes, int(nodes.table.shape[0]))
         if not args.quiet and method != "window":
             print(f"states: {nodes.num_nodes:,} {nodes.kind} nodes, {nodes.table.shape[0]:,} distinct "
-                  f"({time.perf_counter() - clock:.1f} s)", file=sys.stderr)
+                  f"({states_time['wall_s']:.1f} s)", file=sys.stderr)
     if method == "window":
         check_suffix(args.out, (".json",), "the window path")
         states = load_states(args, text)
@@ -123,11 +124,14 @@ def run(args) -> int:
         raise ValueError("--graphml is written on the window path only (--topk window); the whole-text graph is "
                          "arrays (.npz) or JSON lines (.jsonl)")
     text_graph = build_text_graph(config, nodes, method, progress=not args.quiet, recall_sample=args.recall_sample)
-    text_graph.meta["timings"]["states_s"] = round(time.perf_counter() - clock - sum(text_graph.meta["timings"].values()), 2)
+    text_graph.meta["timings"] = {"states": states_time, **text_graph.meta["timings"]}
+    stage = Stopwatch()
     written = write_text_outputs(text_graph, args.out, args.html, args.png, view_start=args.view_start)
+    spent = stage.lap()
     print(format_text_summary(text_graph))
     for path in written:
         print(f"wrote {path}")
+    print(f"writing took {spent['wall_s']:.1f} s wall / {spent['cpu_s']:.1f} s CPU")
     sys.stdout.flush()
     return 0
 

@@ -42,11 +42,27 @@ FORMAT = "sosm.text_graph_arrays"
 VERSION = 1
 
 
+class Stopwatch:
+    """Wall and process CPU time of consecutive stages (CPU time says what a stage costs on a busy machine)."""
+
+    def __init__(self):
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+
+    def wall(self) -> float:
+        return time.perf_counter() - self._wall
+
+    def lap(self) -> dict:
+        wall, cpu = time.perf_counter(), time.process_time()
+        out = {"wall_s": round(wall - self._wall, 2), "cpu_s": round(cpu - self._cpu, 2)}
+        self._wall, self._cpu = wall, cpu
+        return out
+
+
 @dataclass
 class TextNodes:
     """The nodes of a text as distinct state rows: node n has state ``table[inverse[n]]``."""
 
-    kind: str                  # "token" or "word"
+    kind: str                  # "byte", "token" or "word"
     text: str
     table: torch.Tensor        # [U, 64] distinct states
     inverse: torch.Tensor      # [N] long
@@ -121,6 +137,9 @@ def text_nodes(args, text: str) -> TextNodes:
 
         trained = load_trained(args.states)
         tokenizer, source = trained.tokenizer, f"checkpoint {args.states}"
+        if getattr(trained.model, "front", None) is None:
+            raise ValueError(f"--states {args.states}: this model ({trained.label}) has no MU semantic state; accepted: "
+                             f"a checkpoint of a graph-based model, 'corpus', or a StateModel directory")
         with torch.no_grad():
             id_table = trained.model.front.semantic(torch.arange(tokenizer.vocab_size)[None])[1][0].float()
     else:
@@ -169,7 +188,8 @@ def text_nodes(args, text: str) -> TextNodes:
         raise ValueError("the text has no nodes; accepted: text with at least one word character or symbol")
     used = torch.bincount(inverse, minlength=table.shape[0]) > 0            # drop rows no node uses
     renumber = torch.cumsum(used.long(), 0) - 1
-    return TextNodes(args.nodes, text, table[used], renumber[inverse], node_ids, node_spans, tokenizer, source)
+    kind = "byte" if args.nodes == "token" and getattr(tokenizer, "name", "") == "byte" else args.nodes
+    return TextNodes(kind, text, table[used], renumber[inverse], node_ids, node_spans, tokenizer, source)
 
 
 def _pooled_word_rows(ids, token_word, num_words, id_table):
@@ -214,7 +234,7 @@ def build_text_graph(config, nodes: TextNodes, method: str, progress: bool = Tru
 
     check_config(config, nodes.num_nodes)
     timings = {}
-    clock = time.perf_counter()
+    stage = Stopwatch()
     features = drop_zero_columns(featurize(nodes.table[None], config)[0])
     rank_fn = None
     if method == "hnsw":
@@ -227,26 +247,24 @@ def build_text_graph(config, nodes: TextNodes, method: str, progress: bool = Tru
         def started(count):
             if progress:
                 print(f"{n - count:,} of {n:,} nodes settled by their own state's earlier occurrences "
-                      f"({time.perf_counter() - clock:.1f} s); ranking the rest", file=sys.stderr)
+                      f"({stage.wall():.1f} s); ranking the rest", file=sys.stderr)
             bar.reset(total=count)
 
         found = distinct_topk(features, nodes.inverse, config.k, causal=config.causal, window=config.window,
                               rank_fn=rank_fn, progress=bar.update, started=started)
-    timings["neighbours_s"] = round(time.perf_counter() - clock, 2)
-    clock = time.perf_counter()
+    timings["neighbours"] = stage.lap()
     sample = torch.randperm(n, generator=torch.Generator().manual_seed(config.sample_seed))[:recall_sample]
     sample = sample.sort().values
     truth, _ = exact_rows(features, nodes.inverse, sample, config.k, causal=config.causal, window=config.window,
                           occurrences=found.occurrences)
     recall = _recall(found.indices[sample].long(), truth)
-    timings["recall_s"] = round(time.perf_counter() - clock, 2)
-    clock = time.perf_counter()
+    timings["recall"] = stage.lap()
     neighbours, similarity = found.indices, found.scores
     if config.threshold is not None:
         drop = similarity <= config.threshold
         neighbours, similarity = neighbours.masked_fill(drop, -1), similarity.masked_fill(drop, 0.0)
     dominant = _dominant_blocks(nodes, config, neighbours, found.own)
-    timings["provenance_s"] = round(time.perf_counter() - clock, 2)
+    timings["provenance"] = stage.lap()
     meta = {"method": method, "num_nodes": n, "num_distinct_states": int(nodes.table.shape[0]),
             "semantic_edges": int((neighbours >= 0).sum()),
             "sequential_edges": sum(max(0, n - d) for d in range(1, config.window + 1)),
@@ -409,7 +427,8 @@ def format_text_summary(graph: TextGraph) -> str:
              f"recall@{r['k']} against exact: {r['recall_at_k']:.4f} on {r['sample_nodes']:,} sampled nodes",
              f"edges: sequential={m['sequential_edges']:,}, semantic={m['semantic_edges']:,}",
              "settled: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in m["settled"].items()),
-             "time: " + ", ".join(f"{k[:-2]} {v:.1f} s" for k, v in m["timings"].items())]
+             "time, wall / CPU (all threads): " + ", ".join(f"{k} {v['wall_s']:.1f} / {v['cpu_s']:.1f} s"
+                                                          for k, v in m["timings"].items())]
     return "\n".join(lines)
 
 

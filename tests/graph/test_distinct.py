@@ -74,3 +74,19 @@ def test_exact_ranking_equals_streaming_topk():
     got = exact_ranking(rows, 9, block=64)
     want = streaming_topk(rows[None], 8, causal=False, window=0)[0][0]
     assert torch.equal(got, want)
+
+
+def test_hnsw_ranking_is_deterministic_and_finds_the_exact_lists():
+    from sosm.graph.distinct import exact_ranking
+    from sosm.memory.ann import hnsw_ranking
+
+    rows, inverse = _case(11, distinct=500, nodes=3000, dim=8)
+    first, second = hnsw_ranking(rows, 16), hnsw_ranking(rows, 16)
+    assert torch.equal(first, second)
+    exact = exact_ranking(rows, 16)
+    found = sum(len(set(a) & set(b)) for a, b in zip(first.tolist(), exact.tolist()))
+    assert found / exact.numel() >= 0.95
+    approx = distinct_topk(rows, inverse, 5, causal=True, window=1, rank_fn=hnsw_ranking, per_row=16)
+    truth, _ = dense_topk(rows[inverse][None], 5, causal=True, window=1)
+    hits = (approx.indices.long()[:, :, None] == truth[0][:, None, :]).any(1).float().mean()
+    assert hits >= 0.95
