@@ -21,6 +21,7 @@ import json
 
 from ..common.blocks import BLOCK_COLORS, BLOCK_NAMES
 from ..graph.view import VIEW_SCRIPT, VIEW_STYLE, render_view
+from .plots import EDGE_COLORS
 
 #: the hub table leaves out tokens with fewer later tokens than this (too few to rank)
 HUB_MIN_LATER = 8
@@ -198,7 +199,7 @@ def _provenance_tables(prov: dict, graph, tokens: list) -> str:
 
 def _share_table(names: list, shares: list) -> str:
     def color(name):
-        return BLOCK_COLORS[BLOCK_NAMES.index(name)] if name in BLOCK_NAMES else "#9e9e9e"
+        return BLOCK_COLORS[BLOCK_NAMES.index(name)] if name in BLOCK_NAMES else EDGE_COLORS.get(name, "#9e9e9e")
 
     rows = [[f'<span class="sw" style="background:{color(n)}"></span>{_e(n)}', _num(s),
              f'<span class="bar" style="width:{300 * s:.0f}px;background:{color(n)}"></span>']
