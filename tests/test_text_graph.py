@@ -129,3 +129,21 @@ def test_a_book_in_bounded_memory(tmp_path):
     assert meta["num_nodes"] == len(text.encode("utf-8")) and meta["method"] == "hnsw"
     assert meta["recall"]["recall_at_k"] >= 0.95
     assert peak_mb <= 1000, f"peak RSS {peak_mb:.0f} MB for 1.1M nodes"
+
+
+def test_bidirectional_whole_text_graph_equals_graph_builder(tmp_path):
+    from sosm.graph import GraphBuilder, GraphConfig
+    from sosm.text_states import default_state_model
+
+    text = TEXT * 3
+    assert _run(tmp_path, "--topk", "hnsw", "--bidirectional", "--window", "2", "--k", "4",
+                "--out", str(tmp_path / "g.npz"), text=text) == 0
+    arrays = load_arrays(tmp_path / "g.npz")
+    got = torch.from_numpy(arrays["neighbours"]).long()
+    node = torch.arange(len(got))[:, None]
+    assert bool(((got < 0) | ((got - node).abs() > 2)).all()) and bool((got > node).any())
+    states = default_state_model().encode(text, ByteTokenizer())
+    graph = GraphBuilder(GraphConfig(k=4, window=2, causal=False)).build(states.states[None]).edges_of_type("semantic")
+    src, dst = graph.edge_index
+    found = sum(int(s) in set(got[int(d)].tolist()) for s, d in zip(src, dst))
+    assert found / len(src) >= 0.95 and arrays["meta"]["recall"]["recall_at_k"] >= 0.95
