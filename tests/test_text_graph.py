@@ -147,3 +147,21 @@ def test_bidirectional_whole_text_graph_equals_graph_builder(tmp_path):
     src, dst = graph.edge_index
     found = sum(int(s) in set(got[int(d)].tolist()) for s, d in zip(src, dst))
     assert found / len(src) >= 0.95 and arrays["meta"]["recall"]["recall_at_k"] >= 0.95
+
+
+@pytest.mark.parametrize("tokenizer", ["byte", "bpe"])
+def test_word_nodes_are_word_level_nodes(tokenizer, tmp_path):
+    """The whole-text path's word nodes are TextStates.word_level()'s nodes, with the same states."""
+    import argparse
+
+    from sosm.cli.large_graph import text_nodes
+    from sosm.cli.pipeline import make_tokenizer
+    from sosm.data import default_corpus
+    from sosm.text_states import default_state_model
+
+    text = _random_text(3) + TEXT
+    args = argparse.Namespace(states="corpus", corpus="default", tokenizer=tokenizer, bpe_vocab=300, nodes="word")
+    nodes = text_nodes(args, text)
+    expected = default_state_model().encode(text, make_tokenizer(tokenizer, default_corpus(), 300)).word_level()
+    assert nodes.labels(0, nodes.num_nodes) == expected.labels
+    assert torch.allclose(nodes.table[nodes.inverse], expected.states, atol=1e-6)

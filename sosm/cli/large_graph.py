@@ -163,6 +163,12 @@ def text_nodes(args, text: str) -> TextNodes:
                         (np.zeros(0, np.int64), np.zeros(0, np.int64)))
     spans, token_word = token_words(text, starts, ends)
     words = WORD_PATTERN.findall(text)                                      # the same words as the spans, as str
+    if args.nodes == "word":  # a word no token starts in (a token spanning two words) is no node, as in word_level()
+        owned = np.bincount(token_word[token_word >= 0], minlength=len(words)) > 0
+        if not owned.all():
+            renumber = np.cumsum(owned) - 1
+            token_word = np.where(token_word >= 0, renumber[np.maximum(token_word, 0)], -1)
+            spans, words = spans[owned], [w for w, keep in zip(words, owned) if keep]
     if id_table is None:                                                    # word states: one row per distinct key
         keys = [w.lower() for w in words] if model.config.lowercase else words
         distinct = dict.fromkeys(keys)

@@ -134,3 +134,25 @@ def test_short_text_graph_page_has_labels_and_no_padding(trained_run, tmp_path):
     assert "padding positions are not drawn" in page
     found = probe(out / "graph.html", *SIZES[0])
     assert found["overflow"] <= 0 and found["views"][0]["labels"] == 12 and found["views"][0]["labelOverlaps"] == []
+
+
+def test_whole_text_graph_from_checkpoint_states(trained_run, tmp_path):
+    """`sosm graph --states CHECKPOINT` on the whole-text path: the model's states, close to the window path."""
+    from sosm.cli.large_graph import load_arrays
+    from sosm.cli.pipeline import checkpoint_states
+    from sosm.graph import GraphBuilder, GraphConfig
+
+    text = "To be, or not to be, that is the question. Whether tis nobler in the mind to suffer. " * 4
+    for nodes in ("token", "word"):
+        out = tmp_path / f"{nodes}.npz"
+        assert main(["graph", "--states", str(trained_run), "--text", text, "--nodes", nodes, "--topk", "exact",
+                     "--k", "4", "--quiet", "--out", str(out)]) == 0
+        arrays = load_arrays(out)
+        states = checkpoint_states(str(trained_run), text, progress=False)
+        states = states.word_level() if nodes == "word" else states
+        assert len(arrays["neighbours"]) == len(states.ids)
+        graph = GraphBuilder(GraphConfig(k=4)).build(states.states[None]).edges_of_type("semantic")
+        got = arrays["neighbours"]
+        src, dst = graph.edge_index.tolist()
+        found = sum(s in set(got[d].tolist()) for s, d in zip(src, dst))
+        assert found / len(src) >= 0.95, (nodes, found / len(src))  # float rounding of the states may reorder ties
