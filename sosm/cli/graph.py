@@ -56,7 +56,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                              "or .jsonl (one line per node)")
     parser.add_argument("--view-start", type=int, metavar="N",
                         help=f"first node of the HTML/PNG view when the graph has more than {VIEW_MAX_NODES} nodes "
-                             f"(default: a window dense in semantic edges)")
+                             f"(default: 0 on the window path, a window dense in semantic edges on the whole-text path)")
     parser.add_argument("--html", metavar="G.html", help="interactive HTML view")
     parser.add_argument("--png", metavar="G.png", help="static picture")
     parser.add_argument("--graphml", metavar="G.graphml", help="GraphML export")
