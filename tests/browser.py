@@ -45,6 +45,10 @@ PROBE = r"""
    V.fadedOpacity=other?+getComputedStyle(other).strokeOpacity:null;V.focusOpacity=mine?+getComputedStyle(mine).strokeOpacity:null;
    V.panel=view.querySelector('.focus-panel').textContent;V.focusPosition=best.dataset.p;V.attrPos=(document.getElementById('attr-pos')||{}).textContent||null;
    best.dispatchEvent(new MouseEvent('click',{bubbles:true}));V.unfocused=!svg.classList.contains('focused');}
+  var out=view.querySelector('button[data-zoom="0.8"]');
+  if(out){V.width=+svg.getAttribute('width');for(var z=0;z<4;z++)out.click();V.zoomedWidth=+svg.getAttribute('width');
+   V.zoomedLabels=labels.filter(shown).length;V.zoomedOverlaps=overlaps(labels);
+   view.querySelector('button[data-zoom="1"]').click();V.restoredWidth=+svg.getAttribute('width');}
   R.views.push(V);});
  var heat=document.querySelector('svg.heat');
  if(heat){R.heat={rows:all(heat,'text.row-label').length,cols:all(heat,'text.col-label').length,

@@ -47,3 +47,6 @@ def test_graph_view_in_the_browser(pages, kind, size):
     assert view["focused"] and view["inEdges"] + view["outEdges"] == view["focusEdges"] > 0 and view["unfocused"]
     assert view["fadedOpacity"] < 0.1 < 0.99 <= view["focusOpacity"]
     assert f"at position {view['focusPosition']}" in view["panel"] and "in-edges" in view["panel"]
+    # zoom out: the drawing narrows, crowded labels are hidden rather than overlapped; 1:1 restores it
+    assert view["zoomedWidth"] < view["width"] == view["restoredWidth"]
+    assert view["zoomedOverlaps"] == [] and 0 < view["zoomedLabels"] <= view["labels"]
