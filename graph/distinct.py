@@ -10,8 +10,8 @@ without ever holding ``[N, d']``:
 1. ``occurrences [U, O]``: the first ``O`` positions of each distinct row (``O = k`` causal,
    ``k + 2 * window + 1`` bidirectional: enough to fill k outside the excluded band).
 2. Ranked lists: the ``per_row`` best distinct rows of each distinct row (itself included),
-   from ``rank_fn`` (approximate, e.g. hnswlib) or exactly (``streaming_topk`` over the
-   distinct rows). Scores are always recomputed with :func:`~sosm.graph.similarity.pair_scores`.
+   from ``rank_fn`` (approximate, e.g. hnswlib) or exactly (:func:`exact_ranking`, the lists
+   ``streaming_topk`` gives over the distinct rows). Scores are always recomputed with :func:`~sosm.graph.similarity.pair_scores`.
 3. Per node i: the candidates are the first occurrences of its row's ranked rows; the k best
    valid ones by (score desc, position asc). A node whose own row has k earlier occurrences
    and scores strictly above every other row takes those directly (most nodes of a book); a
@@ -44,7 +44,7 @@ from typing import Callable, Optional
 import torch
 
 from .similarity import drop_zero_columns, pair_scores
-from .topk import MATMUL_MARGIN, _orderable, streaming_topk
+from .topk import MATMUL_MARGIN, _orderable
 
 #: distinct rows listed per distinct row when ranking (``per_row``)
 DEFAULT_PER_ROW = 32

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from sosm.cli import main
-from sosm.cli.large_graph import _byte_offsets, load_arrays, token_words
+from sosm.cli.large_graph import _byte_offsets, token_words
+from sosm.cli.text_graph_files import load_arrays
 from sosm.tokenizers import BPETokenizer, ByteTokenizer, word_spans
 
 TEXT = ("A function returns a value to its caller. A method is a function defined inside a class, and calling "

@@ -5,7 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .large_graph import EXACT_DISTINCT_MAX, LARGE_TEXT_NODES, RECALL_SAMPLE, VIEW_MAX_NODES
+from ..graph.view import VIEW_MAX_NODES
+from .large_graph import EXACT_DISTINCT_MAX, LARGE_TEXT_NODES, RECALL_SAMPLE
 from .pipeline import DEFAULT_CHUNK
 
 
@@ -88,8 +89,8 @@ def load_states(args, text: str):
 
 def run(args) -> int:
     from ..data import read_text_file
-    from .large_graph import (Stopwatch, build_text_graph, choose_method, format_text_summary, text_nodes,
-                              write_text_outputs)
+    from .large_graph import Stopwatch, build_text_graph, choose_method, format_text_summary, text_nodes
+    from .text_graph_files import write_text_outputs
     from .pipeline import build_graph, load_graph_config, write_outputs
 
     text = read_text_file(args.text_file) if args.text_file else args.text

@@ -138,7 +138,7 @@ def test_short_text_graph_page_has_labels_and_no_padding(trained_run, tmp_path):
 
 def test_whole_text_graph_from_checkpoint_states(trained_run, tmp_path):
     """`sosm graph --states CHECKPOINT` on the whole-text path: the model's states, close to the window path."""
-    from sosm.cli.large_graph import load_arrays
+    from sosm.cli.text_graph_files import load_arrays
     from sosm.cli.pipeline import checkpoint_states
     from sosm.graph import GraphBuilder, GraphConfig
 

@@ -1,6 +1,5 @@
 """The graph view in headless Chromium at 1,400 x 1,000 and 1,920 x 1,080: fits the window, labels apart, slider and focus work."""
 import pytest
-import torch
 
 from sosm.graph import GraphBuilder, GraphConfig
 from sosm.graph.view import VIEW_MAX_NODES, to_html
