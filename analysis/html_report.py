@@ -1,10 +1,14 @@
 """Standalone HTML page of an inspect report: inline SVG, CSS, JS and PNGs; no URL of any kind.
 
-Sections: summary; the token graph (an arc diagram: tokens on a line, edge j -> i an arc
-coloured by edge type, nodes coloured by their dominant MU block; hovering a node or edge shows
-its details, clicking a node selects that position; checkboxes filter edge types); the token
-attribution of the selected position (tokens shaded by their DePass share) and the full heat
-map; block and edge-type attribution; provenance tables; ablations; the PNG plots.
+Sections: summary; the token graph (the arc diagram of :func:`sosm.graph.view.render_view`:
+token labels, nodes filled with their dominant MU block's palette colour, semantic edges by
+dominant block with similarity as opacity and width, a threshold slider, type toggles, zoom and
+pan, focus mode; focusing a token also selects it below); the token attribution of the selected
+position (tokens shaded by their DePass share) and the full heat map (token labels on both
+axes, a colour bar and a caption); block and edge-type attribution; provenance tables (the hub
+table normalised by how many later tokens could have linked to each token); ablations; the PNG
+plots. Every table is an HTML table; the page never gets wider than the window (wide drawings
+scroll inside their frame).
 
 Example:
     >>> page = render_html(report, pngs={})                      # doctest: +SKIP
@@ -15,50 +19,41 @@ import base64
 import html
 import json
 
+from ..common.blocks import BLOCK_COLORS, BLOCK_NAMES
+from ..graph.view import VIEW_SCRIPT, VIEW_STYLE, render_view
 from .plots import EDGE_COLORS
 
-BLOCK_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-                "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd"]
+#: the hub table leaves out tokens with fewer later tokens than this (too few to rank)
+HUB_MIN_LATER = 8
+HEAT_CELL = 16            # px per heat-map cell (one token label per row and per column)
+HEAT_LABEL_CHARS = 8
 
 _STYLE = """
-body{font-family:sans-serif;margin:18px;color:#222;max-width:1500px}h2{margin-top:28px}
+body{font-family:sans-serif;margin:16px;color:#222;box-sizing:border-box;max-width:100%}h2{margin-top:26px}
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:2px 7px;font-size:13px;text-align:left}
-th{background:#f3f3f3}.num{text-align:right;font-family:monospace}
-#graph{border:1px solid #ddd;background:#fff;overflow-x:auto}path.edge{fill:none;stroke-width:1.3;opacity:.4}
-path.edge.hl{stroke-width:3.5;opacity:1}path.edge.dim{opacity:.08}circle.node{stroke:#000;stroke-width:.6;cursor:pointer}
-circle.node.sel{stroke-width:2.5}#info{font-family:monospace;min-height:1.4em;margin:6px 0;padding:6px;background:#f4f4f4}
-.legend span{margin-right:12px;font-size:13px}.sw{display:inline-block;width:12px;height:12px;margin-right:3px;vertical-align:middle}
+th{background:#f3f3f3}caption{text-align:left;font-size:13px;color:#444;padding:2px 0;caption-side:top}
+.num{text-align:right;font-family:monospace}.wide{max-width:100%;overflow:auto}
 .tok{font-family:monospace;padding:2px 1px;margin:0 0 2px 0;display:inline-block;min-width:9px;text-align:center;border-radius:2px}
-.bar{display:inline-block;height:10px;background:#ff7f0e}table.heat td{width:11px;height:11px;padding:0;border:none}
-img{max-width:620px;margin:6px;border:1px solid #eee}
+.bar{display:inline-block;height:10px}.sw{display:inline-block;width:11px;height:11px;margin-right:4px;vertical-align:-1px;border:1px solid #444}
+svg.heat text{font:11px monospace;fill:#222}svg.heat text.axis{font:12px sans-serif}svg.heat g.row{cursor:pointer}
+svg.heat g.row.sel text{font-weight:bold}figcaption{font-size:13px;color:#444;max-width:60em}
+img{max-width:100%;margin:6px;border:1px solid #eee}#attr-text{line-height:1.9}
 """
 
 _SCRIPT = """
 var D=JSON.parse(document.getElementById('report-data').textContent);
-var info=document.getElementById('info');
 function col(v){var a=Math.min(1,Math.abs(v));return v>=0?'rgba(214,39,40,'+a+')':'rgba(31,119,180,'+a+')';}
 function select(i){
- document.querySelectorAll('circle.node').forEach(function(c){c.classList.toggle('sel',+c.dataset.pos===i);});
  var row=D.token_attribution.matrix[i],m=0;row.forEach(function(v){m=Math.max(m,Math.abs(v));});
  document.querySelectorAll('#attr-text .tok').forEach(function(s,j){s.style.background=col(m?row[j]/m:0);
-  s.title=D.tokens[j]+': '+row[j].toFixed(4);});
+  s.title=D.tokens[j]+' @'+j+': '+row[j].toFixed(4);});
+ document.querySelectorAll('svg.heat g.row').forEach(function(g){g.classList.toggle('sel',+g.dataset.row===i);});
  var p=D.predictions[i];document.getElementById('attr-pos').textContent=i+' ('+D.tokens[i]+
   ') explaining target '+JSON.stringify(p.target_label)+' p='+p.target_prob.toFixed(3);
 }
-document.querySelectorAll('circle.node').forEach(function(c){
- var i=+c.dataset.pos;
- c.addEventListener('mouseenter',function(){info.textContent='token '+i+' '+JSON.stringify(D.tokens[i])+
-  ' | dominant block '+c.dataset.block+' | in '+c.dataset.in+' out '+c.dataset.out+' | top next: '+c.dataset.top;
-  document.querySelectorAll('path.edge').forEach(function(p){var on=(+p.dataset.s===i||+p.dataset.t===i);
-   p.classList.toggle('hl',on);p.classList.toggle('dim',!on);});});
- c.addEventListener('mouseleave',function(){document.querySelectorAll('path.edge').forEach(function(p){
-  p.classList.remove('hl');p.classList.remove('dim');});});
- c.addEventListener('click',function(){select(i);});});
-document.querySelectorAll('path.edge').forEach(function(p){p.addEventListener('mouseenter',function(){
- info.textContent=p.dataset.s+' \\u2192 '+p.dataset.t+' | '+p.dataset.type+' | similarity '+p.dataset.sim+
- ' | dominant block '+p.dataset.block+' | stage '+p.dataset.stage;});});
-document.querySelectorAll('input.filter').forEach(function(b){b.addEventListener('change',function(){
- document.querySelectorAll('path.edge-'+b.value).forEach(function(p){p.style.display=b.checked?'':'none';});});});
+var graphView=document.getElementById('token-graph');
+if(graphView)graphView.addEventListener('tokenfocus',function(ev){if(ev.detail!==null)select(ev.detail);});
+document.querySelectorAll('svg.heat g.row').forEach(function(g){g.addEventListener('click',function(){select(+g.dataset.row);});});
 select(D.tokens.length-1);
 """
 
@@ -67,127 +62,185 @@ def _e(value) -> str:
     return html.escape(str(value))
 
 
-def _table(header: list, rows: list, cls: str = "") -> str:
+def _table(header: list, rows: list, cls: str = "", caption: str = "") -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
-    return f'<table class="{cls}"><tr>{head}</tr>{body}</table>'
+    cap = f"<caption>{_e(caption)}</caption>" if caption else ""
+    return f'<table class="{cls}">{cap}<tr>{head}</tr>{body}</table>'
 
 
-def _graph_svg(report: dict) -> str:
+def _num(value, digits: int = 3) -> str:
+    return f'<span class="num">{value:.{digits}f}</span>' if isinstance(value, float) else f'<span class="num">{value}</span>'
+
+
+def negative_note(graph: dict) -> str:
+    """Why semantic edges with negative similarity are there, and how many (empty when none)."""
+    semantic = [e for e in graph["edges"] if e["type"] == "semantic"]
+    negative = sum(e["similarity"] < 0 for e in semantic)
+    if not negative:
+        return ""
+    return (f"{negative} of {len(semantic)} semantic edges have negative similarity. They are kept: the model's graph "
+            f"takes the k most similar earlier tokens with no similarity threshold (GraphConfig.threshold = None), so "
+            f"a token with few similar predecessors still gets k neighbours, and the model attends over exactly "
+            f"these edges. The slider starts above them; slide it left to see them.")
+
+
+def _graph_section(report: dict, graph_page) -> str:
     graph, tokens, preds = report["graph"], report["tokens"], report["predictions"]
-    T = len(tokens)
-    step = max(12.0, min(32.0, 1180.0 / max(T - 1, 1)))  # fits about 1250 px up to ~90 tokens
-    span = max([e["t"] - e["s"] for e in graph["edges"]] + [1])
-    rise = min(340.0, span * step / 2)  # the tallest arc's height; every arc is scaled by rise / (span * step / 2)
-    scale, base = rise / (span * step / 2), rise + 20
-    width, height = 40 + step * (T - 1) + 40, base + 60
-    xs = [40 + step * t for t in range(T)]
-    parts = []
-    for e in graph["edges"]:
-        x0, x1 = xs[e["s"]], xs[e["t"]]
-        d = f"M{x0:.1f},{base:.1f} Q{(x0 + x1) / 2:.1f},{base - (x1 - x0) * scale:.1f} {x1:.1f},{base:.1f}"
-        data = " ".join(f'data-{k}="{_e(e[k] if k != "sim" else e["similarity"])}"'
-                        for k in ("s", "t", "type", "sim", "block", "stage"))
-        parts.append(f'<path class="edge edge-{e["type"]}" stroke="{EDGE_COLORS.get(e["type"], "#000")}" d="{d}" '
-                     f'{data}><title>{e["s"]}->{e["t"]} {e["type"]} sim {e["similarity"]}</title></path>')
+    nodes = [{"p": n["position"], "label": tokens[n["position"]]} for n in graph["nodes"]]
+    edges = [{"s": e["s"], "t": e["t"], "type": e["type"], "sim": e["similarity"], "block": e["block"],
+              "stage": e["stage"]} for e in graph["edges"]]
     landmarks = set(graph["landmarks"])
-    from ..common.blocks import BLOCK_NAMES
-    for t, node in enumerate(graph["nodes"]):
-        color = BLOCK_COLORS[BLOCK_NAMES.index(node["dominant_block"]) % len(BLOCK_COLORS)]
-        top = ", ".join(f"{label!r}:{p:.2f}" for label, p in preds[t]["top"])
-        radius = 7 if t in landmarks else 5
-        parts.append(f'<circle class="node" data-pos="{t}" data-block="{node["dominant_block"]}" '
-                     f'data-in="{node["in_degree"]}" data-out="{node["out_degree"]}" data-top="{_e(top)}" '
-                     f'cx="{xs[t]:.1f}" cy="{base:.1f}" r="{radius}" fill="{color}"><title>{t}: {_e(tokens[t])}'
-                     f'</title></circle><text x="{xs[t]:.1f}" y="{base + 22:.1f}" font-size="12" '
-                     f'font-family="monospace" text-anchor="middle">{_e(tokens[t])}</text>')
-    return (f'<svg id="token-graph" xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}">'
-            f'{"".join(parts)}</svg>')
+    titles = [f"dominant block {n['dominant_block']}, in {n['in_degree']}, out {n['out_degree']}"
+              f"{', landmark' if n['position'] in landmarks else ''}; next: "
+              + ", ".join(f"{label!r} {p:.2f}" for label, p in preds[n["position"]]["top"]) for n in graph["nodes"]]
+    view = render_view(nodes, edges, causal=True, note=negative_note(graph),
+                       node_blocks=[n["dominant_block"] for n in graph["nodes"]], node_titles=titles,
+                       view_id="token-graph")
+    link = f' The full provenance view of this graph: <a href="{graph_page}">{graph_page}</a>.' if graph_page else ""
+    return (f"<h2>Token graph</h2><p>The model's own graph of this text: node colour = the token's dominant MU block "
+            f"(largest block of its semantic state). Click a token to see its edges and to explain its position below."
+            f"{link}</p>{view}")
 
 
-def _legend(report: dict) -> str:
-    present = sorted({e["type"] for e in report["graph"]["edges"]})
-    boxes = "".join(f'<span><input type="checkbox" class="filter" value="{t}" checked>'
-                    f'<span class="sw" style="background:{EDGE_COLORS.get(t, "#000")}"></span>{t}</span>'
-                    for t in present)
-    blocks = sorted({n["dominant_block"] for n in report["graph"]["nodes"]})
-    from ..common.blocks import BLOCK_NAMES
-    swatches = "".join(f'<span><span class="sw" style="border-radius:6px;background:'
-                       f'{BLOCK_COLORS[BLOCK_NAMES.index(b)]}"></span>{b}</span>' for b in blocks)
-    return (f'<div class="legend">edges: {boxes}</div><div class="legend">node colour = dominant MU block: '
-            f'{swatches} (large node = landmark)</div>')
-
-
-def _heat(matrix: list) -> str:
-    rows = []
+def heat_map(matrix: list, tokens: list) -> str:
+    """SVG heat map: rows = positions explained, columns = source tokens, both labelled; colour bar; caption."""
+    T = len(matrix)
+    c = HEAT_CELL
+    labels = [t if len(t) <= HEAT_LABEL_CHARS else t[:HEAT_LABEL_CHARS - 1] + "…" for t in tokens]
+    left = 20 + 7 * (len(str(T - 1)) + 1 + max((len(t) for t in labels), default=1)) + 6
+    top = 24 + 7 * (max((len(t) for t in labels), default=1) + len(str(T - 1)) + 1) + 6
+    values = sorted(abs(v) for row in matrix for v in row)
+    vmax = values[min(len(values) - 1, int(0.99 * len(values)))] if values else 1.0
+    vmax = vmax or 1.0
+    grid_w = c * T
+    parts = [f'<text class="axis" x="{left + grid_w / 2:.0f}" y="14" text-anchor="middle">source token j (column)</text>',
+             f'<text class="axis" x="14" y="{top + grid_w / 2:.0f}" text-anchor="middle" '
+             f'transform="rotate(-90 14 {top + grid_w / 2:.0f})">position i explained (row)</text>']
+    for j, label in enumerate(labels):
+        x = left + c * j + c / 2 + 4
+        parts.append(f'<text class="col-label" x="{x:.1f}" y="{top - 5}" transform="rotate(-90 {x:.1f} {top - 5})">'
+                     f'{_e(f"{j} {label}")}</text>')
     for i, row in enumerate(matrix):
-        m = max((abs(v) for v in row), default=0) or 1.0
-        cells = "".join(f'<td style="background:{_rgba(v / m)}" title="{i}&lt;-{j}: {v:.4f}"></td>'
-                        for j, v in enumerate(row))
-        rows.append(f"<tr>{cells}</tr>")
-    return f'<table class="heat" id="heatmap">{"".join(rows)}</table>'
+        y = top + c * i
+        cells = "".join(f'<rect x="{left + c * j}" y="{y}" width="{c}" height="{c}" fill="{_rgba(v / vmax)}">'
+                        f'<title>{i} {_e(tokens[i])} &lt;- {j} {_e(tokens[j])}: {v:.4f}</title></rect>'
+                        for j, v in enumerate(row) if v != 0)
+        parts.append(f'<g class="row" data-row="{i}"><text class="row-label" x="{left - 5}" y="{y + c - 4}" '
+                     f'text-anchor="end">{_e(f"{i} {labels[i]}")}</text>{cells}</g>')
+    parts.append(f'<rect x="{left}" y="{top}" width="{grid_w}" height="{grid_w}" fill="none" stroke="#999"/>')
+    bar_x, bar_h = left + grid_w + 24, min(grid_w, 240)
+    stops = "".join(f'<stop offset="{k / 20:.2f}" stop-color="{_rgba(1 - k / 10, solid=True)}"/>' for k in range(21))
+    parts.append(f'<defs><linearGradient id="heat-scale" x1="0" y1="0" x2="0" y2="1">{stops}</linearGradient></defs>'
+                 f'<g class="colorbar"><rect x="{bar_x}" y="{top}" width="14" height="{bar_h}" fill="url(#heat-scale)" '
+                 f'stroke="#999"/>')
+    for frac, value in ((0, vmax), (0.5, 0.0), (1, -vmax)):
+        y = top + frac * bar_h
+        parts.append(f'<line x1="{bar_x + 14}" x2="{bar_x + 18}" y1="{y:.1f}" y2="{y:.1f}" stroke="#444"/>'
+                     f'<text class="tick" x="{bar_x + 21}" y="{y + 4:.1f}">{value:+.2f}</text>')
+    parts.append(f'<text class="axis" x="{bar_x}" y="{top + bar_h + 20:.0f}">share</text></g>')
+    width, height = bar_x + 80, top + grid_w + 10
+    return (f'<figure><div class="wide"><svg class="heat" id="heatmap" xmlns="http://www.w3.org/2000/svg" '
+            f'width="{width:.0f}" height="{height:.0f}">{"".join(parts)}</svg></div><figcaption>Token attribution: row i '
+            f"is the DePass decomposition of the logit of the next text token at position i over the source tokens j "
+            f"(signed share c<sub>ij</sub> / &sum;<sub>j</sub> |c<sub>ij</sub>|, bias excluded); red raises the logit, "
+            f"blue lowers it; colour saturates at &plusmn;{vmax:.2f} (the 99th percentile of |share|). Causal: only "
+            f"j &le; i can be non-zero. Click a row to explain that position above.</figcaption></figure>")
 
 
-def _rgba(v: float) -> str:
+def _rgba(v: float, solid: bool = False) -> str:
     a = min(1.0, abs(v))
+    if solid:  # the same colour over white, opaque (for the colour bar's gradient)
+        r, g, b = (214, 39, 40) if v >= 0 else (31, 119, 180)
+        return f"rgb({255 - a * (255 - r):.0f},{255 - a * (255 - g):.0f},{255 - a * (255 - b):.0f})"
     return f"rgba(214,39,40,{a:.3f})" if v >= 0 else f"rgba(31,119,180,{a:.3f})"
 
 
-def _provenance_tables(prov: dict) -> str:
-    types = [[_e(name), f'<span class="num">{s["count"]}</span>',
-              *(f'<span class="num">{s["similarity"].get(k, float("nan")):.3f}</span>' if s["count"] else "-"
-                for k in ("mean", "median", "p10", "p90")),
-              _e(", ".join(f"{k}:{v}" for k, v in s["stages"].items()))]
+def hub_rows(graph: dict, T: int, top: int = 10) -> list:
+    """Tokens most linked to, as a fraction of the later tokens that could have linked to them."""
+    scored = []
+    for n in graph["nodes"]:
+        later = T - 1 - n["position"]
+        if later >= HUB_MIN_LATER:
+            scored.append((n["out_degree"] / later, n["position"], n["out_degree"], later))
+    scored.sort(key=lambda r: (-r[0], r[1]))
+    return scored[:top]
+
+
+def _provenance_tables(prov: dict, graph, tokens: list) -> str:
+    negative = {}
+    for e in (graph["edges"] if graph else []):
+        negative[e["type"]] = negative.get(e["type"], 0) + (e["similarity"] < 0)
+    types = [[_e(name), _num(s["count"]),
+              *(_num(s["similarity"].get(k, float("nan"))) if s["count"] else "-" for k in ("mean", "median", "p10", "p90")),
+              _num(negative.get(name, 0)), _e(", ".join(f"{k}: {v}" for k, v in s["stages"].items()))]
              for name, s in prov["edge_types"].items()]
-    blocks = [[_e(b), f'<span class="num">{v["count"]}</span>', f'<span class="num">{v["mean_similarity"]:.3f}</span>']
-              for b, v in sorted(prov["dominant_blocks"].items(), key=lambda kv: -kv[1]["count"])]
-    hubs = [[h["position"], _e(repr(h["token"])), h["out_degree"], h["in_degree"]] for h in prov["hubs"]]
+    blocks = [[f'<span class="sw" style="background:{BLOCK_COLORS[BLOCK_NAMES.index(b)]}"></span>{_e(b)}',
+               _num(v["count"]), _num(v["mean_similarity"])]
+              for b, v in sorted(prov["dominant_blocks"].items(), key=lambda kv: BLOCK_NAMES.index(kv[0]))]
     mass = prov["attention_mass"]
     mass_names = [k for k in (mass[0] if mass else {}) if k != "layer"]
-    mass_rows = [[r["layer"], *(f'<span class="num">{r[k]:.3f}</span>' for k in mass_names)] for r in mass]
-    return ("<h3>Edges by type</h3>" + _table(["type", "count", "mean sim", "median", "p10", "p90", "stages"], types)
-            + "<h3>Dominant block of non-sequential edges</h3>" + _table(["block", "edges", "mean similarity"], blocks)
-            + "<h3>Hub tokens (most attended to)</h3>" + _table(["position", "token", "out-degree", "in-degree"], hubs)
-            + "<h3>Attention mass per layer</h3>" + _table(["layer", *mass_names], mass_rows))
+    mass_rows = [[r["layer"], *(_num(r[k]) for k in mass_names)] for r in mass]
+    out = ("<h3>Edges by type</h3>" + _table(["type", "count", "mean sim", "median", "p10", "p90", "sim < 0", "stages"],
+                                             types)
+           + "<h3>Dominant block of non-sequential edges</h3>"
+           + _table(["block", "edges", "mean similarity"], blocks, caption="in block order"))
+    if graph:
+        T = len(tokens)
+        hubs = [[_num(p), _e(repr(tokens[p])), _num(out_deg), _num(later), _num(share)]
+                for share, p, out_deg, later in hub_rows(graph, T)]
+        out += ("<h3>Hub tokens (most linked to, per later token)</h3>"
+                + _table(["position", "token", "out-degree", "later tokens", "out-degree / later tokens"], hubs,
+                         caption=f"In a causal graph early tokens collect links just because more tokens follow them; "
+                                 f"this ranks tokens by the fraction of later tokens that link to them (tokens with "
+                                 f"fewer than {HUB_MIN_LATER} later tokens left out)."))
+    return out + "<h3>Attention mass per layer</h3>" + _table(["layer", *mass_names], mass_rows)
 
 
 def _share_table(names: list, shares: list) -> str:
-    rows = [[_e(n), f'<span class="num">{s:.3f}</span>', f'<span class="bar" style="width:{300 * s:.0f}px"></span>']
+    def color(name):
+        return BLOCK_COLORS[BLOCK_NAMES.index(name)] if name in BLOCK_NAMES else EDGE_COLORS.get(name, "#9e9e9e")
+
+    rows = [[f'<span class="sw" style="background:{color(n)}"></span>{_e(n)}', _num(s),
+             f'<span class="bar" style="width:{300 * s:.0f}px;background:{color(n)}"></span>']
             for n, s in sorted(zip(names, shares), key=lambda r: -r[1])]
     return _table(["component", "mean share", ""], rows)
 
 
+def _meta_rows(meta: dict, loss: float) -> list:
+    rows = []
+    for key, value in meta.items():
+        shown = ", ".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+        rows.append([_e(key), _e(shown)])
+    return rows + [["loss (nats/token)", _num(loss, 4)]]
+
+
 def render_html(report: dict, pngs: dict, graph_page=None) -> str:
-    """The page for ``report`` (from ``build_report``) with ``pngs`` ``{file name: PNG bytes}`` inlined."""
-    meta = report["meta"]
+    """The report page (see the module docstring); ``pngs`` maps file names to PNG bytes (inlined)."""
     data = json.dumps({k: report[k] for k in ("tokens", "predictions", "token_attribution")}).replace("</", "<\\/")
-    summary = _table(["field", "value"], [[_e(k), _e(v)] for k, v in meta.items()]
-                     + [["loss (nats/token)", f"{report['loss']:.4f}"]])
-    body = [f"<h1>SOSM inspect report</h1>{summary}"]
+    body = [f"<h1>SOSM inspect report</h1>{_table(['field', 'value'], _meta_rows(report['meta'], report['loss']))}"]
     if report["graph"] is not None:
-        link = f' (full provenance view: <a href="{graph_page}">{graph_page}</a>)' if graph_page else ""
-        body.append(f"<h2>Token graph</h2><p>Hover a node to highlight its edges, click it to explain that position"
-                    f"{link}.</p>{_legend(report)}<div id=\"info\">hover a node or an edge</div>"
-                    f"<div id=\"graph\">{_graph_svg(report)}</div>")
+        body.append(_graph_section(report, graph_page))
     tokens = "".join(f'<span class="tok">{_e(t)}</span>' for t in report["tokens"])
     body.append(f"<h2>Token attribution</h2><p>Position <b id=\"attr-pos\"></b>: tokens shaded by their DePass share "
                 f"of the target logit (red positive, blue negative).</p><div id=\"attr-text\">{tokens}</div>"
-                f"<h3>Heat map (row = position explained, column = source token)</h3>{_heat(report['token_attribution']['matrix'])}")
+                f"<h3>Heat map</h3>{heat_map(report['token_attribution']['matrix'], report['tokens'])}")
     if report["block_attribution"] is not None:
         b = report["block_attribution"]
         body.append(f"<h2>Block attribution</h2>{_share_table(b['names'], b['mean_shares'])}")
     e = report["edge_type_attribution"]
     body.append(f"<h2>Edge-type attribution</h2>{_share_table(e['names'], e['mean_shares'])}")
     if report["provenance"] is not None:
-        body.append(f"<h2>Edge provenance</h2>{_provenance_tables(report['provenance'])}")
+        body.append(f"<h2>Edge provenance</h2>{_provenance_tables(report['provenance'], report['graph'], report['tokens'])}")
     if report["ablations"]:
-        rows = [[_e(r["ablation"]), f'<span class="num">{r["loss"]:.4f}</span>',
-                 f'<span class="num">{r["delta_loss"]:+.4f}</span>', _e(r["note"])] for r in report["ablations"]]
+        rows = [[_e(r["ablation"]), _num(r["loss"], 4), f'<span class="num">{r["delta_loss"]:+.4f}</span>', _e(r["note"])]
+                for r in report["ablations"]]
         body.append(f"<h2>Ablations</h2>{_table(['ablation', 'loss', 'Δ loss', 'note'], rows, 'ablations')}")
     if pngs:
         images = "".join(f'<img alt="{_e(name)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
                          for name, png in pngs.items())
         body.append(f"<h2>Plots</h2>{images}")
-    return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>SOSM inspect report</title>'
-            f"<style>{_STYLE}</style></head><body>{''.join(body)}"
-            f'<script type="application/json" id="report-data">{data}</script><script>{_SCRIPT}</script></body></html>')
+    return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">'
+            f"<title>SOSM inspect report</title><style>{_STYLE}{VIEW_STYLE}</style></head><body>{''.join(body)}"
+            f'<script type="application/json" id="report-data">{data}</script><script>{VIEW_SCRIPT}{_SCRIPT}</script>'
+            f"</body></html>")

@@ -1,8 +1,11 @@
 """PNG plots of an inspect report (matplotlib's Agg canvas; pyplot and the global backend are left alone).
 
-Each function takes the report dict built by :func:`sosm.analysis.report.build_report` and
-returns PNG bytes: degree distributions, similarity histograms by edge type, attention mass
-per layer per edge type, and the block attribution bar chart.
+Each ``*_figure`` function takes the report dict built by :func:`sosm.analysis.report.build_report`
+and returns a matplotlib ``Figure`` (degree distributions, similarity histograms by edge type,
+attention mass per layer per edge type, the block attribution bars); each ``*_png`` renders its
+figure. Blocks take the palette of every view (:data:`sosm.common.blocks.BLOCK_COLORS`), edge
+types :data:`EDGE_COLORS`. Labels are laid out so that none overlap (``tests/analysis/test_plots.py``
+checks every text extent).
 
 Example:
     >>> png = block_attribution_png({"block_attribution": {"names": ["I", "D"], "mean_shares": [0.7, 0.3]}})
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import io
 
+from ..common.blocks import BLOCK_COLORS, BLOCK_NAMES
 from ..graph.view import EDGE_COLORS as GRAPH_EDGE_COLORS
 
 #: the graph views' edge-type colours, plus the two kinds of attention mass a report also plots
@@ -23,19 +27,18 @@ def _figure(width: float = 6.0, height: float = 3.2):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height))
+    fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
 
 def _png(fig) -> bytes:
-    fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     return buffer.getvalue()
 
 
-def degree_png(report: dict) -> bytes:
+def degree_figure(report: dict):
     """Bar charts of the in-degree and out-degree distributions."""
     fig = _figure()
     degree = report["provenance"]["degree"]
@@ -48,10 +51,10 @@ def degree_png(report: dict) -> bytes:
         ax.set_xlabel("degree", fontsize=8)
         ax.set_ylabel("tokens", fontsize=8)
         ax.tick_params(labelsize=7)
-    return _png(fig)
+    return fig
 
 
-def similarity_png(report: dict) -> bytes:
+def similarity_figure(report: dict):
     """Histograms of the edge similarity by edge type."""
     fig = _figure()
     ax = fig.add_subplot(1, 1, 1)
@@ -68,10 +71,10 @@ def similarity_png(report: dict) -> bytes:
     ax.set_title("edge similarity by type", fontsize=9)
     ax.legend(fontsize=7)
     ax.tick_params(labelsize=7)
-    return _png(fig)
+    return fig
 
 
-def attention_mass_png(report: dict) -> bytes:
+def attention_mass_figure(report: dict):
     """Grouped bars: attention mass on each edge type (and self) per attention layer."""
     fig = _figure()
     ax = fig.add_subplot(1, 1, 1)
@@ -89,20 +92,43 @@ def attention_mass_png(report: dict) -> bytes:
     ax.set_ylabel("mean attention mass", fontsize=8)
     ax.set_title("attention mass per layer per edge type", fontsize=9)
     ax.tick_params(labelsize=7)
-    return _png(fig)
+    return fig
 
 
-def block_attribution_png(report: dict) -> bytes:
-    """Bar chart of the mean block attribution shares."""
-    fig = _figure()
-    ax = fig.add_subplot(1, 1, 1)
+def block_attribution_figure(report: dict):
+    """Horizontal bars of the mean block attribution shares, one labelled row per component in block order."""
     block = report["block_attribution"]
-    ax.bar(block["names"], block["mean_shares"], color="#ff7f0e")
-    ax.set_ylabel("mean share of |contribution|", fontsize=8)
-    ax.set_title("block attribution (DePass, next-token logits)", fontsize=9)
+    names, shares = block["names"], block["mean_shares"]
+    fig = _figure(6.0, 1.2 + 0.2 * len(names))
+    ax = fig.add_subplot(1, 1, 1)
+    colors = [BLOCK_COLORS[BLOCK_NAMES.index(n)] if n in BLOCK_NAMES else "#9e9e9e" for n in names]
+    rows = list(range(len(names)))
+    ax.barh(rows, shares, color=colors, edgecolor="#444", linewidth=0.4)
+    ax.set_yticks(rows, names)
+    ax.invert_yaxis()
+    ax.set_xlabel("mean share of |contribution| to the next-token logit", fontsize=8)
+    ax.set_title("block attribution (DePass)", fontsize=9)
     ax.tick_params(labelsize=7)
-    return _png(fig)
+    return fig
 
+
+FIGURES = {"degree.png": degree_figure, "similarity.png": similarity_figure,
+           "attention_mass.png": attention_mass_figure, "block_attribution.png": block_attribution_figure}
+
+
+def _as_png(make_figure):
+    def render(report: dict) -> bytes:
+        return _png(make_figure(report))
+
+    render.__name__ = make_figure.__name__.replace("_figure", "_png")
+    render.__doc__ = f"PNG bytes of :func:`{make_figure.__name__}`."
+    return render
+
+
+degree_png = _as_png(degree_figure)
+similarity_png = _as_png(similarity_figure)
+attention_mass_png = _as_png(attention_mass_figure)
+block_attribution_png = _as_png(block_attribution_figure)
 
 PLOTS = {"degree.png": degree_png, "similarity.png": similarity_png, "attention_mass.png": attention_mass_png,
          "block_attribution.png": block_attribution_png}

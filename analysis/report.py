@@ -152,9 +152,14 @@ def write_report(report: dict, out_dir, graph=None) -> Path:
             pngs[name] = plot(report)
             atomic_write(out / name, pngs[name])
     if graph is not None:
+        from dataclasses import replace
+
         from ..graph.view import to_html
 
-        to_html(graph, out / "graph.html", title="semantic graph (graph.view)")
+        frame = graph.seq_len  # the model's frame may be longer than the text: those positions are padding
+        labels = [list(report["tokens"][:frame]) + [""] * max(0, frame - len(report["tokens"]))] * graph.batch_size
+        to_html(replace(graph, tokens=labels), out / "graph.html",
+                title="the model's semantic graph of the text: every edge with its provenance")
     path = out / "index.html"
     atomic_write(path, render_html(report, pngs, graph_page="graph.html" if graph is not None else None)
                   .encode("utf-8"))

@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..graph.view import VIEW_MAX_NODES
+from .large_graph import EXACT_DISTINCT_MAX, LARGE_TEXT_NODES, RECALL_SAMPLE
 from .pipeline import DEFAULT_CHUNK
 
 
@@ -24,8 +26,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--tokenizer", default="byte", metavar="byte|bpe|DIR",
                         help="byte (default), bpe (trained on --corpus), or a saved tokenizer directory")
     parser.add_argument("--bpe-vocab", type=int, default=1024, help="vocab size when --tokenizer bpe (default 1024)")
-    parser.add_argument("--nodes", choices=("token", "word"), default="token",
-                        help="one node per token (default) or per word (mean state of its tokens)")
+    parser.add_argument("--nodes", choices=("token", "byte", "word"), default="token",
+                        help="one node per token (default; 'byte' says the same with the byte tokenizer) or per word "
+                             "(mean state of its tokens)")
     parser.add_argument("--config", metavar="G.yaml", help="GraphConfig as YAML/JSON (unknown keys are rejected)")
     parser.add_argument("--k", type=int, help="semantic neighbours per node (GraphConfig.k)")
     parser.add_argument("--window", type=int, help="sequential window (GraphConfig.window)")
@@ -39,9 +42,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--fibonacci-shortcuts", action="store_true", default=None, help="Fibonacci shortcuts")
     parser.add_argument("--betweenness-shortcuts", type=int, help="bridging hubs per chunk")
     parser.add_argument("--num-landmarks", type=int, help="landmarks L (0 disables)")
+    parser.add_argument("--topk", choices=("auto", "window", "exact", "hnsw"), default="auto",
+                        help=f"'window': GraphBuilder on windows of --chunk nodes (every option, JSON); 'exact' / "
+                             f"'hnsw': the whole-text graph (every node's k best earlier nodes in the whole text; "
+                             f"distinct states ranked exactly or by hnswlib), written as .npz or .jsonl with its "
+                             f"measured recall; 'auto' (default): window up to {LARGE_TEXT_NODES:,} nodes, above it "
+                             f"exact up to {EXACT_DISTINCT_MAX:,} distinct states, else hnsw")
     parser.add_argument("--chunk", type=int, default=DEFAULT_CHUNK,
-                        help=f"nodes per window for long texts (default {DEFAULT_CHUNK}); each window is one sample")
-    parser.add_argument("--out", required=True, metavar="G.json", help="graph JSON (nodes, edges with provenance)")
+                        help=f"nodes per window on the window path (default {DEFAULT_CHUNK}); each window is one sample")
+    parser.add_argument("--recall-sample", type=int, default=RECALL_SAMPLE, metavar="N",
+                        help=f"whole-text path: nodes whose exact top-k measures the recall (default {RECALL_SAMPLE})")
+    parser.add_argument("--out", required=True, metavar="G.json|G.npz|G.jsonl",
+                        help="window path: graph JSON (nodes, edges with provenance); whole-text path: .npz arrays "
+                             "or .jsonl (one line per node)")
+    parser.add_argument("--view-start", type=int, metavar="N",
+                        help=f"first node of the HTML/PNG view when the graph has more than {VIEW_MAX_NODES} nodes "
+                             f"(default: 0 on the window path, a window dense in semantic edges on the whole-text path)")
     parser.add_argument("--html", metavar="G.html", help="interactive HTML view")
     parser.add_argument("--png", metavar="G.png", help="static picture")
     parser.add_argument("--graphml", metavar="G.graphml", help="GraphML export")
@@ -56,12 +72,9 @@ CONFIG_OVERRIDES = ("k", "window", "causal", "similarity", "adaptive_k", "mutual
 def load_states(args, text: str):
     """``TextStates`` of ``text`` for ``--states`` / ``--corpus`` / ``--tokenizer``."""
     from ..text_states import StateModel, default_state_model
-    from .pipeline import checkpoint_states, load_corpus, make_tokenizer
+    from .pipeline import checkpoint_states, is_checkpoint, load_corpus, make_tokenizer
 
-    if args.states not in ("corpus",) and not Path(args.states, "state_model.json").is_file():
-        if not Path(args.states).is_dir():
-            raise ValueError(f"--states {args.states!r} is invalid; accepted: 'corpus', a StateModel directory "
-                             f"(with state_model.json) or a checkpoint directory")
+    if is_checkpoint(args.states):
         states = checkpoint_states(args.states, text, progress=not args.quiet)
         return states.word_level() if args.nodes == "word" else states
     corpus = load_corpus(args.corpus) if (args.corpus != "default" or args.tokenizer == "bpe") else None
@@ -77,6 +90,8 @@ def load_states(args, text: str):
 def run(args) -> int:
     from ..data import read_text_file
     from .checks import check_output_file
+    from .large_graph import Stopwatch, build_text_graph, choose_method, format_text_summary, text_nodes
+    from .text_graph_files import write_text_outputs
     from .pipeline import build_graph, load_graph_config, write_outputs
 
     for option, path in (("--out", args.out), ("--html", args.html), ("--png", args.png), ("--graphml", args.graphml)):
@@ -85,14 +100,52 @@ def run(args) -> int:
     text = read_text_file(args.text_file) if args.text_file else args.text
     if not text or not text.strip():
         raise ValueError("--text is empty; accepted: at least one non-whitespace character")
+    if args.nodes == "byte":
+        if args.tokenizer != "byte":
+            raise ValueError(f"--nodes byte needs --tokenizer byte, got --tokenizer {args.tokenizer!r}")
+        args.nodes = "token"
+    if args.recall_sample < 1:
+        raise ValueError(f"--recall-sample {args.recall_sample} is invalid; accepted: an int >= 1")
     config = load_graph_config(args.config, {key: getattr(args, key) for key in CONFIG_OVERRIDES})
-    states = load_states(args, text)
-    config = fit_to_length(config, states.states.shape[0], args.nodes, chunk=args.chunk)
-    graph = build_graph(config, states.states, states.temporal, states.labels, chunk=args.chunk,
-                        progress=not args.quiet)
-    written = write_outputs(graph, args.out, args.html, args.png, args.graphml)
-    print_report(graph, written)
+    method = "window"
+    if args.topk != "window":
+        stage = Stopwatch()
+        nodes = text_nodes(args, text)
+        states_time = stage.lap()
+        method = choose_method(args.topk, nodes.num_nodes, int(nodes.table.shape[0]))
+        if not args.quiet and method != "window":
+            print(f"states: {nodes.num_nodes:,} {nodes.kind} nodes, {nodes.table.shape[0]:,} distinct "
+                  f"({states_time['wall_s']:.1f} s)", file=sys.stderr)
+    if method == "window":
+        check_suffix(args.out, (".json",), "the window path")
+        states = load_states(args, text)
+        config = fit_to_length(config, states.states.shape[0], args.nodes, chunk=args.chunk)
+        graph = build_graph(config, states.states, states.temporal, states.labels, chunk=args.chunk,
+                            progress=not args.quiet)
+        written = write_outputs(graph, args.out, args.html, args.png, args.graphml, view_start=args.view_start)
+        print_report(graph, written)
+        return 0
+    check_suffix(args.out, (".npz", ".jsonl"), f"the whole-text path ({nodes.num_nodes:,} nodes, --topk {method})")
+    if args.graphml:
+        raise ValueError("--graphml is written on the window path only (--topk window); the whole-text graph is "
+                         "arrays (.npz) or JSON lines (.jsonl)")
+    text_graph = build_text_graph(config, nodes, method, progress=not args.quiet, recall_sample=args.recall_sample)
+    text_graph.meta["timings"] = {"states": states_time, **text_graph.meta["timings"]}
+    stage = Stopwatch()
+    written = write_text_outputs(text_graph, args.out, args.html, args.png, view_start=args.view_start)
+    spent = stage.lap()
+    print(format_text_summary(text_graph))
+    for path in written:
+        print(f"wrote {path}")
+    print(f"writing took {spent['wall_s']:.1f} s wall / {spent['cpu_s']:.1f} s CPU")
+    sys.stdout.flush()
     return 0
+
+
+def check_suffix(path: str, accepted: tuple, where: str) -> None:
+    if Path(path).suffix.lower() not in accepted:
+        raise ValueError(f"--out {path!r}: {where} writes {' or '.join(accepted)} files; accepted suffixes: "
+                         f"{', '.join(accepted)}")
 
 
 def fit_to_length(config, total: int, kind: str = "token", chunk: int = DEFAULT_CHUNK):

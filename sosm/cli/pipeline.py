@@ -37,6 +37,19 @@ def load_corpus(spec: str) -> str:
     return read_text_file(spec)
 
 
+def is_checkpoint(spec: str) -> bool:
+    """``--states``: True for a checkpoint (or run) directory, False for ``corpus`` or a StateModel directory.
+
+    Raises ``ValueError`` for anything else.
+    """
+    if spec == "corpus" or Path(spec, "state_model.json").is_file():
+        return False
+    if not Path(spec).is_dir():
+        raise ValueError(f"--states {spec!r} is invalid; accepted: 'corpus', a StateModel directory "
+                         f"(with state_model.json) or a checkpoint directory")
+    return True
+
+
 def load_graph_config(path: Optional[str], overrides: dict):
     """A ``GraphConfig`` from a YAML/JSON file (unknown keys rejected) with command-line overrides."""
     from ..graph import GraphConfig
@@ -133,14 +146,23 @@ def _stack(parts, size: int, mask: torch.Tensor, tokens):
 
 
 def write_outputs(graph, out: str, html: Optional[str] = None, png: Optional[str] = None,
-                  graphml: Optional[str] = None) -> list[str]:
-    """Write the graph as JSON (always) and as HTML / PNG / GraphML when asked; returns the paths."""
+                  graphml: Optional[str] = None, view_start: Optional[int] = None) -> list[str]:
+    """Write the graph as JSON (always) and as HTML / PNG / GraphML when asked; returns the paths.
+
+    The views show sample 0, at most ``sosm.graph.view.VIEW_MAX_NODES`` nodes of it from ``view_start``.
+    """
     from ..graph import io, view
     from .checks import writing
 
+    def html_writer(g, path):
+        return view.to_html(g, path, start=view_start)
+
+    def png_writer(g, path):
+        return view.to_png(g, path, start=view_start)
+
     written = []
-    for option, path, writer in (("--out", out, io.save_json), ("--html", html, view.to_html),
-                                 ("--png", png, view.to_png), ("--graphml", graphml, io.save_graphml)):
+    for option, path, writer in (("--out", out, io.save_json), ("--html", html, html_writer),
+                                 ("--png", png, png_writer), ("--graphml", graphml, io.save_graphml)):
         if path is None:
             continue
         with writing(path, option):

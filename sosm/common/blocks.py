@@ -26,6 +26,13 @@ N_BLOCKS: int = len(BLOCK_NAMES)
 SEMANTIC_DIM: int = N_BLOCKS * BLOCK_DIM  # 64
 TEMPORAL_DIM: int = 32  # the temporal state is separate, never concatenated
 
+#: one colour per block, in block order (HTML views and PNG plots alike): 16 hues at least 25 CIE76
+#: units apart; the five strongest SVD blocks (I, D, R1, R2, K) get the most saturated ones
+BLOCK_COLORS: tuple[str, ...] = (
+    "#e6194b", "#4363d8", "#3cb44b", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
+    "#ffe119", "#469990", "#9a6324", "#800000", "#808000", "#000075", "#fabed4", "#dcbeff",
+)
+
 #: default weights for similarity from weighted named blocks (GraphConfig.block_weights)
 DEFAULT_BLOCK_WEIGHTS: dict[str, float] = {"I": 0.5, "R2": 0.3, "K": 0.2}
 

@@ -10,6 +10,8 @@ import pytest
 
 from sosm.cli import main
 
+from ..browser import SIZES, probe
+
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
 UNSEEN = "The quick brown fox jumps over the lazy dog, said the bank clerk."
 
@@ -92,10 +94,65 @@ def test_report_renders_in_headless_chromium(report_dir):
     dom = _dump_dom(report_dir / "index.html")
     report = json.loads((report_dir / "report.json").read_text())
     T = len(report["tokens"])
-    svg = re.search(r'<svg id="token-graph".*?</svg>', dom, re.S).group(0)
-    assert svg.count('class="node') == T == 24
-    assert svg.count('class="edge') == len(report["graph"]["edges"]) > 0
-    assert dom.count("<table") >= 7 and "Edges by type" in dom and "Hub tokens" in dom and "block:I" in dom
+    view = re.search(r'<div class="sosm-view" id="token-graph".*?<svg class="arcs".*?</svg>', dom, re.S).group(0)
+    assert view.count('<g class="node') == T == 24
+    assert view.count('<path class="edge') == len(report["graph"]["edges"]) > 0
+    assert dom.count("<table") >= 7 and "Edges by type" in dom and "Hub tokens" in dom and "later tokens" in dom
+    assert "#t" not in view and ">T</text>" in view  # token labels, not position names
     # the script ran: the last position is selected and every token of the text view is shaded
     assert re.search(rf'<b id="attr-pos">{T - 1} ', dom)
     assert len(re.findall(r"<span class=\"tok\"[^>]*style=\"background: rgba?\(", dom)) == T
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (apt-get install -y chromium)")
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_report_pages_fit_and_read_in_the_browser(report_dir, size):
+    report = json.loads((report_dir / "report.json").read_text())
+    T = len(report["tokens"])
+    found = probe(report_dir / "index.html", *size)
+    assert found["overflow"] <= 0, f"index.html is {found['overflow']} px wider than the window"
+    heat = found["heat"]
+    assert heat["rows"] == heat["cols"] == T and heat["colorbar"] and len(heat["ticks"]) == 3
+    assert heat["axes"][:2] == ["source token j (column)", "position i explained (row)"]
+    assert "DePass" in heat["caption"] and heat["overlaps"] == [], heat["overlaps"][:5]
+    view = found["views"][0]
+    assert view["labels"] == view["nodes"] == T and view["labelOverlaps"] == []
+    assert view["focused"] and view["inEdges"] + view["outEdges"] > 0 and view["fadedOpacity"] < 0.1
+    assert view["attrPos"].startswith(f"{view['focusPosition']} (")  # focusing a token explains its position
+    full = probe(report_dir / "graph.html", *size)
+    assert full["overflow"] <= 0 and full["views"][0]["labelOverlaps"] == []
+    assert full["views"][0]["nodes"] == T  # the padding positions of the model's frame are not drawn
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (apt-get install -y chromium)")
+def test_short_text_graph_page_has_labels_and_no_padding(trained_run, tmp_path):
+    out = tmp_path / "short"
+    assert main(["inspect", "--checkpoint", str(trained_run), "--text", "To be or not", "--no-ablations",
+                 "--out", str(out)]) == 0
+    page = (out / "graph.html").read_text()
+    assert page.count('<g class="node"') == 12 and ">T</text>" in page and ">t0</text>" not in page
+    assert "padding positions are not drawn" in page
+    found = probe(out / "graph.html", *SIZES[0])
+    assert found["overflow"] <= 0 and found["views"][0]["labels"] == 12 and found["views"][0]["labelOverlaps"] == []
+
+
+def test_whole_text_graph_from_checkpoint_states(trained_run, tmp_path):
+    """`sosm graph --states CHECKPOINT` on the whole-text path: the model's states, close to the window path."""
+    from sosm.cli.text_graph_files import load_arrays
+    from sosm.cli.pipeline import checkpoint_states
+    from sosm.graph import GraphBuilder, GraphConfig
+
+    text = "To be, or not to be, that is the question. Whether tis nobler in the mind to suffer. " * 4
+    for nodes in ("token", "word"):
+        out = tmp_path / f"{nodes}.npz"
+        assert main(["graph", "--states", str(trained_run), "--text", text, "--nodes", nodes, "--topk", "exact",
+                     "--k", "4", "--quiet", "--out", str(out)]) == 0
+        arrays = load_arrays(out)
+        states = checkpoint_states(str(trained_run), text, progress=False)
+        states = states.word_level() if nodes == "word" else states
+        assert len(arrays["neighbours"]) == len(states.ids)
+        graph = GraphBuilder(GraphConfig(k=4)).build(states.states[None]).edges_of_type("semantic")
+        got = arrays["neighbours"]
+        src, dst = graph.edge_index.tolist()
+        found = sum(s in set(got[d].tolist()) for s, d in zip(src, dst))
+        assert found / len(src) >= 0.95, (nodes, found / len(src))  # float rounding of the states may reorder ties
