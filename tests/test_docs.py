@@ -3,7 +3,8 @@
 - Fenced ``bash`` blocks: each command is listed in :data:`HOW` (a new command fails
   :func:`test_every_documented_command_is_listed` until it is) and runs, as written, through
   ``bash -c`` in a sandbox folder that holds what a user would have there: ``experiments/`` (the
-  repository's), a ``notes.txt``, and ``runs/hybrid``, a tiny run trained by the session fixture
+  repository's), a ``notes.txt``, a ``book.txt`` (the embedded default corpus), and ``runs/hybrid``, a tiny
+  run trained by the session fixture
   (the README's own training command is run too, and stopped by SIGTERM as the README describes).
   ``pip install`` commands are what ``.ci/run`` installs; the test suite command is what CI runs.
 - Fenced ``python`` blocks run with ``exec``, each in a fresh namespace.
@@ -35,6 +36,8 @@ HOW = {
     "sosm graph --text-file notes.txt --nodes word --k 4 --out g.json --html g.html --png g.png": "run",
     'sosm graph --text "the list and the tuple" --bidirectional --tokenizer bpe --out g.json': "run",
     "sosm --help": "run",
+    "sosm graph --text-file book.txt --nodes byte --out book.npz --html book.html   # a whole book: arrays, ~1 min":
+        "run (book.txt in the sandbox: the embedded default corpus, ~0.5 MB, on the whole-text path)",
     "sosm train --config experiments/configs/shakespeare_char_cpu_hybrid.yaml --out runs/hybrid": "run, SIGTERM",
     "sosm eval --checkpoint runs/hybrid --leak-check": "run on the tiny run",
     'sosm generate --checkpoint runs/hybrid --prompt "ROMEO:" --max-new-tokens 200 --seed 0': "run on the tiny run",
@@ -127,10 +130,13 @@ def test_inline_commands_name_real_subcommands_and_options():
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory, tiny_run):
-    """A user's folder: experiments/, notes.txt, and runs/hybrid (the tiny run)."""
+    """A user's folder: experiments/, notes.txt, book.txt (the default corpus) and runs/hybrid (the tiny run)."""
+    from sosm.data import default_corpus
+
     folder = tmp_path_factory.mktemp("readme")
     (folder / "experiments").symlink_to(REPO / "experiments")
     (folder / "notes.txt").write_text(NOTES, encoding="utf-8")
+    (folder / "book.txt").write_text(default_corpus(), encoding="utf-8")
     (folder / "runs").mkdir()
     (folder / "runs" / "hybrid").symlink_to(tiny_run)
     return folder

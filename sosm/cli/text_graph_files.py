@@ -80,10 +80,10 @@ def full_meta(graph: TextGraph) -> dict:
 
 
 def view_window(graph: TextGraph, start: Optional[int] = None, count: int = VIEW_MAX_NODES):
-    """A :class:`~sosm.graph.SemanticGraph` of nodes ``start .. start + count - 1`` for the HTML/PNG views.
+    """``(SemanticGraph of nodes start .. start + count - 1, window info)`` for the HTML/PNG views.
 
-    Semantic edges whose source lies before ``start`` cannot be drawn and are counted in
-    ``memory_meta["edges_outside_window"]``. Default ``start``: the window of ``count`` nodes with the
+    The info dict holds ``window_start``, ``window_nodes``, ``text_nodes`` and ``edges_outside_window``:
+    semantic edges whose source lies before ``start`` cannot be drawn and are counted there. Default ``start``: the window of ``count`` nodes with the
     most semantic edges inside it among 64 evenly spaced candidates (readable, not the title page).
     """
     from ..graph.similarity import block_similarity, pair_scores
@@ -124,13 +124,12 @@ def view_window(graph: TextGraph, start: Optional[int] = None, count: int = VIEW
     edge_type = torch.where(is_sem, EDGE_TYPE_ID["semantic"], EDGE_TYPE_ID["sequential"])
     stage = torch.where(is_sem, STAGE_ID["threshold" if config.threshold is not None else "topk"], STAGE_ID["window"])
     outside = int(((graph.neighbours[start:start + count] >= 0) & (graph.neighbours[start:start + count] < start)).sum())
-    return SemanticGraph(edge_index=torch.stack([src, dst_all]), edge_type=edge_type,
-                         edge_weight=torch.where(is_sem, similarity, torch.ones_like(similarity)),
-                         block_similarity=sims, dominant_block=dominant, similarity=similarity,
-                         gate_score=torch.full_like(similarity, math.nan), stage=stage, batch_size=1, seq_len=count,
-                         causal=config.causal, tokens=[graph.nodes.labels(start, start + count)],
-                         memory_meta={"window_start": start, "window_nodes": count, "text_nodes": n,
-                                      "edges_outside_window": outside}).validate()
+    window = SemanticGraph(edge_index=torch.stack([src, dst_all]), edge_type=edge_type,
+                           edge_weight=torch.where(is_sem, similarity, torch.ones_like(similarity)),
+                           block_similarity=sims, dominant_block=dominant, similarity=similarity,
+                           gate_score=torch.full_like(similarity, math.nan), stage=stage, batch_size=1, seq_len=count,
+                           causal=config.causal, tokens=[graph.nodes.labels(start, start + count)]).validate()
+    return window, {"window_start": start, "window_nodes": count, "text_nodes": n, "edges_outside_window": outside}
 
 
 def write_text_outputs(text_graph, out: str, html: Optional[str] = None, png: Optional[str] = None,
@@ -142,8 +141,7 @@ def write_text_outputs(text_graph, out: str, html: Optional[str] = None, png: Op
     (write_jsonl if out.lower().endswith(".jsonl") else write_arrays)(text_graph, out)
     written = [str(out)]
     if html or png:
-        window = view_window(text_graph, view_start)
-        meta = window.memory_meta
+        window, meta = view_window(text_graph, view_start)
         stop = meta["window_start"] + meta["window_nodes"] - 1
         note = (f"nodes {meta['window_start']:,}..{stop:,} of {meta['text_nodes']:,} (a view shows at most "
                 f"{view.VIEW_MAX_NODES} consecutive nodes; --view-start picks them); {meta['edges_outside_window']:,} "
