@@ -116,6 +116,8 @@ def attention_layer_linear(layer: AttentionBlock, x: torch.Tensor, xc: torch.Ten
     xc_mid = xc + F.linear(attended, layer.out_proj.weight)
     x_mid = x + layer.out_proj(torch.einsum("bhij,bjhd->bihd", probs, values.sum(0)).reshape(B, T, d))
     mlp = layer.mlp
+    if mlp is None:  # mlp_ratio=0: attention only
+        return layer(x, ctx), xc_mid, probs
     pre = mlp.fc_in(layer.norm_mlp(x_mid))  # [B, T, hidden] real pre-activation
     hc = F.linear(norm_linear(layer.norm_mlp, x_mid, xc_mid), mlp.fc_in.weight)  # [C, B, T, hidden]
     if mlp.fc_in.bias is not None:

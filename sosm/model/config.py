@@ -46,7 +46,7 @@ class SOSMConfig:
     n_layers: int = 4                   # layers in the stack
     layer_pattern: str = "AMMM"         # hybrid only: repeated/truncated to n_layers; A = graph attention, M = Mamba
     n_heads: int = 4                    # attention heads (d_model must divide by it; head dim must be even)
-    mlp_ratio: float = 4.0              # MLP hidden width = round(mlp_ratio * d_model)
+    mlp_ratio: float = 4.0              # MLP hidden width = round(mlp_ratio * d_model); 0: attention layers without an MLP
     d_state: int = 16                   # Mamba SSM state size N
     d_conv: int = 4                     # Mamba causal depthwise conv width
     expand: int = 2                     # Mamba inner width = expand * d_model
@@ -92,7 +92,9 @@ class SOSMConfig:
         need(isinstance(self.layer_pattern, str) and self.layer_pattern
              and set(self.layer_pattern) <= set(LAYER_CODES), "layer_pattern",
              f"a non-empty string over {list(LAYER_CODES)} (A = graph attention, M = Mamba)")
-        need(isinstance(self.mlp_ratio, (int, float)) and self.mlp_ratio > 0, "mlp_ratio", "a float > 0")
+        need(isinstance(self.mlp_ratio, (int, float)) and not isinstance(self.mlp_ratio, bool) and self.mlp_ratio >= 0
+             and (self.mlp_ratio == 0 or self.mlp_hidden >= 1), "mlp_ratio",
+             "0 (no MLP) or a float > 0 with round(mlp_ratio * d_model) >= 1")
         need(is_int(self.d_state) and self.d_state >= 1, "d_state", "an int >= 1")
         need(is_int(self.d_conv) and self.d_conv >= 1, "d_conv", "an int >= 1")
         need(is_int(self.expand) and self.expand >= 1, "expand", "an int >= 1")
@@ -143,7 +145,8 @@ class SOSMConfig:
 
     @property
     def mlp_hidden(self) -> int:
-        return max(1, round(self.mlp_ratio * self.d_model))
+        """Hidden width of the attention layers' MLP (0: no MLP)."""
+        return round(self.mlp_ratio * self.d_model)
 
     @property
     def uses_graph(self) -> bool:

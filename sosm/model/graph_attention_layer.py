@@ -81,8 +81,8 @@ class AttentionBlock(nn.Module):
         self.norm_attn = nn.RMSNorm(d, eps=1e-5)
         self.qkv = nn.Linear(d, 3 * d, bias=False)
         self.out_proj = nn.Linear(d, d, bias=False)
-        self.norm_mlp = nn.RMSNorm(d, eps=1e-5)
-        self.mlp = MLP(d, config.mlp_hidden)
+        self.norm_mlp = nn.RMSNorm(d, eps=1e-5) if config.mlp_hidden else None
+        self.mlp = MLP(d, config.mlp_hidden) if config.mlp_hidden else None  # None: mlp_ratio=0 (Zoology's MQAR models)
         self.dropout = nn.Dropout(config.dropout)
 
     def _qkv(self, x: torch.Tensor, ctx: LayerContext):
@@ -98,7 +98,7 @@ class AttentionBlock(nn.Module):
         q, k, v = self._qkv(x, ctx)
         y = self.attend(q, k, v, ctx).reshape(B, T, d)  # [B, T, d_model]
         x = x + self.dropout(self.out_proj(y))
-        return x + self.dropout(self.mlp(self.norm_mlp(x)))
+        return x if self.mlp is None else x + self.dropout(self.mlp(self.norm_mlp(x)))
 
     def step(self, x: torch.Tensor, ctx: LayerContext, cache: dict) -> torch.Tensor:
         """One decoding step: ``x [B, 1, d_model]`` at position ``ctx.position``; appends K/V to ``cache``."""
@@ -114,7 +114,7 @@ class AttentionBlock(nn.Module):
         cache["v"] = torch.cat([cache["v"], v], dim=1)
         y = self.attend_step(q[:, 0], cache, ctx).reshape(B, 1, d)  # [B, 1, d_model]
         x = x + self.out_proj(y)
-        return x + self.mlp(self.norm_mlp(x))
+        return x if self.mlp is None else x + self.mlp(self.norm_mlp(x))
 
 
 class GraphAttentionBlock(AttentionBlock):

@@ -238,12 +238,13 @@ def train_cell(cell: RecallCell, splits: Optional[RecallSplits] = None) -> dict:
     Returns:
         One result row: the cell's fields (less ``progress``), ``accuracy`` and ``loss`` on the test
         set, ``train_loss`` (mean of the last 10% of steps), ``parameters``, ``state_floats``,
-        ``steps_run``, ``examples_seen``, ``wall_s``, ``curve`` (interim evaluations), and for graph
-        models ``edge_recall_key`` / ``edge_recall_value`` / ``avg_neighbors`` / ``attended_fraction``.
+        ``steps_run``, ``examples_seen``, ``wall_s``, ``cpu_s`` (process CPU time), ``curve``
+        (interim evaluations), and for graph models ``edge_recall_key`` / ``edge_recall_value`` /
+        ``avg_neighbors`` / ``attended_fraction``.
     """
     from ..model import SOSMModel
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     if splits is None:
         splits = make_recall_splits(cell.task_config())
     elif splits.config != cell.task_config():
@@ -297,4 +298,5 @@ def train_cell(cell: RecallCell, splits: Optional[RecallSplits] = None) -> dict:
         avg_neighbors = graph_stats["avg_neighbors"]
     row["state_floats"] = state_floats(config, avg_neighbors)
     row["wall_s"] = time.perf_counter() - started
+    row["cpu_s"] = time.process_time() - cpu_started  # this process's CPU time: the cost on a shared machine
     return row

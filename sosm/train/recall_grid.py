@@ -112,7 +112,7 @@ def best_lr_summary(rows: Sequence[dict]) -> list:
 
     Returns:
         One dict per group: the group's fields, ``best_lr``, ``accuracy`` (mean over seeds at that lr),
-        ``accuracy_seeds``, ``lrs_tried`` and the mean of ``state_floats``, ``parameters``, ``wall_s``
+        ``accuracy_seeds``, ``lrs_tried`` and the mean of ``state_floats``, ``parameters``, ``wall_s``, ``cpu_s``
         and (graph models) ``edge_recall_key`` / ``edge_recall_value`` at that lr.
     """
     groups: dict = {}
@@ -126,7 +126,7 @@ def best_lr_summary(rows: Sequence[dict]) -> list:
         entry = {**json.loads(group), "best_lr": best_lr, "accuracy": float(np.mean([r["accuracy"] for r in best])),
                  "accuracy_seeds": [r["accuracy"] for r in sorted(best, key=lambda r: r["seed"])],
                  "lrs_tried": sorted(by_lr)}
-        for key in ("state_floats", "parameters", "wall_s", "edge_recall_key", "edge_recall_value"):
+        for key in ("state_floats", "parameters", "wall_s", "cpu_s", "edge_recall_key", "edge_recall_value"):
             values = [r[key] for r in best if r.get(key) is not None]
             if values:
                 entry[key] = float(np.mean(values))
@@ -136,12 +136,13 @@ def best_lr_summary(rows: Sequence[dict]) -> list:
 
 def format_summary(summary: Sequence[dict]) -> str:
     """A Markdown table of :func:`best_lr_summary`."""
-    lines = ["| task | T | kv | d_model | model | best lr | accuracy (seeds) | state floats | params | edge recall key / value | s per cell |",
+    lines = ["| task | T | kv | d_model | model | best lr | accuracy (seeds) | state floats | params "
+             "| edge recall key / value | CPU s per cell |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in summary:
         seeds = ", ".join(f"{a:.3f}" for a in e["accuracy_seeds"])
         edges = (f"{e['edge_recall_key']:.2f} / {e['edge_recall_value']:.2f}" if "edge_recall_key" in e else "")
         lines.append(f"| {e['task']} | {e['seq_len']} | {e['num_kv_pairs']} | {e['d_model']} | {e['model']} | "
                      f"{e['best_lr']:.2g} | {e['accuracy']:.3f} ({seeds}) | {e.get('state_floats', 0):,.0f} | "
-                     f"{e.get('parameters', 0):,.0f} | {edges} | {e.get('wall_s', 0):.0f} |")
+                     f"{e.get('parameters', 0):,.0f} | {edges} | {e.get('cpu_s', 0):.0f} |")
     return "\n".join(lines)
