@@ -46,6 +46,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--zero-filler", action="store_true",
                         help="MQAR filler 0 instead of random tokens (Zoology's figure-2 configs)")
     parser.add_argument("--layer-pattern", default="MA", help="hybrid layer pattern (default MA)")
+    parser.add_argument("--mlp-ratio", type=float, metavar="R",
+                        help="MLP width of the attention layers as a multiple of d_model; 0: no MLP, as Zoology's "
+                             "MQAR models (default: the model's own, 4)")
     parser.add_argument("--eval-every", type=int, default=0, metavar="N",
                         help="score eval rows every N steps (curve in the row; default only at the end)")
     parser.add_argument("--stop-at", type=float, default=1.1, metavar="ACC",
@@ -73,6 +76,7 @@ def run(args) -> int:
     cells = grid_cells(args.models, grid["shapes"], grid["widths"], grid["lrs"], grid["seeds"], task=args.task,
                        fresh_data=args.fresh_data, random_non_queries=not args.zero_filler,
                        layer_pattern=args.layer_pattern, eval_every=args.eval_every, stop_at=args.stop_at,
+                       model_overrides={} if args.mlp_ratio is None else {"mlp_ratio": args.mlp_ratio},
                        progress=not args.no_progress, **common)
     print(f"sosm recall: {len(cells)} cells ({args.task}; models {' '.join(args.models)}) -> {args.out}")
     rows = run_grid(cells, args.out)

@@ -141,8 +141,10 @@ def format_summary(summary: Sequence[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in summary:
         seeds = ", ".join(f"{a:.3f}" for a in e["accuracy_seeds"])
+        model = e["model"] + (f" {e['layer_pattern']}" if e["model"] == "hybrid" else "")
+        model += "".join(f", {key}={value}" for key, value in sorted(e["model_overrides"].items()))
         edges = (f"{e['edge_recall_key']:.2f} / {e['edge_recall_value']:.2f}" if "edge_recall_key" in e else "")
-        lines.append(f"| {e['task']} | {e['seq_len']} | {e['num_kv_pairs']} | {e['d_model']} | {e['model']} | "
+        lines.append(f"| {e['task']} | {e['seq_len']} | {e['num_kv_pairs']} | {e['d_model']} | {model} | "
                      f"{e['best_lr']:.2g} | {e['accuracy']:.3f} ({seeds}) | {e.get('state_floats', 0):,.0f} | "
                      f"{e.get('parameters', 0):,.0f} | {edges} | {e.get('cpu_s', 0):.0f} |")
     return "\n".join(lines)
