@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..data.recall import IGNORE_INDEX, RecallSplits, RecallTaskConfig, answer_sources, make_recall_splits
+from ..data.recall import (IGNORE_INDEX, RecallData, RecallSplits, RecallTaskConfig, answer_sources,
+                           make_recall_splits)
 from .schedule import lr_at
 
 MODELS = ("transformer", "mamba", "hybrid", "graph_attention")
@@ -256,7 +257,7 @@ def train_cell(cell: RecallCell, splits: Optional[RecallSplits] = None) -> dict:
     batches = _Batches(splits, cell)
     warmup = int(cell.warmup_frac * cell.steps)
     losses, curve = [], []
-    interim = type(splits.test)(splits.test.inputs[:cell.eval_rows], splits.test.targets[:cell.eval_rows])
+    interim = RecallData(splits.test.inputs[:cell.eval_rows], splits.test.targets[:cell.eval_rows])
     bar = tqdm(range(cell.steps), desc=f"{cell.model} T={cell.seq_len} kv={cell.num_kv_pairs} d={cell.d_model} "
                f"lr={cell.lr:.2g}", disable=not cell.progress, leave=False)
     step = 0
