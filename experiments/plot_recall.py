@@ -39,6 +39,7 @@ def main() -> None:
         axis.set(title=f"MQAR T={seq_len}, {kv} pairs", xlabel="d_model", ylabel="test accuracy (best lr)",
                  ylim=(0, 1.02), xscale="log", xticks=sorted({e["d_model"] for e in summary}))
         axis.set_xticklabels([str(d) for d in sorted({e["d_model"] for e in summary})])
+        axis.minorticks_off()
         axis.axhline(0.99, color="grey", lw=0.6, ls=":")
         axis.legend(fontsize=7)
     figure.tight_layout()
