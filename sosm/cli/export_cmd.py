@@ -55,7 +55,7 @@ def run(args) -> int:
         report["max_abs_error"] = errors
         worst = max(errors.values())
         verdict = "PASS" if worst <= args.tolerance else "FAIL"
-        print(f"onnxruntime vs PyTorch, max |logit difference| by length: "
+        print("onnxruntime vs PyTorch, max |logit difference| by length: "
               + ", ".join(f"T={n}: {e:.2e}" for n, e in errors.items()) + f" -> {verdict} (tolerance {args.tolerance:g})")
         status = 0 if verdict == "PASS" else 1
     if args.json:

@@ -91,7 +91,7 @@ class SOSMConfig:
     n_layers: int = 4                   # layers in the stack
     layer_pattern: Union[str, list] = "AMMM"  # hybrid only: mixer names or one-letter aliases (A graph attention, M Mamba, T attention), repeated/truncated to n_layers
     n_heads: int = 4                    # heads of attention, Mamba-2, RWKV and RetNet (d_model must divide by it; head dim must be even)
-    mlp_ratio: float = 4.0              # MLP hidden width = round(mlp_ratio * d_model) (also RWKV's channel mix, RetNet's FFN)
+    mlp_ratio: float = 4.0              # MLP hidden width = round(mlp_ratio * d_model) (also RWKV's channel mix, RetNet's FFN); 0: attention layers without an MLP
     d_state: int = 16                   # SSM state size N (Mamba, Mamba-2)
     d_conv: int = 4                     # causal depthwise conv width (Mamba, Mamba-2)
     expand: int = 2                     # inner width = expand * d_model (Mamba, Mamba-2)
@@ -143,7 +143,13 @@ class SOSMConfig:
             need(get_mixer(name).causal_capable, "layer_pattern" if self.model == "hybrid" else "model",
                  f"causal mixers only: {name!r} is bidirectional only (it mixes every position with every other), "
                  "which a causal language model cannot use")
-        need(isinstance(self.mlp_ratio, (int, float)) and self.mlp_ratio > 0, "mlp_ratio", "a float > 0")
+        need(isinstance(self.mlp_ratio, (int, float)) and not isinstance(self.mlp_ratio, bool) and self.mlp_ratio >= 0
+             and (self.mlp_ratio == 0 or self.mlp_hidden >= 1), "mlp_ratio",
+             "0 (no MLP) or a float > 0 with round(mlp_ratio * d_model) >= 1")
+        if self.mlp_ratio == 0:
+            needing = sorted({name for name in self.layer_types if get_mixer(name).needs_mlp})
+            need(not needing, "mlp_ratio", f"a float > 0 for the mixers whose block has an MLP: {needing} "
+                 "(mlp_ratio=0 removes the MLP of attention layers only)")
         need(is_int(self.d_state) and self.d_state >= 1, "d_state", "an int >= 1")
         need(is_int(self.d_conv) and self.d_conv >= 1, "d_conv", "an int >= 1")
         need(is_int(self.expand) and self.expand >= 1, "expand", "an int >= 1")
@@ -201,7 +207,8 @@ class SOSMConfig:
 
     @property
     def mlp_hidden(self) -> int:
-        return max(1, round(self.mlp_ratio * self.d_model))
+        """Hidden width of the attention layers' MLP (0: no MLP)."""
+        return round(self.mlp_ratio * self.d_model)
 
     @property
     def uses_graph(self) -> bool:

@@ -183,7 +183,8 @@ class SOSMModel(nn.Module):
         return F.linear(x, self.token_embedding.weight).float()  # tied
 
     def forward(self, input_ids: torch.Tensor, return_hidden: bool = False, *, memory=None,
-                stream_offset=0, record_kv: Optional[list] = None, mamba_state: Optional[list] = None):
+                stream_offset=0, record_kv: Optional[list] = None, mamba_state: Optional[list] = None,
+                logits_mask: Optional[torch.Tensor] = None):
         """Logits and the :class:`State` record.
 
         Args:
@@ -196,9 +197,12 @@ class SOSMModel(nn.Module):
             record_kv: a list that receives each graph-attention layer's ``(k, v)`` ``[B, T, H, d]``.
             mamba_state: one dict per layer (``len == n_layers``), updated in place: Mamba layers
                 start from and leave their conv + SSM state there (window-to-window carry).
+            logits_mask: bool ``[B, T]``: compute logits only where True (e.g. the answer positions of
+                a recall task, where the LM head is most of the cost); None: every position.
 
         Returns:
             ``(logits [B, T, V] float32, State)``; ``State.graph`` includes the memory edges.
+            With ``logits_mask``: logits ``[N, V]`` of the N masked positions in row-major order.
         """
         input_ids = self.check_input_ids(input_ids)
         B, T = input_ids.shape
@@ -230,6 +234,11 @@ class SOSMModel(nn.Module):
             x, state.hidden_states = self.stack(self.dropout(x), ctx, return_hidden)
         else:
             x, state.hidden_states = self.stack.forward_carry(self.dropout(x), ctx, mamba_state, return_hidden)
+        if logits_mask is not None:
+            if logits_mask.dtype != torch.bool or tuple(logits_mask.shape) != (B, T):
+                raise ValueError(f"logits_mask must be a bool tensor of shape [B, T] = {(B, T)}, got "
+                                 f"{logits_mask.dtype} {tuple(logits_mask.shape)}")
+            x = x[logits_mask]  # [N, d_model]
         return self.logits_from_hidden(x), state
 
     @torch.no_grad()

@@ -88,6 +88,15 @@ def tokenizer_from_files(files: dict) -> Tokenizer:
         return load_tokenizer(tmp)
 
 
+def optimizer_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW parameter groups: decay on matrices and embeddings (>= 2-D), none on biases, norms, gates, and on
+    the parameters a mixer marks ``_no_weight_decay`` (state matrices: ``sosm.model.mixers.base.no_weight_decay``)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decayed = [p.dim() >= 2 and not getattr(p, "_no_weight_decay", False) for p in params]
+    return [{"params": [p for p, d in zip(params, decayed) if d], "weight_decay": weight_decay},
+            {"params": [p for p, d in zip(params, decayed) if not d], "weight_decay": 0.0}]
+
+
 def count_parameters(model: torch.nn.Module) -> int:
     """Trainable parameters, each shared (tied) tensor counted once."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

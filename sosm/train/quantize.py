@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .checkpoint import MODEL_FILE, CheckpointError, read_checkpoint, write_checkpoint
+from .checkpoint import MODEL_FILE, CheckpointError, write_checkpoint
 
 QUANT_FILE = "quantization.json"
 METHOD = "dynamic_int8"

@@ -60,8 +60,8 @@ class AttentionBlock(Mixer):
         self.norm_attn = nn.RMSNorm(d, eps=1e-5)
         self.qkv = nn.Linear(d, 3 * d, bias=False)
         self.out_proj = nn.Linear(d, d, bias=False)
-        self.norm_mlp = nn.RMSNorm(d, eps=1e-5)
-        self.mlp = MLP(d, config.mlp_hidden)
+        self.norm_mlp = nn.RMSNorm(d, eps=1e-5) if config.mlp_hidden else None
+        self.mlp = MLP(d, config.mlp_hidden) if config.mlp_hidden else None  # None: mlp_ratio=0 (Zoology's MQAR models)
         self.dropout = nn.Dropout(config.dropout)
 
     def _qkv(self, x: torch.Tensor, ctx: LayerContext):
@@ -77,7 +77,7 @@ class AttentionBlock(Mixer):
         q, k, v = self._qkv(x, ctx)
         y = self.attend(q, k, v, ctx).reshape(B, T, d)  # [B, T, d_model]
         x = x + self.dropout(self.out_proj(y))
-        return x + self.dropout(self.mlp(self.norm_mlp(x)))
+        return x if self.mlp is None else x + self.dropout(self.mlp(self.norm_mlp(x)))
 
     def step(self, x: torch.Tensor, ctx: LayerContext, cache: dict) -> torch.Tensor:
         """One decoding step: ``x [B, 1, d_model]`` at position ``ctx.position``; appends K/V to ``cache``."""
@@ -93,7 +93,7 @@ class AttentionBlock(Mixer):
         cache["v"] = torch.cat([cache["v"], v], dim=1)
         y = self.attend_step(q[:, 0], cache, ctx).reshape(B, 1, d)  # [B, 1, d_model]
         x = x + self.out_proj(y)
-        return x + self.mlp(self.norm_mlp(x))
+        return x if self.mlp is None else x + self.mlp(self.norm_mlp(x))
 
     def state_size(self, seq_len: int) -> int:
         """The K/V cache: ``2 · seq_len · d_model`` floats."""
@@ -115,6 +115,8 @@ class AttentionBlock(Mixer):
         attended = (router or identity_router)(probs, values).reshape(C, B, T, d)
         xc_mid = xc + F.linear(attended, self.out_proj.weight)
         x_mid = x + self.out_proj(torch.einsum("bhij,bjhd->bihd", probs, values.sum(0)).reshape(B, T, d))
+        if self.mlp is None:  # mlp_ratio=0: attention only
+            return self(x, ctx), xc_mid, probs
         return self(x, ctx), xc_mid + mlp_linear(self.mlp, self.norm_mlp, x_mid, xc_mid, bias_index), probs
 
 

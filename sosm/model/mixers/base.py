@@ -45,7 +45,7 @@ class Mixer(nn.Module):
     """Base class of every mixer (see the module docstring for the contract).
 
     Subclasses set ``name`` (and optionally ``aliases``, ``needs_graph``, ``causal_capable``,
-    ``reads_structure``) and implement :meth:`forward`; the other methods have refusing or
+    ``reads_structure``, ``needs_mlp``) and implement :meth:`forward`; the other methods have refusing or
     plain defaults.
 
     Args of subclasses' ``__init__``: ``(config, struct_dim=None)`` — the ``SOSMConfig`` and the
@@ -57,6 +57,7 @@ class Mixer(nn.Module):
     needs_graph: ClassVar[bool] = False       # reads ctx.neighbors: the model builds the semantic graph
     causal_capable: ClassVar[bool] = True     # False: bidirectional only (a causal stack refuses it)
     reads_structure: ClassVar[bool] = False   # may read ctx.structure (the landmark encoding) when given
+    needs_mlp: ClassVar[bool] = False         # its block has an MLP sized by mlp_ratio that it cannot drop
 
     def forward(self, x: torch.Tensor, ctx: LayerContext) -> torch.Tensor:  # pragma: no cover - abstract
         """``x [B, T, d_model]`` -> ``[B, T, d_model]`` (residual included)."""

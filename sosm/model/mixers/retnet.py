@@ -80,6 +80,7 @@ class RetNet(Mixer):
     """
 
     name = "retnet"
+    needs_mlp = True  # its block's FFN (width mlp_hidden) is part of the architecture
 
     def __init__(self, config, struct_dim: Optional[int] = None):
         super().__init__()

@@ -136,6 +136,7 @@ class RWKV6(Mixer):
     """
 
     name = "rwkv"
+    needs_mlp = True  # its block's FFN (width mlp_hidden) is part of the architecture
     aliases = ("rwkv6",)
 
     def __init__(self, config, struct_dim: Optional[int] = None):

@@ -171,6 +171,7 @@ class S4(Mixer):
     """
 
     name = "s4"
+    needs_mlp = True  # its block's FFN (width mlp_hidden) is part of the architecture
 
     def __init__(self, config, struct_dim: Optional[int] = None):
         super().__init__()

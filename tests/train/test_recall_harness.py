@@ -1,0 +1,139 @@
+"""The recall harness (sosm.train.recall, recall_grid): answer-only logits, metrics, determinism, resume."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from sosm.data import IGNORE_INDEX, RecallData, mqar
+from sosm.graph.types import SemanticGraph, empty_edge_columns
+from sosm.model import SOSMConfig, SOSMModel
+from sosm.model.state import State
+from sosm.train.recall import RecallCell, edge_recall, evaluate, state_floats, train_cell
+from sosm.train.recall_grid import best_lr_summary, cell_key, grid_cells, load_rows, run_grid
+
+TOY = dict(seq_len=16, num_kv_pairs=2, vocab_size=64, d_model=32, batch_size=8, num_train=64, num_test=16,
+           progress=False)
+
+
+@pytest.mark.parametrize("model", ["transformer", "hybrid"])
+def test_logits_mask_equals_full_logits_at_those_positions(model):
+    torch.manual_seed(0)
+    net = SOSMModel(SOSMConfig(model=model, n_layers=2, d_model=32, n_heads=2, vocab_size=64, max_seq_len=16,
+                               layer_pattern="MA")).eval()
+    x, y = mqar(3, 16, 2, 64, seed=0)
+    mask = y != IGNORE_INDEX
+    full, _ = net(x)
+    part, _ = net(x, logits_mask=mask)
+    assert part.shape == (6, 64)
+    torch.testing.assert_close(part, full[mask], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="logits_mask"):
+        net(x, logits_mask=mask.long())
+
+
+def test_state_floats_follow_zoology_convention():
+    def build(**kw):
+        return SOSMModel(SOSMConfig(n_layers=2, d_model=64, max_seq_len=64, **kw))
+
+    assert state_floats(build(model="transformer"), None) == 2 * (2 * 64 * 64)       # KV cache per layer
+    assert state_floats(build(model="mamba"), None) == 2 * (128 * 16 + 128 * 3)      # SSM + conv state
+    assert state_floats(build(model="hybrid", layer_pattern="MA"), 7.0) == 128 * 19 + 8 * 64 * 2 * 64  # M + (k+1) T 2d
+
+
+class _FixedGraphModel(torch.nn.Module):
+    """Stands in for a graph model: a fixed graph, logits that always say token 5."""
+
+    def __init__(self, edges, batch_size, seq_len, vocab=16):
+        super().__init__()
+        edge_index = torch.tensor(edges, dtype=torch.long).T  # [2, E] (source, target) node ids
+        self.graph = SemanticGraph(edge_index=edge_index, **empty_edge_columns(len(edges)), batch_size=batch_size,
+                                   seq_len=seq_len)
+        self.vocab = vocab
+
+    def forward(self, x, logits_mask):
+        logits = torch.zeros(int(logits_mask.sum()), self.vocab)
+        logits[:, 5] = 1.0
+        return logits, State(graph=self.graph)
+
+
+def test_edge_recall_and_accuracy_on_a_hand_built_graph():
+    # row 0: key 3 at 0, value 5 at 1, query 3 at 6 -> answer 5; row 1: key 4 at 2, value 7 at 3, query at 5 -> 7
+    inputs = torch.tensor([[3, 5, 4, 7, 0, 0, 3, 0], [3, 5, 4, 7, 0, 4, 0, 0]])
+    targets = torch.full_like(inputs, IGNORE_INDEX)
+    targets[0, 6], targets[1, 5] = 5, 7
+    data = RecallData(inputs, targets)
+    T = 8
+    edges = [(0, 6), (1, 6), (5, 6),          # row 0: query 6 sees key 0 and value 1
+             (T + 2, T + 5), (T + 4, T + 5)]  # row 1: query 5 sees key 2, not value 3
+    stats = edge_recall(_FixedGraphModel(edges, 2, T), data)
+    assert stats["edge_recall_key"] == 1.0 and stats["edge_recall_value"] == 0.5
+    assert stats["avg_neighbors"] == pytest.approx(5 / 16)
+    assert stats["attended_fraction"] == pytest.approx((5 / 16 + 1) * T / (T * (T + 1) / 2))
+    scores = evaluate(_FixedGraphModel(edges, 2, T), data)
+    assert scores["accuracy"] == 0.5
+    log_p = torch.log_softmax(torch.tensor([0.0] * 5 + [1.0] + [0.0] * 10), 0)
+    assert scores["loss"] == pytest.approx(float(-(log_p[5] + log_p[7]) / 2))
+
+
+def test_train_cell_is_deterministic_and_learns():
+    cell = RecallCell(model="transformer", steps=40, lr=3e-3, **TOY)
+    first, second = train_cell(cell), train_cell(cell)
+    for key in ("accuracy", "loss", "train_loss", "parameters", "state_floats"):
+        assert first[key] == second[key], key
+    assert first["train_loss"] < math.log(64) - 0.5            # below the loss of a uniform guess
+    assert first["steps_run"] == 40 and first["examples_seen"] == 320 and first["wall_s"] > 0
+
+
+def test_graph_cells_report_edge_recall_and_fresh_data_differs():
+    row = train_cell(RecallCell(model="hybrid", steps=3, **TOY))
+    assert 0.0 <= row["edge_recall_value"] <= 1.0 and row["edge_recall_key"] > 0.9  # equal tokens link
+    assert row["state_floats"] > state_floats(SOSMModel(SOSMConfig(model="mamba", n_layers=1, d_model=32,
+                                                                   max_seq_len=16)), None)
+    fixed = train_cell(RecallCell(model="mamba", steps=5, **TOY))
+    fresh = train_cell(RecallCell(model="mamba", steps=5, fresh_data=True, **TOY))
+    assert fixed["train_loss"] != fresh["train_loss"]
+
+
+def test_early_stop_records_the_curve():
+    row = train_cell(RecallCell(model="mamba", steps=6, eval_every=2, eval_rows=8, stop_at=0.0, **TOY))
+    assert row["steps_run"] == 2 and [c["step"] for c in row["curve"]] == [2]
+
+
+@pytest.mark.parametrize("kwargs, name", [(dict(model="rnn"), "model"), (dict(lr=0.0), "lr"),
+                                          (dict(steps=0), "steps"), (dict(warmup_frac=1.0), "warmup_frac"),
+                                          (dict(seq_len=6, num_kv_pairs=2), "seq_len")])
+def test_bad_cells_raise(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        RecallCell(**{**TOY, **kwargs})
+
+
+def test_grid_resumes_and_keeps_finished_rows(tmp_path):
+    path = tmp_path / "recall.json"
+    cells = grid_cells(["transformer", "mamba"], [(16, 2)], [32], [1e-3, 3e-3], [0], steps=2,
+                       **{k: v for k, v in TOY.items() if k not in ("seq_len", "num_kv_pairs", "d_model")})
+    run_grid(cells[:1], path, log=None)                        # a grid stopped after its first cell
+    first = load_rows(path)[0]
+    messages = []
+    rows = run_grid(cells, path, log=messages.append)
+    assert len(rows) == 4 and rows[0] == first                 # kept as it was, not retrained
+    assert messages[0].endswith("1 of 4 cells already done, skipped") and len(messages) == 4
+    assert {cell_key(r) for r in rows} == {c.key() for c in cells}
+    again = []
+    assert len(run_grid(cells, path, log=again.append)) == 4 and again == [f"{path}: 4 of 4 cells already done, skipped"]
+    summary = best_lr_summary(rows)
+    assert len(summary) == 2 and all(len(e["lrs_tried"]) == 2 for e in summary)
+    for entry in summary:
+        candidates = [r["accuracy"] for r in rows if r["model"] == entry["model"]]
+        assert entry["accuracy"] == max(candidates)
+
+
+def test_damaged_results_file_is_named(tmp_path):
+    path = tmp_path / "recall.json"
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="recall.json.*not valid JSON"):
+        load_rows(path)
+    path.write_text(json.dumps({"rows": []}))
+    with pytest.raises(ValueError, match="not a sosm.recall_results file"):
+        load_rows(path)
