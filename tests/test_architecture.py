@@ -50,9 +50,11 @@ PUBLIC = {
     "sosm.common": ["BLOCK_DIM", "BLOCK_NAMES", "DEFAULT_BLOCK_WEIGHTS", "N_BLOCKS", "SEMANTIC_DIM", "TEMPORAL_DIM",
                     "atomic_dir", "atomic_path", "atomic_write", "block_index", "block_slice", "check", "fsync_dir",
                     "is_int", "is_number", "reject_unknown_keys", "rename_keys", "write_synced"],
-    "sosm.data": ["Batch", "BatchSampler", "DATA_DIR_ENV", "DataUnavailableError", "TINYSHAKESPEARE_SHA256", "TINYSHAKESPEARE_SIZE",
-                  "TokenSplits", "decode_text", "default_corpus", "get_batch", "load_tinyshakespeare",
-                  "read_text_file", "split_ids", "verify_file"],
+    "sosm.data": ["Batch", "BatchSampler", "DATA_DIR_ENV", "DataUnavailableError", "IGNORE_INDEX", "RecallData",
+                  "RecallSplits", "RecallTaskConfig", "TINYSHAKESPEARE_SHA256", "TINYSHAKESPEARE_SIZE", "TokenSplits",
+                  "answer_sources", "decode_text", "default_corpus", "format_example", "get_batch", "induction_head",
+                  "load_tinyshakespeare", "make_recall_splits", "mqar", "read_text_file", "selective_copying",
+                  "split_ids", "verify_file"],
     "sosm.evaluate": ["CanaryReport", "EvalResult", "LN2", "LeakReport", "canary_check", "evaluate_ids",
                       "evaluate_text", "evaluate_tokens", "leak_check", "model_logits"],
     "sosm.tokenizers": ["BPETokenizer", "ByteTokenizer", "CONFIG_FILE", "TOKENIZERS", "Tokenizer", "WORD_PATTERN",
@@ -62,8 +64,8 @@ PUBLIC = {
     "sosm.train": ["Checkpoint", "CheckpointError", "DataConfig", "OptimConfig", "TrainConfig", "TrainResult",
                    "Trainer", "find_checkpoint", "lr_at", "read_checkpoint", "write_checkpoint"],
 }
-CLI_SUBCOMMANDS = ("demo", "graph", "train_cmd", "eval_cmd", "generate_cmd", "inspect_cmd", "quantize_cmd", "export_cmd",
-                   "serve_cmd")
+CLI_SUBCOMMANDS = ("demo", "graph", "train_cmd", "eval_cmd", "generate_cmd", "inspect_cmd", "recall_cmd", "quantize_cmd",
+                   "export_cmd", "serve_cmd")
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:

@@ -12,8 +12,8 @@ def _model(name: str) -> SOSMModel:
     torch.manual_seed(0)
     graph = name in ("hybrid", "graph_attention")
     config = SOSMConfig(model=name, vocab_size=VOCAB, max_seq_len=24, d_model=16, n_heads=2, n_layers=2,
-                        layer_pattern="MA", d_state=4, struct_dim=4, num_landmarks=3 if graph else 0,
-                        graph={"k": 3, "window": 1}, mlp_ratio=0)
+                        layer_pattern="MA", d_state=4, struct_dim=4,
+                        graph={"k": 3, "window": 1, "num_landmarks": 3 if graph else 0}, mlp_ratio=0)
     net = SOSMModel(config).eval()
     with torch.no_grad():
         for p in net.parameters():
