@@ -30,7 +30,7 @@ def main() -> None:
         lines: dict = {}
         for e in summary:
             if (e["seq_len"], e["num_kv_pairs"]) == (seq_len, kv):
-                label = e["model"] + (f" {e['layer_pattern']}" if e["model"] == "hybrid" else "")
+                label = e.get("label") or e["model"] + (f" {e['layer_pattern']}" if e["model"] == "hybrid" else "")
                 label += f", {e['steps']} steps" if len({s["steps"] for s in summary}) > 1 else ""
                 lines.setdefault(label, []).append((e["d_model"], e["accuracy"]))
         for label, points in sorted(lines.items()):

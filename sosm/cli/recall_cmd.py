@@ -29,7 +29,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="a toy grid (T=16, 2 pairs, vocabulary 64, width 32, 30 steps) for CI; the explicit "
                              "options below still override it")
     parser.add_argument("--task", default="mqar", choices=("mqar", "induction_head", "selective_copying"))
-    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS), metavar="MODEL",
+    parser.add_argument("--models", nargs="+", default=list(MODELS), metavar="MODEL",
                         help=f"models to train (default all: {' '.join(MODELS)})")
     parser.add_argument("--shapes", nargs="+", type=_shape, metavar="T:KV",
                         help="(sequence length, kv pairs) pairs (default 64:4)")
@@ -46,6 +46,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--zero-filler", action="store_true",
                         help="MQAR filler 0 instead of random tokens (Zoology's figure-2 configs)")
     parser.add_argument("--layer-pattern", default="MA", help="hybrid layer pattern (default MA)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="an SOSMConfig field for every model of the grid, dotted for the graph "
+                             "(e.g. --set graph.successor_edges=true --set graph.k=4); VALUE is read as YAML; repeatable")
+    parser.add_argument("--label", default="", help="name of these models in tables and plots (default: the model)")
     parser.add_argument("--mlp-ratio", type=float, metavar="R",
                         help="MLP width of the attention layers as a multiple of d_model; 0: no MLP, as Zoology's "
                              "MQAR models (default: the model's own, 4)")
@@ -57,6 +61,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
+
+
+def model_overrides(args) -> dict:
+    """``--mlp-ratio`` and every ``--set KEY=VALUE`` as a nested dict of SOSMConfig fields."""
+    import yaml
+
+    overrides: dict = {} if args.mlp_ratio is None else {"mlp_ratio": args.mlp_ratio}
+    for item in args.overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r} is invalid; accepted: KEY=VALUE, e.g. graph.successor_edges=true")
+        *parents, leaf = key.split(".")
+        target = overrides
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = yaml.safe_load(text)
+    return overrides
 
 
 def run(args) -> int:
@@ -76,7 +97,7 @@ def run(args) -> int:
     cells = grid_cells(args.models, grid["shapes"], grid["widths"], grid["lrs"], grid["seeds"], task=args.task,
                        fresh_data=args.fresh_data, random_non_queries=not args.zero_filler,
                        layer_pattern=args.layer_pattern, eval_every=args.eval_every, stop_at=args.stop_at,
-                       model_overrides={} if args.mlp_ratio is None else {"mlp_ratio": args.mlp_ratio},
+                       model_overrides=model_overrides(args), label=args.label,
                        progress=not args.no_progress, **common)
     print(f"sosm recall: {len(cells)} cells ({args.task}; models {' '.join(args.models)}) -> {args.out}")
     rows = run_grid(cells, args.out)

@@ -40,7 +40,7 @@ from ..data.recall import (IGNORE_INDEX, RecallData, RecallSplits, RecallTaskCon
 from .components import optimizer_groups
 from .schedule import lr_at
 
-MODELS = ("transformer", "mamba", "hybrid", "graph_attention")
+MODELS = ("transformer", "mamba", "hybrid", "graph_attention")  # the default grid; any model kind is accepted
 
 
 @dataclass
@@ -51,7 +51,8 @@ class RecallCell:
     seq_len: int = 64                   # T
     num_kv_pairs: int = 4               # mqar: key-value pairs per row
     vocab_size: int = 8192              # V (Zoology: 8192)
-    model: str = "transformer"          # "transformer" | "mamba" | "hybrid" | "graph_attention"
+    model: str = "transformer"          # "transformer" | "hybrid" | any mixer ("mamba", "graph_attention", ...)
+    label: str = ""                     # name in tables and plots (default: the model, and the hybrid's pattern)
     d_model: int = 64                   # residual width
     n_layers: int = 2                   # layers (Zoology: 2)
     layer_pattern: str = "MA"           # hybrid only: M = Mamba, A = graph attention
@@ -85,7 +86,10 @@ class RecallCell:
             value = getattr(self, name)
             need(isinstance(value, int) and not isinstance(value, bool) and value >= 1, name, "an int >= 1")
 
-        need(self.model in MODELS, "model", f"one of {MODELS}")
+        from ..model import model_kinds
+
+        need(self.model in model_kinds(), "model", f"one of {model_kinds()}")
+        need(isinstance(self.label, str), "label", "a string")
         for name in ("d_model", "n_layers", "steps", "batch_size", "num_train", "num_test", "eval_rows"):
             pos_int(name)
         need(isinstance(self.lr, (int, float)) and 0 < self.lr < 1, "lr", "a float in (0, 1)")

@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 import json
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence, Union
 
@@ -32,6 +32,8 @@ FORMAT = "sosm.recall_results"
 VERSION = 1
 ZOOLOGY_LRS = tuple(float(x) for x in np.logspace(-4, -2, 4))  # 1e-4, 4.6e-4, 2.2e-3, 1e-2
 CELL_FIELDS = tuple(f.name for f in fields(RecallCell) if f.name != "progress")
+#: a field missing from an older results file reads as its default (``label`` came later)
+_FIELD_DEFAULTS = {f.name: f.default for f in fields(RecallCell) if f.default is not MISSING}
 
 
 def grid_cells(models: Sequence[str], shapes: Sequence[tuple], widths: Sequence[int], lrs: Sequence[float],
@@ -47,7 +49,7 @@ def grid_cells(models: Sequence[str], shapes: Sequence[tuple], widths: Sequence[
 
 def cell_key(row: dict) -> str:
     """The identity of a result row's cell: its :class:`RecallCell` fields as sorted JSON."""
-    return json.dumps({name: row[name] for name in CELL_FIELDS}, sort_keys=True)
+    return json.dumps({name: row.get(name, _FIELD_DEFAULTS.get(name)) for name in CELL_FIELDS}, sort_keys=True)
 
 
 def load_rows(path: Union[str, Path]) -> list:
@@ -117,7 +119,8 @@ def best_lr_summary(rows: Sequence[dict]) -> list:
     """
     groups: dict = {}
     for row in rows:
-        group = json.dumps({k: row[k] for k in CELL_FIELDS if k not in ("lr", "seed")}, sort_keys=True)
+        group = json.dumps({k: row.get(k, _FIELD_DEFAULTS.get(k)) for k in CELL_FIELDS if k not in ("lr", "seed")},
+                           sort_keys=True)
         groups.setdefault(group, {}).setdefault(row["lr"], []).append(row)
     summary = []
     for group, by_lr in groups.items():
@@ -141,7 +144,7 @@ def format_summary(summary: Sequence[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in summary:
         seeds = ", ".join(f"{a:.3f}" for a in e["accuracy_seeds"])
-        model = e["model"] + (f" {e['layer_pattern']}" if e["model"] == "hybrid" else "")
+        model = e.get("label") or e["model"] + (f" {e['layer_pattern']}" if e["model"] == "hybrid" else "")
         model += "".join(f", {key}={value}" for key, value in sorted(e["model_overrides"].items()))
         edges = (f"{e['edge_recall_key']:.2f} / {e['edge_recall_value']:.2f}" if "edge_recall_key" in e else "")
         lines.append(f"| {e['task']} | {e['seq_len']} | {e['num_kv_pairs']} | {e['d_model']} | {model} | "
