@@ -13,6 +13,10 @@ aliases ``"MA"``), ``SOSMConfig(model="mamba")`` for a pure stack. Adding a mixe
 | ``mamba2`` | | no | yes (conv + SSD state) | yes |
 | ``rwkv`` | ``rwkv6`` | no | yes (token shifts + WKV state) | yes |
 | ``retnet`` | | no | yes (retention state) | yes |
+| ``mod:<name>`` | | as ``<name>`` | yes (one wrapped cache per sequence) | yes |
+
+``"mod:<name>"`` is Mixture-of-Depths around any of them (:mod:`.mod`); ``SOSMConfig.moe_experts``
+turns the MLP of the attention mixers into a mixture of experts (:mod:`.moe`).
 
 Example:
     >>> from sosm.model.mixers import mixer_names, get_mixer
@@ -26,8 +30,11 @@ from .attention import AttentionBlock, DenseAttention
 from .graph_attention import GraphAttention
 from .mamba import TopologicalMamba
 from .mamba2 import Mamba2
+from .mod import MixtureOfDepths
+from .moe import MoEFeedForward
 from .retnet import RetNet
 from .rwkv import RWKV6
 
 __all__ = ["Mixer", "build_mixer", "get_mixer", "mixer_names", "register_mixer", "resolve_mixer_name",
-           "AttentionBlock", "DenseAttention", "GraphAttention", "Mamba2", "RWKV6", "RetNet", "TopologicalMamba"]
+           "AttentionBlock", "DenseAttention", "GraphAttention", "Mamba2", "MixtureOfDepths", "MoEFeedForward", "RWKV6",
+           "RetNet", "TopologicalMamba"]
