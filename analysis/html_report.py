@@ -4,7 +4,8 @@ Sections: summary; the token graph (an arc diagram: tokens on a line, edge j -> 
 coloured by edge type, nodes coloured by their dominant MU block; hovering a node or edge shows
 its details, clicking a node selects that position; checkboxes filter edge types); the token
 attribution of the selected position (tokens shaded by their DePass share) and the full heat
-map; block and edge-type attribution; provenance tables; ablations; the PNG plots.
+map; block and edge-type attribution; provenance tables; routing (experts per token beside its
+dominant MU block, when the model routes); ablations; the PNG plots.
 
 Example:
     >>> page = render_html(report, pngs={})                      # doctest: +SKIP
@@ -157,6 +158,32 @@ def _share_table(names: list, shares: list) -> str:
     return _table(["component", "mean share", ""], rows)
 
 
+def _routing_html(routing: dict) -> str:
+    """Per token: its dominant MU block and where each routing layer sent it; per MoE layer: load by block."""
+    names = [layer["layer"] for layer in routing["layers"]]
+
+    def cell(route) -> str:
+        if isinstance(route, dict):  # Mixture-of-Depths
+            return f"through ({route['gate']:.2f})" if route["through"] else "around"
+        return ", ".join(f"e{e} ({w:.2f})" for e, w in route) or "— (residual only)"
+
+    rows = [[str(tok["position"]), _e(tok["label"]), _e(tok["dominant_block"] or "")]
+            + [_e(cell(tok["routes"][name])) for name in names] for tok in routing["tokens"]]
+    parts = ["<h2>Routing</h2><p>Where each token went: the experts of each MoE layer (combine weight) or whether "
+             "a Mixture-of-Depths layer took it through its block, beside its dominant MU block.</p>",
+             _table(["position", "token", "dominant block"] + [_e(n) for n in names], rows, "routing")]
+    for layer in routing["layers"]:
+        if layer["kind"] != "moe" or not layer["by_block"]:
+            continue
+        header = ["dominant block"] + [f"e{e}" for e in range(layer["experts"])]
+        body = [[_e(block)] + [f'<span class="num">{c}</span>' for c in counts]
+                for block, counts in sorted(layer["by_block"].items())]
+        body.append(["<b>load</b>"] + [f'<span class="num">{c}</span>' for c in layer["load"]])
+        parts.append(f"<h3>{_e(layer['layer'])} ({_e(layer['routing'])}): tokens per expert by dominant block</h3>"
+                     + _table(header, body))
+    return "".join(parts)
+
+
 def render_html(report: dict, pngs: dict, graph_page=None) -> str:
     """The page for ``report`` (from ``build_report``) with ``pngs`` ``{file name: PNG bytes}`` inlined."""
     meta = report["meta"]
@@ -180,6 +207,8 @@ def render_html(report: dict, pngs: dict, graph_page=None) -> str:
     body.append(f"<h2>Edge-type attribution</h2>{_share_table(e['names'], e['mean_shares'])}")
     if report["provenance"] is not None:
         body.append(f"<h2>Edge provenance</h2>{_provenance_tables(report['provenance'])}")
+    if report.get("routing"):
+        body.append(_routing_html(report["routing"]))
     if report["ablations"]:
         rows = [[_e(r["ablation"]), f'<span class="num">{r["loss"]:.4f}</span>',
                  f'<span class="num">{r["delta_loss"]:+.4f}</span>', _e(r["note"])] for r in report["ablations"]]
