@@ -63,7 +63,7 @@ def plot(runs: dict, png: Path) -> None:
     panels = [(run, layer, s) for run, layers in runs.items() for layer, s in layers.items()]
     cols = min(4 if len(panels) > 8 else 2, len(panels))
     rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 3.0 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 2.6 * rows), squeeze=False)
     for ax, (run, layer, s) in zip(axes.flat, panels):
         if "load" in s:
             loads = list(zip(*s["load"]))  # per expert: its share at each step
@@ -86,7 +86,7 @@ def plot(runs: dict, png: Path) -> None:
         fig.legend(handles, labels, loc="upper right", fontsize=7, ncol=len(labels))
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=110)
+    fig.savefig(png, dpi=70)
     plt.close(fig)
 
 
