@@ -194,7 +194,7 @@ class DePass:
         router = None
         if by == "edge_type":
             types, type_names = edge_type_map(record.state.graph, *input_ids.shape, record.x0.device)
-            if not any(isinstance(layer, AttentionBlock) for layer in model.stack.layers):
+            if not any(isinstance(module, AttentionBlock) for module in model.stack.modules()):  # wrapped ones too
                 type_names = []  # no attention layer: nothing is routed along edges
             names = names + type_names
             xc = torch.cat([xc, xc.new_zeros(len(type_names), *xc.shape[1:])])

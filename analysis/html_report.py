@@ -6,7 +6,8 @@ dominant block with similarity as opacity and width, a threshold slider, type to
 pan, focus mode; focusing a token also selects it below); the token attribution of the selected
 position (tokens shaded by their DePass share) and the full heat map (token labels on both
 axes, a colour bar and a caption); block and edge-type attribution; provenance tables (the hub
-table normalised by how many later tokens could have linked to each token); ablations; the PNG
+table normalised by how many later tokens could have linked to each token); routing (experts per
+token beside its dominant MU block, when the model routes); ablations; the PNG
 plots. Every table is an HTML table; the page never gets wider than the window (wide drawings
 scroll inside their frame).
 
@@ -215,6 +216,32 @@ def _meta_rows(meta: dict, loss: float) -> list:
     return rows + [["loss (nats/token)", _num(loss, 4)]]
 
 
+def _routing_html(routing: dict) -> str:
+    """Per token: its dominant MU block and where each routing layer sent it; per MoE layer: load by block."""
+    names = [layer["layer"] for layer in routing["layers"]]
+
+    def cell(route) -> str:
+        if isinstance(route, dict):  # Mixture-of-Depths
+            return f"through ({route['gate']:.2f})" if route["through"] else "around"
+        return ", ".join(f"e{e} ({w:.2f})" for e, w in route) or "— (residual only)"
+
+    rows = [[str(tok["position"]), _e(tok["label"]), _e(tok["dominant_block"] or "")]
+            + [_e(cell(tok["routes"][name])) for name in names] for tok in routing["tokens"]]
+    parts = ["<h2>Routing</h2><p>Where each token went: the experts of each MoE layer (combine weight) or whether "
+             "a Mixture-of-Depths layer took it through its block, beside its dominant MU block.</p>",
+             _table(["position", "token", "dominant block"] + [_e(n) for n in names], rows, "routing")]
+    for layer in routing["layers"]:
+        if layer["kind"] != "moe" or not layer["by_block"]:
+            continue
+        header = ["dominant block"] + [f"e{e}" for e in range(layer["experts"])]
+        body = [[_e(block)] + [f'<span class="num">{c}</span>' for c in counts]
+                for block, counts in sorted(layer["by_block"].items())]
+        body.append(["<b>load</b>"] + [f'<span class="num">{c}</span>' for c in layer["load"]])
+        parts.append(f"<h3>{_e(layer['layer'])} ({_e(layer['routing'])}): tokens per expert by dominant block</h3>"
+                     + _table(header, body))
+    return "".join(parts)
+
+
 def render_html(report: dict, pngs: dict, graph_page=None) -> str:
     """The report page (see the module docstring); ``pngs`` maps file names to PNG bytes (inlined)."""
     data = json.dumps({k: report[k] for k in ("tokens", "predictions", "token_attribution")}).replace("</", "<\\/")
@@ -232,6 +259,8 @@ def render_html(report: dict, pngs: dict, graph_page=None) -> str:
     body.append(f"<h2>Edge-type attribution</h2>{_share_table(e['names'], e['mean_shares'])}")
     if report["provenance"] is not None:
         body.append(f"<h2>Edge provenance</h2>{_provenance_tables(report['provenance'], report['graph'], report['tokens'])}")
+    if report.get("routing"):
+        body.append(_routing_html(report["routing"]))
     if report["ablations"]:
         rows = [[_e(r["ablation"]), _num(r["loss"], 4), f'<span class="num">{r["delta_loss"]:+.4f}</span>', _e(r["note"])]
                 for r in report["ablations"]]

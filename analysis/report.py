@@ -12,7 +12,11 @@
   blocks, temporal and bias), per position and their mean;
 - edge-type attribution: DePass ``"edge_type"`` shares of the same logits, mean over positions;
 - provenance statistics with the attention mass per layer and edge type;
-- inference ablations (Δ loss).
+- inference ablations (Δ loss);
+- routing (models with MoE feed-forwards or Mixture-of-Depths layers): per token, the experts
+  each MoE layer sent it to (heaviest first, with combine weights) or whether each
+  Mixture-of-Depths layer took it through its block, beside its dominant MU block; per MoE layer,
+  the expert load and how many tokens of each dominant block went to each expert.
 
 :func:`write_report` writes ``report.json``, the PNGs of :data:`sosm.analysis.plots.PLOTS` and
 ``index.html`` (the PNGs are also inlined, so the page opens offline on its own).
@@ -32,6 +36,7 @@ import torch
 from ..common.blocks import BLOCK_DIM, BLOCK_NAMES, N_BLOCKS
 from ..common.files import atomic_write
 from ..graph.types import EDGE_TYPES, STAGES
+from ..model.routing import routing_layers, token_routes
 from .ablation import next_token_loss, run_ablations
 from .depass import DePass
 from .provenance import provenance_report, real_token_edges
@@ -66,6 +71,47 @@ def _graph_section(state, labels: Sequence[str], T: int) -> Optional[dict]:
               "in_degree": dst.count(t), "out_degree": src.count(t)} for t in range(T)]
     landmarks = [] if graph.landmarks is None else [int(p) for p in graph.landmarks[0].tolist() if p < T]
     return {"nodes": nodes, "edges": edges, "landmarks": landmarks}
+
+
+def _dominant_blocks(state) -> Optional[list]:
+    """Name of the block of largest norm in each token's semantic state (sequence 0), or None without MU state."""
+    if state.semantic is None:
+        return None
+    norms = state.semantic[0].float().view(-1, N_BLOCKS, BLOCK_DIM).norm(dim=-1)  # [T, 16]
+    return [BLOCK_NAMES[int(b)] for b in norms.argmax(-1)]
+
+
+@torch.no_grad()
+def _routing_section(model, input_ids: torch.Tensor, labels: Sequence[str]) -> Optional[dict]:
+    """Where each token went in every routing layer, beside its dominant MU block (None: no routing layer)."""
+    if not routing_layers(model):
+        return None
+    _, state = model(input_ids)  # the routes of this text
+    dominant = _dominant_blocks(state)
+    layers, tokens = [], [{"position": t, "label": label, "dominant_block": dominant[t] if dominant else None,
+                           "routes": {}} for t, label in enumerate(labels)]
+    for route in token_routes(model):
+        name = route["layer"]
+        if route["kind"] == "moe":
+            experts, weights = route["experts"][0], route["weights"][0]
+            n_experts = route["n_experts"]
+            load = [sum(row.count(e) for row in experts) for e in range(n_experts)]
+            by_block = {}
+            if dominant:
+                for t, row in enumerate(experts):
+                    counts = by_block.setdefault(dominant[t], [0] * n_experts)
+                    for e in row:
+                        counts[e] += 1
+            layers.append({"layer": name, "kind": "moe", "routing": route["routing"], "experts": n_experts,
+                           "load": load, "by_block": by_block})
+            for t, token in enumerate(tokens):
+                token["routes"][name] = [[e, w] for e, w in zip(experts[t], weights[t])]
+        else:
+            through = route["through"][0]
+            layers.append({"layer": name, "kind": "mod", "through": sum(through), "of": len(through)})
+            for t, token in enumerate(tokens):
+                token["routes"][name] = {"through": bool(through[t]), "gate": route["gate"][0][t]}
+    return {"layers": layers, "tokens": tokens}
 
 
 def build_report(model, input_ids: torch.Tensor, labels: Optional[Sequence[str]] = None,
@@ -128,6 +174,7 @@ def build_report(model, input_ids: torch.Tensor, labels: Optional[Sequence[str]]
                                                  attention=edges.attention)
     else:
         report["block_attribution"] = report["provenance"] = None
+    report["routing"] = _routing_section(model, input_ids, labels)
     report["ablations"] = run_ablations(model, input_ids) if ablations else []
     return report
 

@@ -39,7 +39,7 @@ def parse_layer_pattern(pattern: Union[str, Sequence[str]]) -> tuple[str, ...]:
     attention). Raises ``ValueError`` naming the unknown entry and the registered mixers.
     """
     if isinstance(pattern, str):
-        if "," in pattern or len(pattern) > 1 and pattern in _known_names():
+        if "," in pattern or ":" in pattern or len(pattern) > 1 and pattern in _known_names():
             entries = [part.strip() for part in pattern.split(",")]
         else:
             entries = list(pattern)
@@ -114,6 +114,15 @@ class SOSMConfig:
     memory: bool = False                # long-term memory: graph-attention layers also attend to retrieved K/V (memory edges)
     memory_k: int = 8                   # memory entries retrieved per token (memory=True)
     memory_threshold: float = 0.0       # minimum retrieval similarity (cosine of semantic states) of a memory edge
+    moe_experts: int = 0                # > 1: the MLP of every block that has one (the attention mixers) is a mixture of this many experts (sosm.model.mixers.moe); 0: a dense MLP
+    moe_k: int = 2                      # top-k: experts per token (1 = Switch); expert choice: average experts per token at moe_capacity 1
+    moe_routing: str = "topk"           # "topk" | "expert_choice" (both causal: prefix capacity / prefix rank); "soft" (Soft MoE) is refused: not causal
+    moe_capacity: float = 1.25          # capacity factor: an expert processes at most ceil(moe_capacity * moe_k * n / moe_experts) of every n-token prefix (0: none, top-k only)
+    moe_hidden: int = 0                 # each expert's hidden width (0: mlp_hidden / moe_k, so k experts hold the dense MLP's active parameters)
+    moe_balance_weight: float = 0.01    # weight of the Switch load-balancing loss (top-k), added to the training loss
+    moe_z_weight: float = 0.001         # weight of the router z-loss (top-k and expert choice), added to the training loss
+    mod_every: int = 0                  # Mixture-of-Depths: layers n-1, 2n-1, ... become "mod:<their mixer>" (0: none; "mod:<name>" in layer_pattern places them by hand)
+    mod_capacity: float = 0.5           # share of tokens a Mixture-of-Depths layer sends through its block (causal prefix top-k)
 
     def __post_init__(self):
         if isinstance(self.graph, dict):
@@ -177,7 +186,29 @@ class SOSMConfig:
         need(is_int(self.memory_k) and self.memory_k >= 1, "memory_k", "an int >= 1")
         need(isinstance(self.memory_threshold, (int, float)) and not isinstance(self.memory_threshold, bool)
              and -1.0 <= self.memory_threshold <= 1.0, "memory_threshold", "a float in [-1, 1] (cosine similarity)")
+        need(is_int(self.moe_experts) and (self.moe_experts == 0 or self.moe_experts >= 2), "moe_experts",
+             "0 (a dense MLP) or an int >= 2")
+        if self.moe_experts:
+            from .mixers.moe import ROUTINGS, SOFT_LEAK
+            need(any(get_mixer(name).has_feed_forward for name in self.layer_types), "moe_experts",
+                 f"0 for layers {sorted(set(self.layer_types))}: none has an MLP to replace (the attention mixers do)")
+            need(self.moe_routing in ROUTINGS, "moe_routing", f"one of {ROUTINGS}")
+            need(self.moe_routing != "soft", "moe_routing", f"'topk' or 'expert_choice' in a causal language model: "
+                 f"{SOFT_LEAK}")
+            need(is_int(self.moe_k) and 1 <= self.moe_k <= self.moe_experts, "moe_k",
+                 f"an int in [1, moe_experts={self.moe_experts}]")
+            need(isinstance(self.moe_capacity, (int, float)) and not isinstance(self.moe_capacity, bool)
+                 and (self.moe_capacity > 0 or self.moe_capacity == 0 and self.moe_routing == "topk"), "moe_capacity",
+                 "a float > 0 (or 0, no capacity, for 'topk')")
+            need(is_int(self.moe_hidden) and self.moe_hidden >= 0, "moe_hidden", "an int >= 0 (0: mlp_hidden / moe_k)")
+            for name in ("moe_balance_weight", "moe_z_weight"):
+                need(isinstance(getattr(self, name), (int, float)) and getattr(self, name) >= 0, name, "a float >= 0")
+        need(is_int(self.mod_every) and self.mod_every >= 0, "mod_every", "an int >= 0 (0: no Mixture-of-Depths layer)")
+        need(isinstance(self.mod_capacity, (int, float)) and not isinstance(self.mod_capacity, bool)
+             and 0 < self.mod_capacity <= 1, "mod_capacity", "a float in (0, 1]")
         if self.memory:
+            need(not any(name.startswith("mod:") for name in self.layer_types), "memory",
+                 "false with Mixture-of-Depths layers (they do not read memory)")
             need(self.uses_graph and "graph_attention" in self.layer_types, "memory",
                  "false unless the model has graph-attention layers (model 'hybrid' or 'graph_attention' with a "
                  "'graph_attention' layer)")
@@ -211,6 +242,11 @@ class SOSMConfig:
         return round(self.mlp_ratio * self.d_model)
 
     @property
+    def moe_expert_hidden(self) -> int:
+        """Hidden width of each expert: ``moe_hidden``, or ``mlp_hidden / moe_k`` (the dense MLP's active parameters)."""
+        return self.moe_hidden or max(1, round(self.mlp_hidden / self.moe_k))
+
+    @property
     def uses_graph(self) -> bool:
         """True for the models that build a semantic graph: the hybrid, and pure stacks of a graph mixer."""
         return self.model == "hybrid" or get_mixer(self.model).needs_graph
@@ -221,8 +257,13 @@ class SOSMConfig:
         if self.model == "hybrid":
             pattern = parse_layer_pattern(self.layer_pattern)
             repeats = -(-self.n_layers // len(pattern))
-            return (pattern * repeats)[: self.n_layers]
-        return (resolve_mixer_name(self.model),) * self.n_layers
+            names = (pattern * repeats)[: self.n_layers]
+        else:
+            names = (resolve_mixer_name(self.model),) * self.n_layers
+        if self.mod_every:
+            names = tuple(f"mod:{name}" if (i + 1) % self.mod_every == 0 and not name.startswith("mod:") else name
+                          for i, name in enumerate(names))
+        return names
 
     def to_dict(self) -> dict:
         return asdict(self)

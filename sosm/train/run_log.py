@@ -14,7 +14,7 @@ LOG_FILE = "log.jsonl"
 class RunLog:
     """Append-only JSONL log (``<out>/log.jsonl``) plus optional TensorBoard scalars (``<out>/tb``).
 
-    Every record has ``kind`` (``"train"``, ``"eval"``, ``"event"``) and ``step``. Numeric
+    Every record has ``kind`` (``"train"``, ``"eval"``, ``"event"``, ``"routing"``: routing layers' statistics) and ``step``. Numeric
     fields other than ``step`` go to TensorBoard as ``<kind>/<field>``.
     """
 

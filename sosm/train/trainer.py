@@ -30,6 +30,7 @@ from ..common.files import atomic_write
 from ..common.progress import progress_bar
 from ..data import BatchSampler
 from ..evaluate import model_logits
+from ..model.routing import auxiliary_loss, routing_stats
 from .checkpoint import (CONFIG_FILE, CheckpointError, capture_rng_state, list_checkpoints, load_model_state,
                          read_checkpoint, restore_rng_state, write_checkpoint)
 from .components import (ModelFactory, build_splits, count_parameters, model_config_dict, optimizer_groups,
@@ -276,7 +277,7 @@ class Trainer:
             group["lr"] = lr
         batch = next(self.sampler)
         loss = self._loss(batch.input_ids.to(self.device), batch.targets.to(self.device))
-        loss.backward()
+        (loss + auxiliary_loss(self.model)).backward()  # routing layers' balance / z-losses (0 without them)
         params = [p for p in self.model.parameters() if p.grad is not None]
         max_norm = o.grad_clip if o.grad_clip > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm).item()
@@ -324,6 +325,9 @@ class Trainer:
                     bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{rate:,.0f}", refresh=False)
                     self.log.write("train", self.step, loss=loss, lr=lr, grad_norm=grad_norm, tokens_per_s=rate,
                                    elapsed_s=self.elapsed_before + now - start, leaky=self.leaky)
+                    routing = routing_stats(self.model)  # expert load, dropped share, entropy ({} without routing)
+                    if routing:
+                        self.log.write("routing", self.step, **routing)
                 if self.step % cfg.eval_interval == 0 or self.step == cfg.max_steps:
                     losses = self.estimate_loss()
                     self.best_val = min(self.best_val, losses["val_loss"])

@@ -16,6 +16,10 @@ aliases ``"MA"``), ``SOSMConfig(model="mamba")`` for a pure stack. Adding a mixe
 | ``s4`` | | no | yes (SSM state) | yes |
 | ``ossm`` | | no | yes (oscillator state) | yes |
 | ``cfc`` | | no | yes (hidden state) | yes |
+| ``mod:<name>`` | | as ``<name>`` | yes (one wrapped cache per sequence) | yes |
+
+``"mod:<name>"`` is Mixture-of-Depths around any of them (:mod:`.mod`); ``SOSMConfig.moe_experts``
+turns the MLP of the attention mixers into a mixture of experts (:mod:`.moe`).
 
 Example:
     >>> from sosm.model.mixers import mixer_names, get_mixer
@@ -29,6 +33,8 @@ from .attention import AttentionBlock, DenseAttention
 from .graph_attention import GraphAttention
 from .mamba import TopologicalMamba
 from .mamba2 import Mamba2
+from .mod import MixtureOfDepths
+from .moe import MoEFeedForward
 from .retnet import RetNet
 from .rwkv import RWKV6
 from .s4 import S4
@@ -36,5 +42,5 @@ from .ossm import OscillatorySSM
 from .cfc import CfC
 
 __all__ = ["Mixer", "build_mixer", "get_mixer", "mixer_names", "register_mixer", "resolve_mixer_name",
-           "AttentionBlock", "DenseAttention", "GraphAttention", "Mamba2", "RWKV6", "RetNet", "TopologicalMamba",
-           "S4", "OscillatorySSM", "CfC"]
+           "AttentionBlock", "DenseAttention", "GraphAttention", "Mamba2", "MixtureOfDepths", "MoEFeedForward", "RWKV6",
+           "RetNet", "TopologicalMamba", "S4", "OscillatorySSM", "CfC"]

@@ -1,7 +1,8 @@
 """Dense causal multi-head attention + MLP (the Transformer baseline), and the parts every attention mixer shares.
 
 :class:`AttentionBlock` is pre-norm attention and an MLP with residuals: RMSNorm, one QKV
-projection, rotary positions from ``ctx.angles``, an out-projection, then RMSNorm and a GELU MLP.
+projection, rotary positions from ``ctx.angles``, an out-projection, then RMSNorm and a GELU MLP
+(or, with ``SOSMConfig.moe_experts``, a mixture-of-experts feed-forward: :mod:`.moe`).
 A subclass supplies how queries attend (``attend`` over a sequence, ``attend_step`` over the cache)
 and its dense score matrix (``attention_scores``), from which the DePass linear mode and the frozen
 probabilities follow.
@@ -31,6 +32,7 @@ from ..context import LayerContext
 from ..positional import apply_rotary
 from .base import Mixer, register_mixer
 from .linear import identity_router, mlp_linear, norm_linear
+from .moe import MoEFeedForward
 
 
 class MLP(nn.Module):
@@ -44,6 +46,17 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc_out(F.gelu(self.fc_in(x)))
 
+    def step(self, x: torch.Tensor, position: int, cache: dict) -> torch.Tensor:
+        """Decoding: position-wise, so the forward (the MoE feed-forward that can fill this slot carries state)."""
+        return self(x)
+
+    def linear_mode(self, norm: nn.RMSNorm, x: torch.Tensor, xc: torch.Tensor, bias_index: int) -> torch.Tensor:
+        """DePass components ``[C, B, T, d]`` of ``self(norm(x))``."""
+        return mlp_linear(self, norm, x, xc, bias_index)
+
+    def state_size(self, seq_len: int) -> int:
+        return 0
+
 
 class AttentionBlock(Mixer):
     """Shared parts of the attention mixers: pre-norm, QKV, rotary positions, out-projection, MLP.
@@ -53,6 +66,8 @@ class AttentionBlock(Mixer):
     ``-inf`` where a query may not attend: the dense form DePass freezes).
     """
 
+    has_feed_forward = True
+
     def __init__(self, config, struct_dim: Optional[int] = None):
         super().__init__()
         d = config.d_model
@@ -60,8 +75,12 @@ class AttentionBlock(Mixer):
         self.norm_attn = nn.RMSNorm(d, eps=1e-5)
         self.qkv = nn.Linear(d, 3 * d, bias=False)
         self.out_proj = nn.Linear(d, d, bias=False)
-        self.norm_mlp = nn.RMSNorm(d, eps=1e-5) if config.mlp_hidden else None
-        self.mlp = MLP(d, config.mlp_hidden) if config.mlp_hidden else None  # None: mlp_ratio=0 (Zoology's MQAR models)
+        if config.moe_experts:  # the MLP slot as a mixture of experts
+            self.norm_mlp, self.mlp = nn.RMSNorm(d, eps=1e-5), MoEFeedForward.from_config(config)
+        elif config.mlp_hidden:
+            self.norm_mlp, self.mlp = nn.RMSNorm(d, eps=1e-5), MLP(d, config.mlp_hidden)
+        else:  # mlp_ratio=0: attention only (Zoology's MQAR models)
+            self.norm_mlp = self.mlp = None
         self.dropout = nn.Dropout(config.dropout)
 
     def _qkv(self, x: torch.Tensor, ctx: LayerContext):
@@ -93,11 +112,11 @@ class AttentionBlock(Mixer):
         cache["v"] = torch.cat([cache["v"], v], dim=1)
         y = self.attend_step(q[:, 0], cache, ctx).reshape(B, 1, d)  # [B, 1, d_model]
         x = x + self.out_proj(y)
-        return x if self.mlp is None else x + self.mlp(self.norm_mlp(x))
+        return x if self.mlp is None else x + self.mlp.step(self.norm_mlp(x), t, cache.setdefault("mlp", {}))
 
     def state_size(self, seq_len: int) -> int:
-        """The K/V cache: ``2 · seq_len · d_model`` floats."""
-        return 2 * seq_len * self.n_heads * self.head_dim
+        """The K/V cache: ``2 · seq_len · d_model`` floats (and an MoE feed-forward's routing state)."""
+        return 2 * seq_len * self.n_heads * self.head_dim + self.mlp.state_size(seq_len)
 
     def attention_probs(self, x: torch.Tensor, ctx: LayerContext) -> torch.Tensor:
         """Attention probabilities ``[B, H, T, T]`` (float32) of the real input ``x [B, T, d]`` (dense; for analysis)."""
@@ -117,7 +136,7 @@ class AttentionBlock(Mixer):
         x_mid = x + self.out_proj(torch.einsum("bhij,bjhd->bihd", probs, values.sum(0)).reshape(B, T, d))
         if self.mlp is None:  # mlp_ratio=0: attention only
             return self(x, ctx), xc_mid, probs
-        return self(x, ctx), xc_mid + mlp_linear(self.mlp, self.norm_mlp, x_mid, xc_mid, bias_index), probs
+        return self(x, ctx), xc_mid + self.mlp.linear_mode(self.norm_mlp, x_mid, xc_mid, bias_index), probs
 
 
 @register_mixer

@@ -30,7 +30,7 @@ Example:
 """
 from __future__ import annotations
 
-from typing import ClassVar, Optional
+from typing import Callable, ClassVar, Optional
 
 import torch
 import torch.nn as nn
@@ -39,6 +39,8 @@ from ..context import LayerContext
 
 _REGISTRY: dict[str, type] = {}
 _ALIASES: dict[str, str] = {}
+_WRAPPERS: dict[str, Callable[[type], type]] = {}  # prefix -> factory(inner mixer class) -> wrapper class
+_WRAPPED: dict[str, type] = {}  # "prefix:inner" -> the wrapper class built for it
 
 
 class Mixer(nn.Module):
@@ -58,6 +60,7 @@ class Mixer(nn.Module):
     causal_capable: ClassVar[bool] = True     # False: bidirectional only (a causal stack refuses it)
     reads_structure: ClassVar[bool] = False   # may read ctx.structure (the landmark encoding) when given
     needs_mlp: ClassVar[bool] = False         # its block has an MLP sized by mlp_ratio that it cannot drop
+    has_feed_forward: ClassVar[bool] = False  # has an MLP slot (SOSMConfig.moe_experts makes it a mixture of experts)
 
     def forward(self, x: torch.Tensor, ctx: LayerContext) -> torch.Tensor:  # pragma: no cover - abstract
         """``x [B, T, d_model]`` -> ``[B, T, d_model]`` (residual included)."""
@@ -120,22 +123,46 @@ def register_mixer(cls: type) -> type:
     return cls
 
 
+def register_wrapper(prefix: str, factory: Callable[[type], type]) -> None:
+    """Make ``"<prefix>:<mixer>"`` name ``factory(mixer class)``, a mixer wrapping any registered mixer.
+
+    Example: ``"mod:mamba"`` is Mixture-of-Depths around Mamba (:mod:`sosm.model.mixers.mod`).
+    """
+    owner = _WRAPPERS.get(prefix)
+    if owner is not None and owner is not factory:
+        raise ValueError(f"mixer wrapper prefix {prefix!r} is taken")
+    _WRAPPERS[prefix] = factory
+
+
 def mixer_names() -> tuple[str, ...]:
     """Canonical names of the registered mixers, in registration order."""
     return tuple(_REGISTRY)
 
 
 def resolve_mixer_name(name: str) -> str:
-    """The canonical name for ``name`` (a name or an alias); ``ValueError`` listing the valid ones."""
+    """The canonical name for ``name`` (a name, an alias, or ``"<wrapper>:<name>"``); ``ValueError`` listing the valid ones."""
     if isinstance(name, str) and name in _ALIASES:
         return _ALIASES[name]
+    if isinstance(name, str) and ":" in name:
+        prefix, _, inner = name.partition(":")
+        if prefix not in _WRAPPERS:
+            raise ValueError(f"unknown mixer wrapper {prefix!r} in {name!r}; accepted: one of {sorted(_WRAPPERS)}")
+        if ":" in inner:
+            raise ValueError(f"mixer {name!r} wraps a wrapper; accepted: '<wrapper>:<mixer>' around a plain mixer")
+        return f"{prefix}:{resolve_mixer_name(inner)}"
     raise ValueError(f"unknown mixer {name!r}; accepted: one of {list(_REGISTRY)} "
                      f"(or an alias: {sorted(k for k in _ALIASES if k not in _REGISTRY)})")
 
 
 def get_mixer(name: str) -> type:
-    """The mixer class registered under ``name`` (a name or an alias)."""
-    return _REGISTRY[resolve_mixer_name(name)]
+    """The mixer class registered under ``name`` (a name or an alias), or the wrapper class ``"<wrapper>:<name>"`` names."""
+    canonical = resolve_mixer_name(name)
+    if ":" not in canonical:
+        return _REGISTRY[canonical]
+    if canonical not in _WRAPPED:
+        prefix, _, inner = canonical.partition(":")
+        _WRAPPED[canonical] = _WRAPPERS[prefix](_REGISTRY[inner])
+    return _WRAPPED[canonical]
 
 
 def build_mixer(name: str, config, struct_dim: Optional[int] = None, causal: bool = True) -> Mixer:
