@@ -8,6 +8,7 @@
   (the README's own training command is run too, and stopped by SIGTERM as the README describes).
   ``pip install`` commands are what ``.ci/run`` installs; the test suite command is what CI runs.
 - Fenced ``python`` blocks run with ``exec``, each in a fresh namespace.
+- Fenced ``yaml`` blocks are config snippets: each parses, and a ``model:`` section is a valid ``SOSMConfig``.
 - Fenced blocks without a language are not allowed (``text`` marks a diagram). A block whose info
   string adds ``serve`` (```` ```bash serve ````) talks to a running server: tests/serve/test_readme_serve.py
   runs it against one, so it is not run here.
@@ -75,8 +76,22 @@ COMMANDS = _commands()
 
 
 def test_every_block_says_what_it_is():
-    assert {language for _, language, _ in _blocks()} <= {"bash", "python", "text"}, \
-        [(doc, language) for doc, language, _ in _blocks() if language not in ("bash", "python", "text")]
+    known = {"bash", "python", "text", "yaml"}
+    assert {language for _, language, _ in _blocks()} <= known, \
+        [(doc, language) for doc, language, _ in _blocks() if language not in known]
+
+
+@pytest.mark.parametrize("index", range(len([b for b in _blocks() if b[1] == "yaml"])))
+def test_yaml_snippet_is_a_valid_config(index):
+    import yaml
+
+    from sosm.model import SOSMConfig
+
+    doc, _, code = [b for b in _blocks() if b[1] == "yaml"][index]
+    data = yaml.safe_load(code)
+    assert isinstance(data, dict), (doc, code)
+    if "model" in data:
+        SOSMConfig.from_dict(data["model"])
 
 
 def test_every_documented_command_is_listed():

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from experiments.bench.common import environment, interleaved_times, peak_rss_subprocess, write_result  # noqa: E402
+from experiments.bench.common import interleaved_times, peak_rss_subprocess, write_result  # noqa: E402
 
 WIDTH, HEADS, ANCHOR = 128, 4, "attention"
 

@@ -190,7 +190,6 @@ class MixtureOfDepths(Mixer):
         C, B, T, d = xc.shape
         scores = self.scores(x)
         index, valid = self._compact(x, self.choose(scores))
-        K = index.shape[1]
         take = index[..., None].expand(-1, -1, d)
         xs = x.gather(1, take) * valid[..., None]
         xcs = xc.gather(2, take.expand(C, -1, -1, -1)) * valid[..., None]
