@@ -59,7 +59,8 @@ PUBLIC = {
     "sosm.train": ["Checkpoint", "CheckpointError", "DataConfig", "OptimConfig", "TrainConfig", "TrainResult",
                    "Trainer", "find_checkpoint", "lr_at", "read_checkpoint", "write_checkpoint"],
 }
-CLI_SUBCOMMANDS = ("demo", "graph", "train_cmd", "eval_cmd", "generate_cmd", "inspect_cmd")
+CLI_SUBCOMMANDS = ("demo", "graph", "train_cmd", "eval_cmd", "generate_cmd", "inspect_cmd", "finetune_cmd",
+                   "distill_cmd")
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:

@@ -19,7 +19,8 @@ from typing import Optional, Sequence
 from .. import __version__
 
 #: subcommand modules, in the order ``sosm --help`` lists them
-SUBCOMMANDS: tuple[str, ...] = ("demo", "graph", "train_cmd", "eval_cmd", "generate_cmd", "inspect_cmd")
+SUBCOMMANDS: tuple[str, ...] = ("demo", "graph", "train_cmd", "eval_cmd", "generate_cmd", "inspect_cmd", "finetune_cmd",
+                                "distill_cmd")
 
 EXIT_BAD_INPUT = 2
 

@@ -141,11 +141,14 @@ class Trainer:
             default builds ``sosm.SOSMModel``. Tests pass toy models here.
         step_callback: called as ``step_callback(trainer, step, loss)`` after every step (and its
             checkpoint); an exception from it stops training like a crash would.
+        tokenizer: the tokenizer to train with instead of one built from the data (fine-tuning and
+            distillation keep the base model's); a resumed run uses its checkpoint's.
     """
 
     def __init__(self, config: TrainConfig, out_dir, *, resume: bool = False,
                  model_factory: Optional[ModelFactory] = None,
-                 step_callback: Optional[Callable[["Trainer", int, float], None]] = None):
+                 step_callback: Optional[Callable[["Trainer", int, float], None]] = None,
+                 tokenizer=None):
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
         self.out_dir = Path(out_dir)
@@ -176,7 +179,7 @@ class Trainer:
                                             "optim": {**config.to_dict()["optim"], "lr_decay_steps": config.max_steps}})
         self.config = config
         torch.manual_seed(config.seed)
-        tokenizer = tokenizer_from_files(checkpoint.extra) if checkpoint else None
+        tokenizer = tokenizer_from_files(checkpoint.extra) if checkpoint else tokenizer
         self.tokenizer, self.splits = build_splits(config.data, tokenizer)
         distributed.check_batch_size(config.batch_size, self.dist)
         self.module = self._build_model()  # the model itself; self.model is what trains it (DDP wrapper or itself)
@@ -317,6 +320,13 @@ class Trainer:
             logits = model_logits(self.model, input_ids)
         return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
+    def training_loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The loss a training step minimises (cross-entropy; ``sosm.train.distill`` adds the teacher's term).
+
+        Evaluation always reports the plain cross-entropy (:meth:`estimate_loss`).
+        """
+        return self._loss(input_ids, targets)
+
     @torch.no_grad()
     def estimate_loss(self) -> dict:
         """Mean loss over ``eval_iters`` batches of each split; the same batches at every eval.
@@ -348,7 +358,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         batch = next(self.sampler)
-        loss = self._loss(batch.input_ids.to(self.device), batch.targets.to(self.device))
+        loss = self.training_loss(batch.input_ids.to(self.device), batch.targets.to(self.device))
         loss.backward()
         params = [p for p in self.model.parameters() if p.grad is not None]
         max_norm = o.grad_clip if o.grad_clip > 0 else math.inf
