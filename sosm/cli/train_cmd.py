@@ -28,6 +28,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--max-steps", type=int, metavar="N", help="override max_steps of the config")
     parser.add_argument("--seed", type=int, metavar="N", help="override the config's seed (a second run of the same config)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override the config's device")
+    parser.add_argument("--distributed", choices=("ddp", "fsdp"),
+                        help="override the config's distributed strategy (used under torchrun only)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     return parser
 
@@ -55,6 +57,8 @@ def _train(args) -> int:
         changes["seed"] = args.seed
     if args.device is not None:
         changes["device"] = args.device
+    if args.distributed is not None:
+        changes["distributed"] = args.distributed
     if args.model is not None:
         changes["model"] = switch_model(config, args.model)
     if args.no_progress:

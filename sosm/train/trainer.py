@@ -185,7 +185,8 @@ class Trainer:
         self.module = self._build_model()  # the model itself; self.model is what trains it (DDP wrapper or itself)
         if self.dist.active and self.dist.rank:
             torch.manual_seed(distributed.rank_seed(config.seed, self.dist.rank))  # rank 0 keeps the one-process stream
-        self.module = distributed.wrap_model(self.module, self.dist, self.device) if self.dist.sharded else self.module
+        if self.dist.sharded:  # FSDP shards in place, before the optimizer takes the (now sharded) parameters
+            distributed.wrap_model(self.module, self.dist, self.device)
         self.optimizer = self._build_optimizer(self.module)
         self.sampler = distributed.ShardedBatches(
             BatchSampler(self.splits.train, config.batch_size, config.data.block_size, seed=config.seed), self.dist)
