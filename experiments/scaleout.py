@@ -83,13 +83,21 @@ def ddp(runs: Path) -> dict:
         s = summary(run)
         parts[name] = {**step, "train_wall_s": s["wall_s"], "tokens_per_s": s["tokens_per_s"], "evals": evals(run),
                        "losses": train_losses(run)}
+    return compare(parts)
+
+
+def compare(parts: dict) -> dict:
+    """Per-step losses of each run against the one-process run: the largest relative difference, over the
+    first 20 steps (ANCHORS' bar) and over the whole run; wall-time ratios."""
     reference = parts["one_process_2_threads"]["losses"]
     for name, part in parts.items():
         losses = part.pop("losses")
-        part["max_relative_difference_vs_one_process"] = max(abs(losses[s] - reference[s]) / abs(reference[s])
-                                                             for s in reference)
+        differences = {s: abs(losses[s] - reference[s]) / abs(reference[s]) for s in reference}
+        part["max_relative_difference_first_20_steps"] = max(differences[s] for s in range(1, 21))
+        part["max_relative_difference_vs_one_process"] = max(differences.values())
         part["first_last_loss"] = [losses[1], losses[max(losses)]]
-        part["wall_ratio_vs_one_process_2_threads"] = part["train_wall_s"] / parts["one_process_2_threads"]["train_wall_s"]
+        for anchor in ("one_process_2_threads", "one_process_1_thread"):
+            part[f"wall_ratio_vs_{anchor}"] = part["train_wall_s"] / parts[anchor]["train_wall_s"]
     return parts
 
 
