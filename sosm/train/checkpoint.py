@@ -356,6 +356,17 @@ def check_model_matches(model: torch.nn.Module, checkpoint: Checkpoint) -> None:
     _check_names_and_shapes(shapes, stored, where, checkpoint.path / CONFIG_FILE)
 
 
+@contextlib.contextmanager
+def one_process_reads_shards() -> Iterator[None]:
+    """Without a process group ``torch.distributed.checkpoint`` reads (or writes) in this one process, which is
+    what a single-process reader of a sharded checkpoint means: its warning that it assumes so is dropped."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        yield
+
+
 def load_model_state(model: torch.nn.Module, checkpoint: Checkpoint) -> None:
     """Copy the checkpoint's weights into ``model``; mismatches name the file and the tensors.
 
@@ -367,7 +378,8 @@ def load_model_state(model: torch.nn.Module, checkpoint: Checkpoint) -> None:
         import torch.distributed.checkpoint as dcp
 
         state = {"model": model.state_dict()}
-        dcp.load(state, checkpoint_id=str(checkpoint.shards_dir))  # in place, resharded to this model's layout
+        with one_process_reads_shards():
+            dcp.load(state, checkpoint_id=str(checkpoint.shards_dir))  # in place, resharded to this model's layout
         model.load_state_dict(state["model"])
         return
     model.load_state_dict(checkpoint.model_state)

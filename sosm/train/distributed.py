@@ -45,7 +45,8 @@ import torch
 import torch.distributed as dist
 
 from ..data import Batch
-from .checkpoint import SHARDS_DIR, checkpoint_dir, finish_checkpoint, prune_checkpoints, step_dir_name, CHECKPOINT_DIR
+from .checkpoint import (CHECKPOINT_DIR, SHARDS_DIR, checkpoint_dir, finish_checkpoint, one_process_reads_shards,
+                         prune_checkpoints, step_dir_name)
 
 STRATEGIES = ("ddp", "fsdp")
 
@@ -241,7 +242,8 @@ def load_sharded_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     from torch.distributed.checkpoint.state_dict import set_state_dict
 
     state = sharded_state(model, optimizer)
-    dcp.load(state, checkpoint_id=str(shards_dir))
+    with one_process_reads_shards():
+        dcp.load(state, checkpoint_id=str(shards_dir))
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
 
 

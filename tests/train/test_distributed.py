@@ -21,7 +21,8 @@ import torch
 
 from sosm.data import BatchSampler
 from sosm.train import CheckpointError, TrainConfig, Trainer, read_checkpoint
-from sosm.train.checkpoint import SHARDS_DIR, checkpoint_dir, finish_checkpoint, load_model_state
+from sosm.train.checkpoint import (SHARDS_DIR, checkpoint_dir, finish_checkpoint, load_model_state,
+                                   one_process_reads_shards)
 from sosm.train.distributed import DistContext, ShardedBatches, check_batch_size, local_rows
 from sosm.train.run_log import read_log
 
@@ -119,7 +120,8 @@ def test_one_process_reads_a_sharded_checkpoint_and_its_manifest_guards_the_shar
 
     model = torch.nn.Linear(4, 3)
     with checkpoint_dir(tmp_path, 5) as tmp:
-        dcp.save({"model": model.state_dict()}, checkpoint_id=str(tmp / SHARDS_DIR))  # no process group: one writer
+        with one_process_reads_shards():  # no process group: one writer (torch warns that it assumes so)
+            dcp.save({"model": model.state_dict()}, checkpoint_id=str(tmp / SHARDS_DIR))
         finish_checkpoint(tmp, 5, config={}, trainer_state={"step": 5})
     checkpoint = read_checkpoint(tmp_path)
     assert checkpoint.layout == "sharded" and checkpoint.model_state is None and checkpoint.step == 5
