@@ -68,8 +68,8 @@ PUBLIC = {
     "sosm.train": ["Checkpoint", "CheckpointError", "DataConfig", "OptimConfig", "TrainConfig", "TrainResult",
                    "Trainer", "find_checkpoint", "lr_at", "read_checkpoint", "write_checkpoint"],
 }
-CLI_SUBCOMMANDS = ("demo", "graph", "train_cmd", "eval_cmd", "generate_cmd", "inspect_cmd", "recall_cmd", "quantize_cmd",
-                   "export_cmd", "serve_cmd")
+CLI_SUBCOMMANDS = ("demo", "graph", "train_cmd", "eval_cmd", "generate_cmd", "inspect_cmd", "recall_cmd", "finetune_cmd",
+                   "distill_cmd", "quantize_cmd", "export_cmd", "serve_cmd")
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:

@@ -71,13 +71,23 @@ CASES = {
     "graph-k-0": (["graph", "--text", "a list", "--k", "0", "--out", "{d}/g.json"], "GraphConfig.k=0 is invalid"),
     "graph-k-adaptive": (["graph", "--text", "a list", "--k", "1", "--adaptive-k", "--out", "{d}/g.json"],
                          "GraphConfig.k=1 is invalid; accepted: k_min=2 <= k <= k_max=16 when adaptive_k=True"),
+    # issue 17: fine-tuning and distillation configs
+    "finetune-out-is-a-file": (["finetune", "--checkpoint", "{run}", "--config", "{d}/ft.yaml", "--out", "{d}/a-file"],
+                               "--out {d}/a-file is a file"),
+    "finetune-lora-unknown-key": (["finetune", "--checkpoint", "{run}", "--config", "{d}/ft-typo.yaml", "--out",
+                                   "{d}/r-ft"], "in config section 'lora'"),
+    "finetune-model-section": (["finetune", "--checkpoint", "{run}", "--config", "{d}/tiny.yaml", "--out",
+                                "{d}/r-ft"], "has a model section, but the model is the one of --checkpoint"),
+    "distill-context-differs": (["distill", "--teacher", "{run}", "--config", "{d}/kd.yaml", "--out", "{d}/r-kd"],
+                                "data.block_size=12 differs from the model of --teacher"),
 }
 NEEDS_CUDA_ABSENT = {"eval-device-cuda", "generate-device-cuda"}
 #: the cases also run through the real command (slow): every item, every command of item 15
 REAL_COMMAND = ("train-out-under-a-file", "train-out-unwritable", "graph-out-is-a-folder", "demo-out-is-a-file",
                 "inspect-out-is-a-file", "eval-json-is-a-folder", "graph-config-bad-yaml", "graph-config-bad-json",
                 "graph-config-binary", "train-config-empty", "train-config-is-a-folder", "train-text-too-short",
-                "eval-device-cuda", "generate-device-cuda", "graph-dev-zero", "graph-dev-urandom", "graph-k-adaptive")
+                "eval-device-cuda", "generate-device-cuda", "graph-dev-zero", "graph-dev-urandom", "graph-k-adaptive",
+                "finetune-lora-unknown-key", "distill-context-differs")
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +107,10 @@ def case_dir(tmp_path_factory):
     (d / "two.yaml").write_text(yaml.safe_dump({**base, "data": {"dataset": "text_file", "path": str(d / "two.txt"),
                                                                  "block_size": 24}}))
     (d / "tiny.yaml").write_text(yaml.safe_dump({**base, "data": {"dataset": "default", "block_size": 24}}))
+    finetune = {"max_steps": 2, "data": {"dataset": "default"}, "lora": {"rank": 2}}
+    (d / "ft.yaml").write_text(yaml.safe_dump(finetune))
+    (d / "ft-typo.yaml").write_text(yaml.safe_dump({**finetune, "lora": {"rnak": 2}}))
+    (d / "kd.yaml").write_text(yaml.safe_dump({**base, "data": {"dataset": "default", "block_size": 12}}))
     return d
 
 

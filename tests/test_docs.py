@@ -30,6 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)( serve)?\n(.*?)^```", re.S | re.M)
 
+#: appended to the commands of results runs (hundreds of steps): the command runs as written, for fewer steps
+SHORTER = "--max-steps 12"
 #: command as written -> how the test runs it
 HOW = {
     'pip install torch==2.13.0 && pip install -e ".[dev]" && sosm demo': "install (.ci/run), then run",
@@ -52,6 +54,12 @@ HOW = {
         "run on the tiny run",
     "sosm serve --checkpoint runs/hybrid --port 8000                      # FastAPI + uvicorn on 127.0.0.1":
         "a server: started on a free port by tests/serve (test_server.py), which the README's serve blocks talk to",
+    "torchrun --standalone --nproc_per_node=2 -m sosm.cli train --config experiments/configs/scaleout_ddp.yaml "
+    "--out runs/ddp": "torchrun, SIGTERM",
+    "sosm finetune --checkpoint runs/hybrid --config experiments/configs/scaleout_lora.yaml --out runs/lora_default":
+        f"run on the tiny run, {SHORTER}",
+    "sosm distill --teacher runs/hybrid --config experiments/configs/scaleout_distill.yaml --out runs/student":
+        f"run on the tiny run, {SHORTER}",
 }
 NOTES = ("A function returns a value to its caller. A method is a function defined inside a class, and calling "
          "the method on an instance passes that instance as the first argument.\n")
@@ -164,12 +172,13 @@ def _shell(command: str, cwd: Path, **kwargs) -> subprocess.Popen:
 
 
 RUN_AS_WRITTEN = [c for c in HOW if HOW[c].startswith("run") and HOW[c] != "run, SIGTERM"]
+TORCHRUN = [c for c in HOW if HOW[c] == "torchrun, SIGTERM"]
 
 
 @pytest.mark.slow  # each command starts python and torch; the BPE graph trains a tokenizer (~8 s)
 @pytest.mark.parametrize("command", RUN_AS_WRITTEN)
 def test_documented_command_runs_as_written(command, sandbox):
-    child = _shell(command, sandbox)
+    child = _shell(f"{command} {SHORTER}" if HOW[command].endswith(SHORTER) else command, sandbox)
     out, err = child.communicate(timeout=300)
     assert child.returncode == 0, (command, out[-2000:], err[-2000:])
     assert "Traceback" not in err, err
@@ -203,3 +212,22 @@ def test_readme_training_command_starts_and_stops_cleanly(tmp_path):
     assert "continue with: sosm train --config experiments/configs/shakespeare_char_cpu_hybrid.yaml --out " \
            "runs/hybrid --resume" in out
     assert list((tmp_path / "runs" / "hybrid" / "checkpoints").glob("step_*"))
+
+
+@pytest.mark.slow  # two training processes under torchrun, stopped by SIGTERM after their first log record
+@pytest.mark.parametrize("command", TORCHRUN)
+def test_torchrun_command_starts_and_stops_cleanly(command, sandbox):
+    """The README's torchrun command: rank 0 logs, SIGTERM (to torchrun and its ranks) leaves one checkpoint."""
+    out = sandbox / command.split("--out ")[1].split()[0]
+    child = _shell(command, sandbox, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and child.poll() is None:
+        if (out / "log.jsonl").is_file() and '"kind": "train"' in (out / "log.jsonl").read_text():
+            break
+        time.sleep(0.2)
+    assert child.poll() is None, child.communicate()
+    os.killpg(child.pid, signal.SIGTERM)
+    stdout, stderr = child.communicate(timeout=240)
+    assert stdout.count("training scaleout:") == 1 and "2 processes (ddp)" in stdout, (stdout, stderr[-3000:])
+    assert '"event": "stopped"' in (out / "log.jsonl").read_text(), stderr[-3000:]
+    assert len(list((out / "checkpoints").glob("step_*"))) == 1

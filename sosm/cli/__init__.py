@@ -20,7 +20,7 @@ from .. import __version__
 
 #: subcommand modules, in the order ``sosm --help`` lists them
 SUBCOMMANDS: tuple[str, ...] = ("demo", "graph", "train_cmd", "eval_cmd", "generate_cmd", "inspect_cmd", "recall_cmd",
-                                 "quantize_cmd", "export_cmd", "serve_cmd")
+                                 "finetune_cmd", "distill_cmd", "quantize_cmd", "export_cmd", "serve_cmd")
 
 EXIT_BAD_INPUT = 2
 

@@ -109,6 +109,7 @@ class SOSMConfig:
     rope_base: float = 10000.0          # RoPE / Graph-RoPE frequency base
     dropout: float = 0.0                # dropout on embeddings, attention/MLP/Mamba outputs (training only)
     tie_embeddings: bool = True         # share the token embedding with the LM head
+    embed_dim: int = 0                  # factorized embedding width e (ALBERT: vocab -> e -> d_model, head d_model -> e -> vocab when tied); 0: the model's own (graph models e=128, baselines vocab -> d_model)
     init_std: float = 0.02              # std of the normal init of linear and embedding weights
     gradient_checkpointing: bool = False  # recompute each layer's activations in backward (training only)
     memory: bool = False                # long-term memory: graph-attention layers also attend to retrieved K/V (memory edges)
@@ -180,6 +181,8 @@ class SOSMConfig:
         need(self.rope_base > 1, "rope_base", "a float > 1")
         need(0.0 <= self.dropout < 1.0, "dropout", "a float in [0, 1)")
         need(isinstance(self.tie_embeddings, bool), "tie_embeddings", "true or false")
+        need(is_int(self.embed_dim) and self.embed_dim >= 0, "embed_dim",
+             "an int >= 1 (the factorized embedding width), or 0 for the model's own")
         need(self.init_std > 0, "init_std", "a float > 0")
         need(isinstance(self.gradient_checkpointing, bool), "gradient_checkpointing", "true or false")
         need(isinstance(self.memory, bool), "memory", "true or false")

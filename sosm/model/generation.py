@@ -95,7 +95,7 @@ class IncrementalDecoder:
                 ctx.structure = model.structure(coords_t)  # [B, 1, S]
                 ctx.alibi_coords = self.coords  # [B, t+1, L]
         else:
-            x = model.embedding(ids)  # [B, 1, d]
+            x = model.embed_tokens(ids)  # [B, 1, d]
         ctx.angles = model.positions(1, t, coords_t, ids.device)
         x = model.stack.step(x, ctx, self.caches)  # [B, 1, d]
         self.position += 1

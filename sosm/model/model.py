@@ -11,6 +11,13 @@ One forward pass (graph-based models: ``hybrid``, ``graph_attention``)::
 
 The Transformer and Mamba baselines embed tokens with a plain ``nn.Embedding`` and build no graph.
 
+**Factorized embeddings** (ALBERT, Lan et al. 2020; ``config.embed_dim = e``): tokens enter through
+an ``e``-wide embedding, ``vocab -> e -> d_model``, and the tied LM head leaves through the same
+factor, ``d_model -> e`` (``head_proj``) then the embedding matrix transposed: ``V·e + e·d`` parameters
+on each side instead of ``V·d``. The graph models always factor (``vocab -> e -> 64 -> d_model``
+through the semantic state, ``e = 128`` when ``embed_dim`` is 0), so there ``embed_dim`` sets that
+``e``; the other models factor only when it is set.
+
 **Long-term memory** (``config.memory``; :mod:`sosm.model.memory_attention`): ``forward(ids,
 memory=bank, stream_offset=o)`` adds memory edges to the graph with
 ``sosm.memory.integrate_into_graph`` (token t of the window is at stream position ``o + t``
@@ -65,14 +72,15 @@ class SOSMModel(nn.Module):
         self.config = config
         d, vocab = config.d_model, config.vocab_size
         self.use_landmarks = config.uses_graph and config.graph.num_landmarks > 0
+        factor = config.embed_dim or (EMBED_FACTOR_DIM if config.uses_graph else 0)  # e; 0: vocab -> d directly
         if config.uses_graph:
-            self.front = StateFrontEnd(vocab, d)
-            head_in = EMBED_FACTOR_DIM if config.tie_embeddings else d
-            self.head_proj = nn.Linear(d, EMBED_FACTOR_DIM, bias=False) if config.tie_embeddings else None
+            self.front = StateFrontEnd(vocab, d, factor)
         else:
-            self.embedding = nn.Embedding(vocab, d)
-            head_in, self.head_proj = d, None
-        self.lm_head = None if config.tie_embeddings else nn.Linear(head_in, vocab, bias=False)
+            self.embedding = nn.Embedding(vocab, factor or d)
+            self.embed_proj = nn.Linear(factor, d, bias=False) if factor else None  # e -> d_model
+        tied_factor = factor if config.tie_embeddings else 0
+        self.head_proj = nn.Linear(d, tied_factor, bias=False) if tied_factor else None  # d_model -> e, then E^T
+        self.lm_head = None if config.tie_embeddings else nn.Linear(d, vocab, bias=False)
         struct_dim = config.struct_dim if self.use_landmarks else None
         self.structure = (StructuralEncoding(config.graph.num_landmarks, config.graph.max_distance, config.struct_dim)
                           if self.use_landmarks else None)
@@ -97,11 +105,18 @@ class SOSMModel(nn.Module):
                 module.init_parameters()  # each mixer's own special init (Mamba: A, D, dt bias)
         if self.config.uses_graph:
             self.front.reset_parameters(std)  # variance-aware: token identity as strong as a plain embedding
+        elif self.embed_proj is not None:  # e -> d preserves variance: the stack input is as strong as a plain embedding's
+            nn.init.normal_(self.embed_proj.weight, 0.0, self.embed_proj.in_features ** -0.5)
 
     @property
     def token_embedding(self) -> nn.Embedding:
-        """The embedding whose output is the first token representation (``[B, T, 128]`` or ``[B, T, d_model]``)."""
+        """The embedding whose output is the first token representation (``[B, T, e]`` or ``[B, T, d_model]``)."""
         return self.front.semantic.token_embedding if self.config.uses_graph else self.embedding
+
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The stack input of the models without a graph: ``[B, T]`` ids -> ``[B, T, d_model]`` (through ``e`` when factorized)."""
+        x = self.embedding(input_ids)  # [B, T, e or d_model]
+        return x if self.embed_proj is None else self.embed_proj(x)  # [B, T, d_model]
 
     def check_input_ids(self, input_ids, name: str = "input_ids") -> torch.Tensor:
         """Validate ``[B, T]`` integer ids in ``[0, vocab_size)`` with ``1 <= T <= max_seq_len`` (one host sync)."""
@@ -177,7 +192,7 @@ class SOSMModel(nn.Module):
     def logits_from_hidden(self, x: torch.Tensor) -> torch.Tensor:
         """Final hidden ``[B, T, d_model]`` -> logits ``[B, T, V]`` (float32)."""
         if self.head_proj is not None:
-            x = self.head_proj(x)  # [B, T, 128]
+            x = self.head_proj(x)  # [B, T, e]
         if self.lm_head is not None:
             return self.lm_head(x).float()
         return F.linear(x, self.token_embedding.weight).float()  # tied
@@ -228,7 +243,7 @@ class SOSMModel(nn.Module):
                 ctx.alibi_coords = coords
                 state.landmark_coords, state.landmark_encoding = coords, ctx.structure
         else:
-            x = self.embedding(input_ids)  # [B, T, d]
+            x = self.embed_tokens(input_ids)  # [B, T, d]
         ctx.angles = self.positions(T, 0, ctx.alibi_coords, input_ids.device)
         if mamba_state is None:
             x, state.hidden_states = self.stack(self.dropout(x), ctx, return_hidden)

@@ -1,7 +1,7 @@
 """Token states of the graph-based models: MU semantic state, temporal state, projector, ``State`` record.
 
 - **Semantic state** ``[B, T, 64]`` (16 named blocks x 4, layout from :mod:`sosm.common.blocks`):
-  a factorized embedding ``vocab -> 128 -> 64`` times a learned per-token sensitivity gate per
+  a factorized embedding ``vocab -> e -> 64`` (``e = SOSMConfig.embed_dim``, 128 by default) times a learned per-token sensitivity gate per
   block (``sigmoid`` of a linear map of the 128-d token embedding). It is a function of the
   token id alone: position-invariant, so the graph built from it is too.
 - **Temporal state** ``[B, T, 32]``: sinusoidal position features (``sosm.common.features.sinusoidal_positions``)
@@ -21,7 +21,7 @@ from ..common.blocks import BLOCK_DIM, N_BLOCKS, SEMANTIC_DIM, TEMPORAL_DIM
 from ..graph.types import SemanticGraph
 from ..common.features import sinusoidal_positions
 
-EMBED_FACTOR_DIM = 128  # inner width of the factorized embedding vocab -> 128 -> 64
+EMBED_FACTOR_DIM = 128  # default inner width e of the factorized embedding vocab -> e -> 64 (SOSMConfig.embed_dim = 0)
 
 
 @dataclass
@@ -51,8 +51,9 @@ class SemanticState(nn.Module):
 
     Args:
         vocab_size: V.
+        embed_dim: e, the width of the token embedding (default 128).
 
-    Shapes: ``input_ids [B, T]`` -> ``(token_embedding [B, T, 128], semantic [B, T, 64])``.
+    Shapes: ``input_ids [B, T]`` -> ``(token_embedding [B, T, e], semantic [B, T, 64])``.
 
     Example:
         >>> emb, sem = SemanticState(65)(torch.randint(0, 65, (2, 7)))
@@ -60,30 +61,30 @@ class SemanticState(nn.Module):
         torch.Size([2, 7, 64])
     """
 
-    def __init__(self, vocab_size: int):
+    def __init__(self, vocab_size: int, embed_dim: int = EMBED_FACTOR_DIM):
         super().__init__()
-        self.token_embedding = nn.Embedding(vocab_size, EMBED_FACTOR_DIM)
-        self.to_semantic = nn.Linear(EMBED_FACTOR_DIM, SEMANTIC_DIM, bias=False)
-        self.block_gates = nn.Linear(EMBED_FACTOR_DIM, N_BLOCKS)
+        self.token_embedding = nn.Embedding(vocab_size, embed_dim)
+        self.to_semantic = nn.Linear(embed_dim, SEMANTIC_DIM, bias=False)
+        self.block_gates = nn.Linear(embed_dim, N_BLOCKS)
 
     def forward(self, input_ids: torch.Tensor):
-        emb = self.token_embedding(input_ids)  # [B, T, 128]
+        emb = self.token_embedding(input_ids)  # [B, T, e]
         B, T = input_ids.shape
         blocks = self.to_semantic(emb).view(B, T, N_BLOCKS, BLOCK_DIM)  # [B, T, 16, 4]
         gates = torch.sigmoid(self.block_gates(emb))[..., None]  # [B, T, 16, 1]
-        return emb, (blocks * gates).reshape(B, T, SEMANTIC_DIM)  # [B, T, 128], [B, T, 64]
+        return emb, (blocks * gates).reshape(B, T, SEMANTIC_DIM)  # [B, T, e], [B, T, 64]
 
 
 class TemporalState(nn.Module):
     """Position features mixed with the token: ``W_p pos(t) + W_e emb`` -> ``[B, T, 32]``.
 
-    ``forward(token_embedding [B, T, 128], start=0)``: positions are ``start .. start + T - 1``.
+    ``forward(token_embedding [B, T, e], start=0)``: positions are ``start .. start + T - 1``.
     """
 
-    def __init__(self):
+    def __init__(self, embed_dim: int = EMBED_FACTOR_DIM):
         super().__init__()
         self.from_position = nn.Linear(TEMPORAL_DIM, TEMPORAL_DIM)
-        self.from_token = nn.Linear(EMBED_FACTOR_DIM, TEMPORAL_DIM, bias=False)
+        self.from_token = nn.Linear(embed_dim, TEMPORAL_DIM, bias=False)
 
     def forward(self, token_embedding: torch.Tensor, start: int = 0) -> torch.Tensor:
         T = token_embedding.shape[1]
@@ -94,10 +95,10 @@ class TemporalState(nn.Module):
 class StateFrontEnd(nn.Module):
     """Token ids -> (token embedding, semantic, temporal, projected residual input ``[B, T, d_model]``)."""
 
-    def __init__(self, vocab_size: int, d_model: int):
+    def __init__(self, vocab_size: int, d_model: int, embed_dim: int = EMBED_FACTOR_DIM):
         super().__init__()
-        self.semantic = SemanticState(vocab_size)
-        self.temporal = TemporalState()
+        self.semantic = SemanticState(vocab_size, embed_dim)
+        self.temporal = TemporalState(embed_dim)
         self.project_semantic = nn.Linear(SEMANTIC_DIM, d_model, bias=False)
         self.project_temporal = nn.Linear(TEMPORAL_DIM, d_model, bias=False)
 
@@ -128,7 +129,7 @@ class StateFrontEnd(nn.Module):
         nn.init.zeros_(self.temporal.from_position.bias)
 
     def forward(self, input_ids: torch.Tensor, start: int = 0):
-        emb, semantic = self.semantic(input_ids)  # [B, T, 128], [B, T, 64]
+        emb, semantic = self.semantic(input_ids)  # [B, T, e], [B, T, 64]
         temporal = self.temporal(emb, start)  # [B, T, 32]
         x = self.project_semantic(semantic) + self.project_temporal(temporal)  # [B, T, d_model]
         return emb, semantic, temporal, x

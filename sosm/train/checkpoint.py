@@ -7,7 +7,12 @@ A checkpoint is a directory ``<run>/checkpoints/step_<NNNNNNN>/`` holding
 - ``optimizer.pt``       the optimizer's ``state_dict`` (loaded with ``weights_only=True``),
 - ``trainer_state.json`` step, data position, RNG states (torch, CUDA, numpy, python), metrics,
 - extra JSON files the trainer adds (for example ``tokenizer.json``),
-- ``manifest.json``      format version, step, and the size and sha256 of every file above.
+- ``manifest.json``      format version, step, layout, and the size and sha256 of every file above.
+
+A checkpoint of an FSDP run (``layout: "sharded"``) holds ``shards/`` instead of
+``model.safetensors`` and ``optimizer.pt``: the model and optimizer state as
+``torch.distributed.checkpoint`` writes them, one file per rank, resharded on load to any
+world size (one process included); :func:`load_model_state` reads either layout.
 
 Writing goes to a temporary sibling directory; every file and the directory are
 fsync'ed, then the directory is renamed into place in one step. A crash at any point
@@ -25,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import json
@@ -33,7 +39,7 @@ import random
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
 import numpy as np
 import torch
@@ -52,6 +58,8 @@ CONFIG_FILE = "config.json"
 OPTIMIZER_FILE = "optimizer.pt"
 STATE_FILE = "trainer_state.json"
 MANIFEST_FILE = "manifest.json"
+SHARDS_DIR = "shards"  # torch.distributed.checkpoint files of a sharded (FSDP) checkpoint
+LAYOUTS = ("full", "sharded")
 
 PathLike = Union[str, os.PathLike]
 
@@ -71,6 +79,13 @@ class Checkpoint:
     optimizer_state: dict
     trainer_state: dict
     extra: dict = field(default_factory=dict)  # extra JSON files by name
+    layout: str = "full"                       # "full": model_state/optimizer_state hold everything;
+                                               # "sharded": both are None, the state is under shards_dir
+
+    @property
+    def shards_dir(self) -> Path:
+        """The ``torch.distributed.checkpoint`` folder of a sharded checkpoint."""
+        return self.path / SHARDS_DIR
 
 
 def step_dir_name(step: int) -> str:
@@ -115,37 +130,62 @@ def write_checkpoint(run_dir: PathLike, step: int, *, model_state: dict, config:
     Returns:
         The checkpoint directory.
     """
-    if not isinstance(step, int) or step < 0:
-        raise ValueError(f"step={step!r} is invalid; accepted: an int >= 0")
     if not isinstance(keep_last, int) or keep_last < 1:
         raise ValueError(f"keep_last={keep_last!r} is invalid; accepted: an int >= 1")
-    root = Path(run_dir) / CHECKPOINT_DIR
-    root.mkdir(parents=True, exist_ok=True)
-    _remove_stale_tmp(root)
     unique, aliases = _dedup_shared(model_state)
     buffer = io.BytesIO()
     torch.save(optimizer_state, buffer)
-    files = {
-        MODEL_FILE: safetensors_save(unique),
-        CONFIG_FILE: _json_bytes(config),
-        OPTIMIZER_FILE: buffer.getvalue(),
-        STATE_FILE: _json_bytes(trainer_state),
-    }
-    for name, obj in (extra_json or {}).items():
-        if name in files or name == MANIFEST_FILE or "/" in name:
-            raise ValueError(f"extra_json file name {name!r} is invalid; it must be a plain name other than "
-                             f"{sorted([*files, MANIFEST_FILE])}")
-        files[name] = _json_bytes(obj)
-    manifest = {"format": FORMAT, "version": FORMAT_VERSION, "step": step, "aliases": aliases,
-                "files": {name: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-                          for name, data in files.items()}}
-    final = root / step_dir_name(step)
-    with atomic_dir(final, prefix=TMP_PREFIX) as tmp:
-        for name, data in files.items():
-            write_synced(tmp / name, data)
-        write_synced(tmp / MANIFEST_FILE, _json_bytes(manifest))  # last: its presence marks a complete write
+    with checkpoint_dir(run_dir, step) as tmp:
+        finish_checkpoint(tmp, step, config=config, trainer_state=trainer_state, extra_json=extra_json,
+                          tensors={MODEL_FILE: safetensors_save(unique), OPTIMIZER_FILE: buffer.getvalue()},
+                          aliases=aliases)
     prune_checkpoints(run_dir, keep_last)
-    return final
+    return Path(run_dir) / CHECKPOINT_DIR / step_dir_name(step)
+
+
+@contextlib.contextmanager
+def checkpoint_dir(run_dir: PathLike, step: int) -> Iterator[Path]:
+    """A fresh temporary folder that becomes ``run_dir/checkpoints/step_<step>`` in one rename on a clean exit.
+
+    :func:`write_checkpoint` fills it in one process; a sharded (FSDP) checkpoint has every rank
+    write its shards into it first (``sosm.train.distributed.write_sharded_checkpoint``), then
+    :func:`finish_checkpoint` adds the rest and the manifest.
+    """
+    if not isinstance(step, int) or step < 0:
+        raise ValueError(f"step={step!r} is invalid; accepted: an int >= 0")
+    root = Path(run_dir) / CHECKPOINT_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    _remove_stale_tmp(root)
+    with atomic_dir(root / step_dir_name(step), prefix=TMP_PREFIX) as tmp:
+        yield tmp
+
+
+def finish_checkpoint(tmp: Path, step: int, *, config: dict, trainer_state: dict, extra_json: Optional[dict] = None,
+                      tensors: Optional[dict] = None, aliases: Optional[dict] = None) -> None:
+    """Write the JSON files, ``tensors`` (``{file name: bytes}``) and last the manifest into ``tmp``.
+
+    Files already in ``tmp/shards`` (a sharded checkpoint's) are listed in the manifest with the
+    others, so they are verified on load like every file; the layout is ``"sharded"`` when
+    ``tensors`` is None.
+    """
+    files = dict(tensors or {})
+    files.update({CONFIG_FILE: _json_bytes(config), STATE_FILE: _json_bytes(trainer_state)})
+    for name, obj in (extra_json or {}).items():
+        if name in files or name in (MANIFEST_FILE, MODEL_FILE, OPTIMIZER_FILE) or "/" in name:
+            raise ValueError(f"extra_json file name {name!r} is invalid; it must be a plain name other than "
+                             f"{sorted({*files, MANIFEST_FILE, MODEL_FILE, OPTIMIZER_FILE})}")
+        files[name] = _json_bytes(obj)
+    for name, data in files.items():
+        write_synced(tmp / name, data)
+    listed = {name: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()} for name, data in files.items()}
+    for path in sorted((tmp / SHARDS_DIR).rglob("*")) if (tmp / SHARDS_DIR).is_dir() else []:
+        if path.is_file():
+            data = path.read_bytes()
+            listed[path.relative_to(tmp).as_posix()] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    layout = "full" if tensors else "sharded"
+    manifest = {"format": FORMAT, "version": FORMAT_VERSION, "step": step, "layout": layout,
+                "aliases": aliases or {}, "files": listed}
+    write_synced(tmp / MANIFEST_FILE, _json_bytes(manifest))  # last: its presence marks a complete write
 
 
 def _remove_stale_tmp(root: Path) -> None:
@@ -241,41 +281,107 @@ def _read_checkpoint_dir(path: Path, verify: bool) -> Checkpoint:
             if digest != info["sha256"]:
                 raise CheckpointError(f"checkpoint file {file} has sha256 {digest[:12]}… but the manifest records "
                                       f"{info['sha256'][:12]}…: the file is corrupt or was edited")
+    layout = manifest.get("layout", "full")
+    if layout not in LAYOUTS:
+        raise CheckpointError(f"checkpoint file {manifest_path} has layout {layout!r}; expected one of {LAYOUTS}")
+    model_state = optimizer_state = None
+    if layout == "full":
+        model_state, optimizer_state = _read_full_state(path, manifest)
+    elif not (path / SHARDS_DIR / ".metadata").is_file():
+        raise CheckpointError(f"checkpoint file {path / SHARDS_DIR / '.metadata'} is missing: a sharded checkpoint "
+                              f"needs the torch.distributed.checkpoint metadata")
+    known = {MODEL_FILE, CONFIG_FILE, OPTIMIZER_FILE, STATE_FILE}
+    extra = {name: _read_json(path / name) for name in manifest.get("files", {})
+             if name not in known and "/" not in name}
+    return Checkpoint(path=path, step=int(manifest["step"]), model_state=model_state,
+                      config=_read_json(path / CONFIG_FILE), optimizer_state=optimizer_state,
+                      trainer_state=_read_json(path / STATE_FILE), extra=extra, layout=layout)
+
+
+def _read_full_state(path: Path, manifest: dict) -> tuple[dict, dict]:
+    """``(model_state, optimizer_state)`` of a checkpoint of the full layout."""
     try:
         model_state = safetensors_load((path / MODEL_FILE).read_bytes())
     except Exception as err:  # safetensors raises its own error types for malformed headers
         raise CheckpointError(f"checkpoint file {path / MODEL_FILE} is not a readable safetensors file: {err}") from None
     for alias, target in manifest.get("aliases", {}).items():
         if target not in model_state:
-            raise CheckpointError(f"checkpoint file {manifest_path} aliases {alias!r} to {target!r}, "
+            raise CheckpointError(f"checkpoint file {path / MANIFEST_FILE} aliases {alias!r} to {target!r}, "
                                   f"which {path / MODEL_FILE} does not contain")
         model_state[alias] = model_state[target]
     try:
         optimizer_state = torch.load(path / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for truncated/unpickleable data
         raise CheckpointError(f"checkpoint file {path / OPTIMIZER_FILE} could not be loaded: {err}") from None
-    known = {MODEL_FILE, CONFIG_FILE, OPTIMIZER_FILE, STATE_FILE}
-    extra = {name: _read_json(path / name) for name in manifest.get("files", {}) if name not in known}
-    return Checkpoint(path=path, step=int(manifest["step"]), model_state=model_state,
-                      config=_read_json(path / CONFIG_FILE), optimizer_state=optimizer_state,
-                      trainer_state=_read_json(path / STATE_FILE), extra=extra)
+    return model_state, optimizer_state
+
+
+def sharded_tensor_shapes(checkpoint: Checkpoint, prefix: str) -> dict:
+    """``{name: shape}`` of the tensors under ``prefix`` (``"model."``) in a sharded checkpoint's metadata."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    try:
+        metadata = FileSystemReader(str(checkpoint.shards_dir)).read_metadata()
+    except Exception as err:  # a truncated or foreign .metadata file
+        raise CheckpointError(f"checkpoint file {checkpoint.shards_dir / '.metadata'} could not be read: {err}") from None
+    return {key[len(prefix):]: tuple(getattr(item, "size", ())) for key, item in metadata.state_dict_metadata.items()
+            if key.startswith(prefix)}
+
+
+def _check_names_and_shapes(expected: dict, stored: dict, where: Path, config_file: Path) -> None:
+    """``expected``/``stored``: ``{name: shape}``; raises ``CheckpointError`` naming ``where`` on a mismatch."""
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"checkpoint file {where} does not match the model built from {config_file}: "
+                              f"missing tensors {missing[:8]}, unexpected tensors {unexpected[:8]}")
+    wrong = [f"{name}: file {stored[name]} vs model {shape}" for name, shape in expected.items()
+             if stored[name] != shape]
+    if wrong:
+        raise CheckpointError(f"checkpoint file {where} has tensor shapes that do not match the model built from "
+                              f"{config_file}: " + "; ".join(wrong[:8]))
+
+
+def check_model_matches(model: torch.nn.Module, checkpoint: Checkpoint) -> None:
+    """Raise ``CheckpointError`` naming the file when ``model``'s tensor names or shapes differ from the checkpoint's.
+
+    Shapes are the whole tensors' (an FSDP-sharded model reports its parameters' global shapes).
+    """
+    shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    if checkpoint.layout == "sharded":
+        stored, where = sharded_tensor_shapes(checkpoint, "model."), checkpoint.shards_dir
+    else:
+        stored = {name: tuple(t.shape) for name, t in checkpoint.model_state.items()}
+        where = checkpoint.path / MODEL_FILE
+    _check_names_and_shapes(shapes, stored, where, checkpoint.path / CONFIG_FILE)
+
+
+@contextlib.contextmanager
+def one_process_reads_shards() -> Iterator[None]:
+    """Without a process group ``torch.distributed.checkpoint`` reads (or writes) in this one process, which is
+    what a single-process reader of a sharded checkpoint means: its warning that it assumes so is dropped."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        yield
 
 
 def load_model_state(model: torch.nn.Module, checkpoint: Checkpoint) -> None:
-    """Copy the checkpoint's weights into ``model``; mismatches name the file and the tensors."""
-    expected = model.state_dict()
-    weights = checkpoint.path / MODEL_FILE
-    missing = sorted(set(expected) - set(checkpoint.model_state))
-    unexpected = sorted(set(checkpoint.model_state) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(f"checkpoint file {weights} does not match the model built from "
-                              f"{checkpoint.path / CONFIG_FILE}: missing tensors {missing[:8]}, "
-                              f"unexpected tensors {unexpected[:8]}")
-    wrong = [f"{name}: file {tuple(checkpoint.model_state[name].shape)} vs model {tuple(t.shape)}"
-             for name, t in expected.items() if tuple(checkpoint.model_state[name].shape) != tuple(t.shape)]
-    if wrong:
-        raise CheckpointError(f"checkpoint file {weights} has tensor shapes that do not match the model built from "
-                              f"{checkpoint.path / CONFIG_FILE}: " + "; ".join(wrong[:8]))
+    """Copy the checkpoint's weights into ``model``; mismatches name the file and the tensors.
+
+    A sharded checkpoint is read with ``torch.distributed.checkpoint`` into whatever ``model``
+    is: a plain module in one process, or an FSDP-sharded one under any world size.
+    """
+    check_model_matches(model, checkpoint)
+    if checkpoint.layout == "sharded":
+        import torch.distributed.checkpoint as dcp
+
+        state = {"model": model.state_dict()}
+        with one_process_reads_shards():
+            dcp.load(state, checkpoint_id=str(checkpoint.shards_dir))  # in place, resharded to this model's layout
+        model.load_state_dict(state["model"])
+        return
     model.load_state_dict(checkpoint.model_state)
 
 

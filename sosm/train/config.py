@@ -45,7 +45,9 @@ REQUIRED_IN_FILE = {"max_steps": "how many optimiser steps",
 #: fields that may differ between a checkpoint and the config that resumes it: they
 #: steer how long the run goes and how often it reports, never the trajectory itself.
 RUN_CONTROL_FIELDS = ("max_steps", "eval_interval", "eval_iters", "log_interval",
-                      "checkpoint_interval", "keep_last", "device", "progress_bar", "tensorboard")
+                      "checkpoint_interval", "keep_last", "device", "progress_bar", "tensorboard",
+                      "distributed", "collective_timeout_s")
+DISTRIBUTED = ("ddp", "fsdp")
 
 
 def _need(cond: bool, section: str, name: str, value: Any, accepted: str) -> None:
@@ -143,6 +145,8 @@ class TrainConfig:
     dtype: str = "auto"                 # "auto": bf16 autocast where the device supports it, else fp32
     progress_bar: bool = True           # tqdm bar with loss, tokens/s and ETA
     tensorboard: bool = True            # also log to TensorBoard when it is installed
+    distributed: str = "ddp"            # under torchrun: "ddp" (a replica per rank) | "fsdp" (FSDP2 shards); one process ignores it
+    collective_timeout_s: float = 300.0  # under torchrun: a collective waiting longer fails the run (no rank hangs)
     data: DataConfig = field(default_factory=DataConfig)     # text, tokenizer, split, context length
     model: dict = field(default_factory=dict)                # fields of sosm.SOSMConfig (vocab/context filled in)
     optim: OptimConfig = field(default_factory=OptimConfig)  # AdamW, schedule, clipping
@@ -161,6 +165,9 @@ class TrainConfig:
               self.checkpoint_interval, "an int >= 0 (0: only at the end)")
         _need(self.device in DEVICES, s, "device", self.device, f"one of {DEVICES}")
         _need(self.dtype in DTYPES, s, "dtype", self.dtype, f"one of {DTYPES}")
+        _need(self.distributed in DISTRIBUTED, s, "distributed", self.distributed, f"one of {DISTRIBUTED}")
+        _need(_is_number(self.collective_timeout_s) and self.collective_timeout_s > 0, s, "collective_timeout_s",
+              self.collective_timeout_s, "a number of seconds > 0")
         for name in ("progress_bar", "tensorboard"):
             _need(isinstance(getattr(self, name), bool), s, name, getattr(self, name), "true or false")
         if not isinstance(self.data, DataConfig):

@@ -5,6 +5,10 @@
 trajectory the uninterrupted run would have taken (on the same device): weights,
 optimizer moments, the batch sampler's position and every RNG state are restored.
 
+Started by torchrun, the same trainer runs on every process (DDP or FSDP, ``config.distributed``;
+:mod:`sosm.train.distributed`): each rank trains on its share of every global batch, rank 0
+logs and writes, and a checkpoint of any world size resumes at any other.
+
 Example:
     >>> from sosm.train import TrainConfig, Trainer
     >>> cfg = TrainConfig.from_yaml("experiments/configs/smoke.yaml")   # doctest: +SKIP
@@ -31,8 +35,10 @@ from ..common.progress import progress_bar
 from ..data import BatchSampler
 from ..evaluate import model_logits
 from ..model.routing import auxiliary_loss, routing_stats
-from .checkpoint import (CONFIG_FILE, CheckpointError, capture_rng_state, list_checkpoints, load_model_state,
-                         read_checkpoint, restore_rng_state, write_checkpoint)
+from . import distributed
+from .checkpoint import (CHECKPOINT_DIR, CONFIG_FILE, CheckpointError, capture_rng_state, check_model_matches,
+                         list_checkpoints, load_model_state, read_checkpoint, restore_rng_state, step_dir_name,
+                         write_checkpoint)
 from .components import (ModelFactory, build_splits, count_parameters, model_config_dict, optimizer_groups,
                          sosm_model_factory,
                          tokenizer_files, tokenizer_from_files)
@@ -116,6 +122,16 @@ class _StopSignals:
         self._previous.clear()
 
 
+class _NoLog:
+    """The run log of ranks other than 0: they write nothing."""
+
+    def write(self, kind: str, step: int, **fields) -> dict:
+        return {"kind": kind, "step": step, **fields}
+
+    def close(self) -> None:
+        pass
+
+
 class Trainer:
     """Train a model described by a :class:`TrainConfig` into ``out_dir``.
 
@@ -127,15 +143,19 @@ class Trainer:
             default builds ``sosm.SOSMModel``. Tests pass toy models here.
         step_callback: called as ``step_callback(trainer, step, loss)`` after every step (and its
             checkpoint); an exception from it stops training like a crash would.
+        tokenizer: the tokenizer to train with instead of one built from the data (fine-tuning and
+            distillation keep the base model's); a resumed run uses its checkpoint's.
     """
 
     def __init__(self, config: TrainConfig, out_dir, *, resume: bool = False,
                  model_factory: Optional[ModelFactory] = None,
-                 step_callback: Optional[Callable[["Trainer", int, float], None]] = None):
+                 step_callback: Optional[Callable[["Trainer", int, float], None]] = None,
+                 tokenizer=None):
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
         self.out_dir = Path(out_dir)
-        self.device = resolve_device(config.device)
+        self.dist = distributed.setup(config.distributed, config.collective_timeout_s, resolve_device(config.device))
+        self.device = self.dist.device(resolve_device(config.device))
         self.amp_dtype = autocast_dtype(config.dtype, self.device)
         self.model_factory = model_factory or sosm_model_factory
         self.step_callback = step_callback
@@ -154,23 +174,31 @@ class Trainer:
         elif not resume and list_checkpoints(self.out_dir):
             raise ValueError(f"out_dir {self.out_dir} already holds checkpoints; pass resume=True (--resume) to "
                              f"continue that run, or choose another output directory")
-        elif resume:
+        elif resume and self.dist.is_main:
             print(f"no checkpoint in {self.out_dir}: starting from step 0")
         if config.optim.lr_decay_steps is None:  # pin the schedule so extending max_steps later keeps it
             config = TrainConfig.from_dict({**config.to_dict(),
                                             "optim": {**config.to_dict()["optim"], "lr_decay_steps": config.max_steps}})
         self.config = config
         torch.manual_seed(config.seed)
-        tokenizer = tokenizer_from_files(checkpoint.extra) if checkpoint else None
+        tokenizer = tokenizer_from_files(checkpoint.extra) if checkpoint else tokenizer
         self.tokenizer, self.splits = build_splits(config.data, tokenizer)
-        self.model = self.model_factory(config.model, self.tokenizer.vocab_size, config.data.block_size).to(self.device)
-        self.optimizer = self._build_optimizer()
-        self.sampler = BatchSampler(self.splits.train, config.batch_size, config.data.block_size, seed=config.seed)
+        distributed.check_batch_size(config.batch_size, self.dist)
+        self.module = self._build_model()  # the model itself; self.model is what trains it (DDP wrapper or itself)
+        if self.dist.active and self.dist.rank:
+            torch.manual_seed(distributed.rank_seed(config.seed, self.dist.rank))  # rank 0 keeps the one-process stream
+        if self.dist.sharded:  # FSDP shards in place, before the optimizer takes the (now sharded) parameters
+            distributed.wrap_model(self.module, self.dist, self.device)
+        self.optimizer = self._build_optimizer(self.module)
+        self.sampler = distributed.ShardedBatches(
+            BatchSampler(self.splits.train, config.batch_size, config.data.block_size, seed=config.seed), self.dist)
         if checkpoint is not None:
             self._restore(checkpoint)
-        self.parameters = count_parameters(self.model)
-        self.log = RunLog(self.out_dir, tensorboard=config.tensorboard,
-                          resume_step=self.step if checkpoint is not None else None)
+        self.model = self.module if self.dist.sharded else distributed.wrap_model(self.module, self.dist, self.device)
+        self.parameters = count_parameters(self.module)
+        self.log = (RunLog(self.out_dir, tensorboard=config.tensorboard,
+                           resume_step=self.step if checkpoint is not None else None)
+                    if self.dist.is_main else _NoLog())
 
     @property
     def leaky(self) -> bool:
@@ -192,22 +220,20 @@ class Trainer:
                                   + "; ".join(differences))
         return config
 
-    def _build_optimizer(self) -> torch.optim.AdamW:
+    def _build_model(self) -> torch.nn.Module:
+        return self.model_factory(self.config.model, self.tokenizer.vocab_size, self.config.data.block_size).to(self.device)
+
+    def _build_optimizer(self, model: torch.nn.Module) -> torch.optim.AdamW:
         """AdamW over :func:`~sosm.train.components.optimizer_groups` (no decay on biases, norms, state matrices)."""
         o = self.config.optim
-        groups = optimizer_groups(self.model, o.weight_decay)
+        groups = optimizer_groups(model, o.weight_decay)
         # the fused kernel: one pass per tensor (CPU: 0.84 vs 2.74 ms per step over the 0.8M hybrid's 64 tensors,
         # experiments/bench/results/cpu_components.json)
         extra = {"fused": True} if self.device.type in ("cuda", "cpu") else {}
         return torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, **extra)
 
     def _restore(self, checkpoint) -> None:
-        load_model_state(self.model, checkpoint)
-        try:
-            self.optimizer.load_state_dict(checkpoint.optimizer_state)
-        except (ValueError, KeyError, RuntimeError) as err:
-            raise CheckpointError(f"checkpoint file {checkpoint.path / 'optimizer.pt'} does not match the "
-                                  f"optimizer of this model: {err}") from None
+        self._restore_weights(checkpoint)
         state = checkpoint.trainer_state
         try:
             self.step = int(state["step"])
@@ -215,7 +241,7 @@ class Trainer:
             self.sampler.load_state_dict({"generator_state": torch.frombuffer(
                 bytearray(base64.b64decode(sampler["generator_state"])), dtype=torch.uint8).clone(),
                 "step": sampler["step"]})
-            restore_rng_state(state["rng"])
+            self._restore_rng(state)
             self.elapsed_before = float(state.get("elapsed_s", 0.0))
             best = state.get("best_val_loss")  # None until the first evaluation
             self.best_val = math.inf if best is None else float(best)
@@ -226,35 +252,87 @@ class Trainer:
             raise CheckpointError(f"checkpoint file {checkpoint.path / 'trainer_state.json'} says step {self.step} "
                                   f"but its manifest says step {checkpoint.step}")
 
+    def _restore_weights(self, checkpoint) -> None:
+        """Model and optimizer state from a checkpoint of either layout, into this run's layout."""
+        check_model_matches(self.module, checkpoint)
+        try:
+            if checkpoint.layout == "sharded":
+                distributed.load_sharded_state(self.module, self.optimizer, checkpoint.shards_dir)
+            elif self.dist.sharded:
+                distributed.load_full_state(self.module, self.optimizer, checkpoint.model_state,
+                                            checkpoint.optimizer_state)
+            else:
+                load_model_state(self.module, checkpoint)
+                self.optimizer.load_state_dict(checkpoint.optimizer_state)
+        except (ValueError, KeyError, RuntimeError) as err:
+            where = checkpoint.shards_dir if checkpoint.layout == "sharded" else checkpoint.path / "optimizer.pt"
+            raise CheckpointError(f"checkpoint file {where} does not match the optimizer of this model: "
+                                  f"{type(err).__name__}: {err}") from None
+
+    def _restore_rng(self, state: dict) -> None:
+        """This rank's RNG states (rank 0: ``rng``; rank r: ``rng_by_rank[r]``, or a fresh seed if the run had fewer ranks)."""
+        if not self.dist.rank:
+            restore_rng_state(state["rng"])
+        elif str(self.dist.rank) in state.get("rng_by_rank", {}):
+            restore_rng_state(state["rng_by_rank"][str(self.dist.rank)])
+        else:
+            torch.manual_seed(distributed.rank_seed(self.config.seed, self.dist.rank) + int(state["step"]))
+
     def save_checkpoint(self, elapsed_s: float) -> Path:
-        """Write a checkpoint of the state after ``self.step`` steps (atomic, keeps the newest N)."""
+        """Write a checkpoint of the state after ``self.step`` steps (atomic, keeps the newest N).
+
+        Under torchrun every rank calls it: rank 0 writes a full checkpoint (DDP), or every rank
+        its shards (FSDP); each rank's RNG state is kept.
+        """
         sampler = self.sampler.state_dict()
+        rng = self.dist.all_gather_object(capture_rng_state())
         trainer_state = {
             "step": self.step,
             "sampler": {"generator_state": base64.b64encode(sampler["generator_state"].numpy().tobytes()).decode(),
                         "step": int(sampler["step"])},
-            "rng": capture_rng_state(),
+            "rng": rng[0],
             "elapsed_s": elapsed_s,
             "best_val_loss": self.best_val if math.isfinite(self.best_val) else None,
             "tokens_seen": self.step * self.config.batch_size * self.config.data.block_size,
             "leaky": self.leaky,
         }
+        if self.dist.active:
+            trainer_state.update(world_size=self.dist.world_size, distributed=self.dist.strategy,
+                                 rng_by_rank={str(rank): state for rank, state in enumerate(rng) if rank})
         extra = tokenizer_files(self.tokenizer)
-        resolved = model_config_dict(self.model)
+        resolved = model_config_dict(self.module)
         if resolved is not None:
             extra["model_config.json"] = resolved
-        return write_checkpoint(self.out_dir, self.step, model_state=self.model.state_dict(),
-                                config=self.config.to_dict(), optimizer_state=self.optimizer.state_dict(),
-                                trainer_state=trainer_state, extra_json=extra, keep_last=self.config.keep_last)
+        if self.dist.sharded:
+            return distributed.write_sharded_checkpoint(
+                self.out_dir, self.step, self.dist, self.module, self.optimizer, config=self.config.to_dict(),
+                trainer_state=trainer_state, extra_json=extra, keep_last=self.config.keep_last)
+        path = self.out_dir / CHECKPOINT_DIR / step_dir_name(self.step)
+        if self.dist.is_main:
+            path = write_checkpoint(self.out_dir, self.step, model_state=self.module.state_dict(),
+                                    config=self.config.to_dict(), optimizer_state=self.optimizer.state_dict(),
+                                    trainer_state=trainer_state, extra_json=extra, keep_last=self.config.keep_last)
+        self.dist.barrier()  # nobody goes on (or leaves) before the checkpoint is in place
+        return path
 
     def _loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None):
             logits = model_logits(self.model, input_ids)
         return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
+    def training_loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The loss a training step minimises (cross-entropy; ``sosm.train.distill`` adds the teacher's term).
+
+        Evaluation always reports the plain cross-entropy (:meth:`estimate_loss`).
+        """
+        return self._loss(input_ids, targets)
+
     @torch.no_grad()
     def estimate_loss(self) -> dict:
-        """Mean loss over ``eval_iters`` batches of each split; the same batches at every eval."""
+        """Mean loss over ``eval_iters`` batches of each split; the same batches at every eval.
+
+        Under torchrun each rank scores its rows of every batch and the means are averaged over the ranks.
+        """
         self.model.eval()
         out = {}
         try:
@@ -263,28 +341,32 @@ class Trainer:
                 losses = []
                 for _ in range(self.config.eval_iters):
                     batch = self.splits.get_batch(split, self.config.batch_size, self.config.data.block_size, generator)
+                    batch = distributed.local_rows(batch, self.dist)
                     losses.append(self._loss(batch.input_ids.to(self.device), batch.targets.to(self.device)).item())
-                out[f"{split}_loss"] = sum(losses) / len(losses)
+                out[f"{split}_loss"] = self.dist.mean(sum(losses) / len(losses), self.device)
         finally:
             self.model.train()
         return out
 
     def train_step(self) -> tuple[float, float, float]:
-        """One optimiser step; returns (loss, learning rate, gradient norm before clipping)."""
+        """One optimiser step; returns (loss, learning rate, gradient norm before clipping).
+
+        Under torchrun the loss is the mean over the ranks, which is the loss of the whole global batch.
+        """
         o = self.config.optim
         lr = lr_at(self.step, lr=o.lr, min_lr=o.min_lr, warmup_steps=o.warmup_steps, decay_steps=o.lr_decay_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         batch = next(self.sampler)
-        loss = self._loss(batch.input_ids.to(self.device), batch.targets.to(self.device))
-        (loss + auxiliary_loss(self.model)).backward()  # routing layers' balance / z-losses (0 without them)
+        loss = self.training_loss(batch.input_ids.to(self.device), batch.targets.to(self.device))
+        (loss + auxiliary_loss(self.module)).backward()  # routing layers' balance / z-losses (0 without them)
         params = [p for p in self.model.parameters() if p.grad is not None]
         max_norm = o.grad_clip if o.grad_clip > 0 else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm).item()
+        grad_norm = self.dist.scalar(torch.nn.utils.clip_grad_norm_(params, max_norm))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        return loss.item(), lr, grad_norm
+        return self.dist.mean(loss.item(), self.device), lr, grad_norm
 
     def train(self) -> TrainResult:
         """Run until ``config.max_steps``; returns a :class:`TrainResult` and writes ``summary.json``."""
@@ -292,7 +374,7 @@ class Trainer:
         result = TrainResult(start_step=self.step, final_step=self.step, parameters=self.parameters, leaky=self.leaky)
         if self.step >= cfg.max_steps:
             return self._nothing_to_do(result)
-        if self.leaky:
+        if self.leaky and self.dist.is_main:
             print(f"WARNING: {LEAKY_BANNER}")
         self.log.write("event", self.step, event="start" if self.step == 0 else "resume", name=cfg.display_name,
                        leaky=self.leaky, parameters=self.parameters, device=str(self.device),
@@ -302,7 +384,8 @@ class Trainer:
         loop_time, window_start, window_steps = 0.0, time.perf_counter(), 0
         bars = contextlib.ExitStack()  # the bar, and warnings printed above it rather than into its line
         bar = bars.enter_context(progress_bar(total=cfg.max_steps, initial=self.step, desc=cfg.display_name,
-                                              disable=not cfg.progress_bar, unit="step"))
+                                              disable=not (cfg.progress_bar and self.dist.is_main), unit="step"))
+        say = bar.write if self.dist.is_main else (lambda message: None)
         self.model.train()
         last_saved, saved_step = None, None
         stop = _StopSignals()
@@ -325,7 +408,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{rate:,.0f}", refresh=False)
                     self.log.write("train", self.step, loss=loss, lr=lr, grad_norm=grad_norm, tokens_per_s=rate,
                                    elapsed_s=self.elapsed_before + now - start, leaky=self.leaky)
-                    routing = routing_stats(self.model)  # expert load, dropped share, entropy ({} without routing)
+                    routing = routing_stats(self.module)  # expert load, dropped share, entropy ({} without routing)
                     if routing:
                         self.log.write("routing", self.step, **routing)
                 if self.step % cfg.eval_interval == 0 or self.step == cfg.max_steps:
@@ -334,20 +417,22 @@ class Trainer:
                     result.evals.append({"step": self.step, **losses})
                     self.log.write("eval", self.step, **losses, best_val_loss=self.best_val, leaky=self.leaky)
                     tag = " [LEAKY]" if self.leaky else ""
-                    bar.write(f"step {self.step}: train loss {losses['train_loss']:.4f}, "
+                    say(f"step {self.step}: train loss {losses['train_loss']:.4f}, "
                               f"val loss {losses['val_loss']:.4f}{tag}")
                 if (cfg.checkpoint_interval and self.step % cfg.checkpoint_interval == 0) or self.step == cfg.max_steps:
                     last_saved = self.save_checkpoint(self.elapsed_before + time.perf_counter() - start)
                     saved_step = self.step
                 if self.step_callback is not None:
                     self.step_callback(self, self.step, loss)
-                if stop.received and self.step < cfg.max_steps:  # finish this step, save, leave
+                received = self.dist.agree([stop.received == name for name in stop.SIGNALS], self.device)
+                stopped_by = next((name for name, flag in zip(stop.SIGNALS, received) if flag), None)
+                if stopped_by and self.step < cfg.max_steps:  # finish this step, save, leave (every rank alike)
                     if saved_step != self.step:
                         last_saved = self.save_checkpoint(self.elapsed_before + time.perf_counter() - start)
-                    result.stopped_by = stop.received
-                    self.log.write("event", self.step, event="stopped", signal=stop.received,
+                    result.stopped_by = stopped_by
+                    self.log.write("event", self.step, event="stopped", signal=stopped_by,
                                    checkpoint=str(last_saved), leaky=self.leaky)
-                    bar.write(f"{stop.received}: stopped at step {self.step}, checkpoint {last_saved}; "
+                    say(f"{stopped_by}: stopped at step {self.step}, checkpoint {last_saved}; "
                               "continue with --resume")
                     break
         finally:
@@ -363,7 +448,8 @@ class Trainer:
         result.checkpoint = str(last_saved or list_checkpoints(self.out_dir)[-1])
         self.log.write("event", self.step, event="end", wall_s=wall, tokens_per_s=result.tokens_per_s, leaky=self.leaky)
         self.log.close()
-        self._write_summary(result)
+        if self.dist.is_main:
+            self._write_summary(result)
         return result
 
     def _nothing_to_do(self, result: TrainResult) -> TrainResult:
@@ -381,7 +467,7 @@ class Trainer:
         records = read_log(self.out_dir) if log.is_file() else []
         result.evals = [{key: r[key] for key in ("step", "train_loss", "val_loss")}
                         for r in records if r.get("kind") == "eval" and r.get("step", 0) <= self.step]
-        if not (self.out_dir / SUMMARY_FILE).is_file():
+        if not (self.out_dir / SUMMARY_FILE).is_file() and self.dist.is_main:
             self._write_summary(result)
         return result
 

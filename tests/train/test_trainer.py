@@ -277,9 +277,9 @@ def test_state_matrices_marked_by_a_mixer_are_not_decayed(tmp_path):
 
     model = SOSMModel(SOSMConfig(model="mamba", d_model=32, n_heads=2, n_layers=1, vocab_size=16))
     trainer = Trainer.__new__(Trainer)  # only the optimiser builder is exercised
-    trainer.model, trainer.device = model, torch.device("cpu")
+    trainer.device = torch.device("cpu")
     trainer.config = TrainConfig.from_dict({"optim": {"weight_decay": 0.1}})
-    decay_group, plain_group = trainer._build_optimizer().param_groups
+    decay_group, plain_group = trainer._build_optimizer(model).param_groups
     decayed = {id(p) for p in decay_group["params"]}
     a_log = model.stack.layers[0].A_log
     assert id(a_log) not in decayed and any(p is a_log for p in plain_group["params"])
