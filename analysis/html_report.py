@@ -216,6 +216,25 @@ def _meta_rows(meta: dict, loss: float) -> list:
     return rows + [["loss (nats/token)", _num(loss, 4)]]
 
 
+def _recall_html(recall: dict, tokens: list) -> str:
+    """Per answer position of a recall example: its key and value positions, whether the graph links them, the answer."""
+    def flag(value) -> str:
+        return "—" if value is None else ("yes" if value else "<b>no</b>")
+
+    def share(value) -> str:
+        return "—" if value is None else f"{value:.2f}"
+
+    rows = [[str(q["position"]), _e(str(tokens[q["position"]])), str(q["key_position"]), flag(q["key_linked"]),
+             str(q["value_position"]), flag(q["value_linked"]), _e(str(q["predicted"])), _e(str(q["answer"])),
+             flag(q["correct"])] for q in recall["queries"]]
+    return ("<h2>Recall</h2><p>Each position that must produce an answer: where its key occurred earlier and where "
+            "the answer followed it, whether the graph links each of them to the query (graph models), and the "
+            f"prediction. Edge recall key {share(recall['edge_recall_key'])}, value "
+            f"{share(recall['edge_recall_value'])}; accuracy {share(recall['accuracy'])} on this row.</p>"
+            + _table(["query position", "query token", "key position", "key linked", "value position",
+                      "value linked", "predicted", "answer", "correct"], rows, "recall"))
+
+
 def _routing_html(routing: dict) -> str:
     """Per token: its dominant MU block and where each routing layer sent it; per MoE layer: load by block."""
     names = [layer["layer"] for layer in routing["layers"]]
@@ -261,6 +280,8 @@ def render_html(report: dict, pngs: dict, graph_page=None) -> str:
         body.append(f"<h2>Edge provenance</h2>{_provenance_tables(report['provenance'], report['graph'], report['tokens'])}")
     if report.get("routing"):
         body.append(_routing_html(report["routing"]))
+    if report.get("recall"):
+        body.append(_recall_html(report["recall"], report["tokens"]))
     if report["ablations"]:
         rows = [[_e(r["ablation"]), _num(r["loss"], 4), f'<span class="num">{r["delta_loss"]:+.4f}</span>', _e(r["note"])]
                 for r in report["ablations"]]

@@ -237,12 +237,67 @@ class _Batches:
         return self.splits.train.inputs[index], self.splits.train.targets[index]
 
 
-def train_cell(cell: RecallCell, splits: Optional[RecallSplits] = None) -> dict:
+@torch.no_grad()
+def recall_diagnostics(model, inputs: torch.Tensor, targets: torch.Tensor) -> dict:
+    """Per answer position of one row ``inputs/targets [1, T]``: where its key and value sit, whether the graph
+    links them to it, and the model's prediction (the recall section of ``sosm inspect``'s report).
+
+    Returns ``{"queries": [{position, key_position, value_position, key_linked, value_linked, predicted,
+    answer, correct}], "edge_recall_key", "edge_recall_value", "accuracy"}``; ``*_linked`` are None for a
+    model without a graph.
+    """
+    from ..graph.convert import to_neighbor_index
+
+    model.eval()
+    logits, state = model(inputs)
+    predicted = logits[0].argmax(-1)  # [T]
+    neighbors = to_neighbor_index(state.graph)[0, :inputs.shape[1]] if state.graph is not None else None
+    _, query, key_pos, value_pos = answer_sources(inputs, targets)
+    queries = []
+    for q, k, v in zip(query.tolist(), key_pos.tolist(), value_pos.tolist()):
+        listed = set(neighbors[q].tolist()) if neighbors is not None else None
+        answer = int(targets[0, q])
+        queries.append({"position": q, "key_position": k, "value_position": v,
+                        "key_linked": None if listed is None or k < 0 else k in listed,
+                        "value_linked": None if listed is None or v < 0 else v in listed,
+                        "predicted": int(predicted[q]), "answer": answer, "correct": int(predicted[q]) == answer})
+
+    def share(field):
+        flags = [entry[field] for entry in queries if entry[field] is not None]
+        return sum(flags) / len(flags) if flags else None
+
+    model.train()
+    return {"queries": queries, "edge_recall_key": share("key_linked"), "edge_recall_value": share("value_linked"),
+            "accuracy": share("correct")}
+
+
+def write_recall_inspection(model, data: RecallData, out_dir, row: int = 0, meta: Optional[dict] = None):
+    """``sosm inspect``'s report (graph, DePass attribution, provenance) of test row ``row`` plus its recall section.
+
+    Writes ``out_dir/index.html`` (and ``report.json``, the plots, ``graph.html`` for graph models); returns
+    the HTML path.
+    """
+    from ..analysis.report import build_report, write_report
+
+    inputs, targets = data.inputs[row:row + 1], data.targets[row:row + 1]
+    model.eval()
+    report = build_report(model, inputs, [str(t) for t in inputs[0].tolist()], ablations=False,
+                          meta={**(meta or {}), "test_row": row},
+                          label_of=lambda token: str(token))
+    report["recall"] = recall_diagnostics(model, inputs, targets)
+    graph = model(inputs)[1].graph if model.config.uses_graph else None
+    model.train()
+    return write_report(report, out_dir, graph)
+
+
+def train_cell(cell: RecallCell, splits: Optional[RecallSplits] = None, inspect_dir=None) -> dict:
     """Train ``cell``'s model on its task and score it on the test set.
 
     Args:
         cell: the :class:`RecallCell`.
         splits: the task's train/test sets when already built (must match ``cell.task_config()``).
+        inspect_dir: when given, the trained model's inspect report on test row 0, with the recall
+            section (:func:`write_recall_inspection`), is written there.
 
     Returns:
         One result row: the cell's fields (less ``progress``), ``accuracy`` and ``loss`` on the test
@@ -306,6 +361,8 @@ def train_cell(cell: RecallCell, splits: Optional[RecallSplits] = None) -> dict:
         row.update(graph_stats)
         avg_neighbors = graph_stats["avg_neighbors"]
     row["state_floats"] = state_floats(model, avg_neighbors)
+    if inspect_dir is not None:
+        row["inspect"] = str(write_recall_inspection(model, splits.test, inspect_dir, meta={"cell": cell.to_dict()}))
     row["wall_s"] = time.perf_counter() - started
     row["cpu_s"] = time.process_time() - cpu_started  # this process's CPU time: the cost on a shared machine
     return row

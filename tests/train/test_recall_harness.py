@@ -137,3 +137,31 @@ def test_damaged_results_file_is_named(tmp_path):
     path.write_text(json.dumps({"rows": []}))
     with pytest.raises(ValueError, match="not a sosm.recall_results file"):
         load_rows(path)
+
+
+def test_recall_inspection_reports_each_query_and_its_edges(tmp_path):
+    from sosm.data import make_recall_splits
+
+    cell = RecallCell(model="hybrid", steps=2, model_overrides={"graph": {"successor_edges": True}}, **TOY)
+    splits = make_recall_splits(cell.task_config())
+    row = train_cell(cell, splits, inspect_dir=tmp_path / "inspect")
+    report = json.loads((tmp_path / "inspect" / "report.json").read_text())
+    recall = report["recall"]
+    assert row["inspect"].endswith("index.html") and (tmp_path / "inspect" / "graph.html").is_file()
+    answers = int((splits.test.targets[0] != IGNORE_INDEX).sum())
+    assert len(recall["queries"]) == answers
+    for q in recall["queries"]:
+        assert q["value_position"] == q["key_position"] + 1 and q["key_position"] < q["position"]
+        assert q["key_linked"] is True and q["value_linked"] is True  # equal tokens link; successors reach the value
+    assert recall["edge_recall_value"] == 1.0
+    page = (tmp_path / "inspect" / "index.html").read_text()
+    assert "<h2>Recall</h2>" in page and "value linked" in page
+    plain = recall_diagnostics_of(SOSMModel(SOSMConfig(model="transformer", d_model=32, n_heads=2, vocab_size=64,
+                                                       max_seq_len=16)), splits)
+    assert plain["edge_recall_key"] is None and all(q["key_linked"] is None for q in plain["queries"])
+
+
+def recall_diagnostics_of(model, splits):
+    from sosm.train.recall import recall_diagnostics
+
+    return recall_diagnostics(model, splits.test.inputs[:1], splits.test.targets[:1])
