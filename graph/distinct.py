@@ -49,7 +49,7 @@ from .topk import MATMUL_MARGIN, _orderable
 #: distinct rows listed per distinct row when ranking (``per_row``)
 DEFAULT_PER_ROW = 32
 #: nodes per step of the expansion (bounds its ``[chunk, per_row, O]`` temporaries)
-DEFAULT_CHUNK = 32768
+DEFAULT_CHUNK = 16384
 _NO_KEY = torch.iinfo(torch.int64).max
 
 
@@ -147,8 +147,10 @@ def _score_key(scores: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 def _valid(positions: torch.Tensor, nodes: torch.Tensor, n: int, causal: bool, window: int) -> torch.Tensor:
-    gap = nodes.view(-1, *([1] * (positions.dim() - 1))) - positions
-    return (gap > window) if causal else (gap.abs() > window) & (positions < n)
+    nodes = nodes.view(-1, *([1] * (positions.dim() - 1)))
+    if causal:  # nodes - positions > window, without an [R, M, O] int64 temporary
+        return positions < nodes - window
+    return ((nodes - positions).abs() > window) & (positions < n)
 
 
 def _pick(nodes, rows, row_scores, table, k, n, causal, window):
@@ -159,7 +161,9 @@ def _pick(nodes, rows, row_scores, table, k, n, causal, window):
     positions = table[rows.clamp_min(0).masked_fill(rows < 0, table.shape[0] - 1)]      # [R, M, O]
     ok = _valid(positions, nodes, n, causal, window) & (rows >= 0)[..., None]
     scores = row_scores[..., None].expand_as(positions)
-    key = _score_key(scores, positions).masked_fill(~ok, _NO_KEY).flatten(1)
+    # _score_key(scores, positions), its score half formed once per [R, M] (one [R, M, O] int64 temporary)
+    key = ((0x7FFFFFFF - _orderable(row_scores + 0.0)) << 31)[..., None] | positions
+    key = key.masked_fill_(~ok, _NO_KEY).flatten(1)
     take = min(k, key.shape[1])
     best, slot = torch.topk(key, take, dim=1, largest=False)
     found = best != _NO_KEY

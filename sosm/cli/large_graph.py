@@ -285,7 +285,7 @@ def _recall(found: torch.Tensor, truth: torch.Tensor) -> float:
 
 
 def _dominant_blocks(nodes: TextNodes, config, neighbours: torch.Tensor, own: torch.Tensor,
-                     chunk: int = 1 << 18) -> torch.Tensor:
+                     chunk: int = 1 << 16) -> torch.Tensor:
     """``[N, k]`` uint8: the dominant block of each semantic edge (``sosm.graph.similarity.block_similarity``).
 
     A pair's dominant block depends only on the two distinct states: nodes whose neighbours are

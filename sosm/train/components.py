@@ -90,11 +90,20 @@ def tokenizer_from_files(files: dict) -> Tokenizer:
 
 def optimizer_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """AdamW parameter groups: decay on matrices and embeddings (>= 2-D), none on biases, norms, gates, and on
-    the parameters a mixer marks ``_no_weight_decay`` (state matrices: ``sosm.model.mixers.base.no_weight_decay``)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    decayed = [p.dim() >= 2 and not getattr(p, "_no_weight_decay", False) for p in params]
-    return [{"params": [p for p, d in zip(params, decayed) if d], "weight_decay": weight_decay},
-            {"params": [p for p, d in zip(params, decayed) if not d], "weight_decay": 0.0}]
+    the parameters a module marks as not decayed (state matrices: ``sosm.model.mixers.base.no_weight_decay``).
+
+    The marks are read by name from each parameter's module, so a model whose parameter objects were
+    replaced (FSDP2 shards them) gets the same groups, in the same order, as the model it came from.
+    """
+    decayed, kept, seen = [], [], set()
+    for module in model.modules():
+        exempt = getattr(module, "_no_weight_decay", frozenset())
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad or id(param) in seen:
+                continue
+            seen.add(id(param))
+            (decayed if param.dim() >= 2 and name not in exempt else kept).append(param)
+    return [{"params": decayed, "weight_decay": weight_decay}, {"params": kept, "weight_decay": 0.0}]
 
 
 def count_parameters(model: torch.nn.Module) -> int:

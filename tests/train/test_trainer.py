@@ -284,3 +284,20 @@ def test_state_matrices_marked_by_a_mixer_are_not_decayed(tmp_path):
     a_log = model.stack.layers[0].A_log
     assert id(a_log) not in decayed and any(p is a_log for p in plain_group["params"])
     assert id(model.stack.layers[0].in_proj.weight) in decayed and decay_group["weight_decay"] == 0.1
+
+
+def test_no_decay_marks_survive_replaced_parameters():
+    """FSDP2 replaces every parameter object: the groups (and their order) must not change with them."""
+    from sosm.model import SOSMConfig, SOSMModel
+    from sosm.model.mixers.base import no_weight_decay
+    from sosm.train.components import optimizer_groups
+
+    model = SOSMModel(SOSMConfig(model="mamba", d_model=32, n_heads=2, n_layers=2, vocab_size=16))
+    before = [[name for p in group["params"] for name, q in model.named_parameters() if q is p]
+              for group in optimizer_groups(model, 0.1)]
+    model.load_state_dict({k: v.clone() for k, v in model.state_dict().items()}, assign=True)  # new objects
+    after = [[name for p in group["params"] for name, q in model.named_parameters() if q is p]
+             for group in optimizer_groups(model, 0.1)]
+    assert after == before and "stack.layers.0.A_log" in before[1] and "stack.layers.1.A_log" in before[1]
+    with pytest.raises(ValueError, match="no parameters"):
+        no_weight_decay(model.stack.layers[0], "not_a_parameter")

@@ -100,14 +100,19 @@ class Mixer(nn.Module):
         raise NotImplementedError(f"mixer {self.name!r} does not report its state size")
 
 
-def no_weight_decay(*params: nn.Parameter) -> None:
-    """Mark parameters the optimiser must not decay (mamba_ssm's ``_no_weight_decay`` convention).
+def no_weight_decay(module: nn.Module, *names: str) -> None:
+    """Mark ``module``'s parameters ``names`` as not to be decayed (mamba_ssm's ``_no_weight_decay`` convention).
 
     For state matrices and other parameters whose size is meaningful (decay would shrink an SSM's
     decay rates or frequencies); the trainer already exempts every tensor with fewer than 2 dims.
+    The mark is kept on the module by name, not on the tensor, so it survives whatever replaces the
+    parameter objects (FSDP2's sharded parameters, ``load_state_dict(assign=True)``, quantization).
     """
-    for param in params:
-        param._no_weight_decay = True
+    own = dict(module.named_parameters(recurse=False))
+    missing = [name for name in names if name not in own]
+    if missing:
+        raise ValueError(f"{type(module).__name__} has no parameters {missing} to exempt from weight decay")
+    module._no_weight_decay = frozenset(getattr(module, "_no_weight_decay", frozenset())) | frozenset(names)
 
 
 def register_mixer(cls: type) -> type:

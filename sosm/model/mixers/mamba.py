@@ -85,7 +85,7 @@ class TopologicalMamba(Mixer):
         self.struct_proj = nn.Linear(struct_dim, inner, bias=False) if struct_dim else None
         self.A_log = nn.Parameter(torch.empty(inner, n_state))
         self.D = nn.Parameter(torch.empty(inner))
-        no_weight_decay(self.A_log)  # as mamba_ssm: decay would shrink the state's decay rates
+        no_weight_decay(self, "A_log")  # as mamba_ssm: decay would shrink the state's decay rates
         self.out_proj = nn.Linear(inner, d, bias=False)
         self.dropout = nn.Dropout(config.dropout)
         self.reset_ssm_parameters()

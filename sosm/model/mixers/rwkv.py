@@ -155,7 +155,7 @@ class RWKV6(Mixer):
         self.time_decay = nn.Parameter(torch.empty(d))
         self.time_decay_w1 = nn.Parameter(torch.empty(d, lora_decay))
         self.time_decay_w2 = nn.Parameter(torch.empty(lora_decay, d))
-        no_weight_decay(self.time_maa_w1, self.time_maa_w2, self.time_decay_w1, self.time_decay_w2)  # as RWKV-6
+        no_weight_decay(self, "time_maa_w1", "time_maa_w2", "time_decay_w1", "time_decay_w2")  # as RWKV-6
         self.time_bonus = nn.Parameter(torch.empty(d))  # u, [H * N]
         self.receptance = nn.Linear(d, d, bias=False)
         self.key = nn.Linear(d, d, bias=False)

@@ -186,14 +186,14 @@ class S4(Mixer):
             self.A_log_diag = nn.Parameter(torch.empty(n_state))     # diagonal = -exp(.)
             self.B = nn.Parameter(torch.empty(d, n_state))
             self.C = nn.Parameter(torch.empty(d, n_state))
-            no_weight_decay(self.A_lower, self.B)  # as S4: no decay on the state matrices
+            no_weight_decay(self, "A_lower", "B")  # as S4: no decay on the state matrices
         else:
             modes = n_state // 2
             self.A_log_real = nn.Parameter(torch.empty(d, modes))    # Re A = -exp(.)
             self.A_imag = nn.Parameter(torch.empty(d, modes))
             self.B = nn.Parameter(torch.empty(d, modes, 2))           # complex, (re, im) last
             self.C = nn.Parameter(torch.empty(d, modes, 2))
-            no_weight_decay(self.A_log_real, self.A_imag, self.B)  # as S4D: no decay on A and B
+            no_weight_decay(self, "A_log_real", "A_imag", "B")  # as S4D: no decay on A and B
         self.out_proj = nn.Linear(d, 2 * d)                           # GLU halves
         self.norm_mlp = nn.RMSNorm(d, eps=1e-5)
         self.mlp = MLP(d, config.mlp_hidden)
