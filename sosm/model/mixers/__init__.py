@@ -40,7 +40,12 @@ from .rwkv import RWKV6
 from .s4 import S4
 from .ossm import OscillatorySSM
 from .cfc import CfC
+from .performer import Performer
+from .cosformer import CosFormer
+from .sw_attention import SlidingWindowSigmoidAttention
 
 __all__ = ["Mixer", "build_mixer", "get_mixer", "mixer_names", "register_mixer", "resolve_mixer_name",
            "AttentionBlock", "DenseAttention", "GraphAttention", "Mamba2", "MixtureOfDepths", "MoEFeedForward", "RWKV6",
-           "RetNet", "TopologicalMamba", "S4", "OscillatorySSM", "CfC"]
+           "RetNet", "TopologicalMamba", "S4", "OscillatorySSM", "CfC",
+           "Performer", "CosFormer",
+           "SlidingWindowSigmoidAttention"]
