@@ -156,6 +156,9 @@ class SOSMConfig:
              f"an int divisible by n_heads={self.n_heads} with an even head dim")
         need(is_int(self.n_layers) and self.n_layers >= 1, "n_layers", "an int >= 1")
         parse_layer_pattern(self.layer_pattern)
+        if "diff_attention" in {name.partition(":")[2] or name for name in self.layer_types}:
+            need(self.head_dim % 4 == 0, "d_model", f"an int with d_model / n_heads divisible by 4 for diff_attention "
+                 f"(two maps of head_dim/2 channels; n_heads={self.n_heads})")
         for name in self.layer_types:
             need(get_mixer(name).causal_capable, "layer_pattern" if self.model == "hybrid" else "model",
                  f"causal mixers only: {name!r} is bidirectional only (it mixes every position with every other), "

@@ -43,9 +43,11 @@ from .cfc import CfC
 from .performer import Performer
 from .cosformer import CosFormer
 from .sw_attention import SlidingWindowSigmoidAttention
+from .diff_attention import DifferentialAttention
+from .lsh_attention import LSHAttention
 
 __all__ = ["Mixer", "build_mixer", "get_mixer", "mixer_names", "register_mixer", "resolve_mixer_name",
            "AttentionBlock", "DenseAttention", "GraphAttention", "Mamba2", "MixtureOfDepths", "MoEFeedForward", "RWKV6",
            "RetNet", "TopologicalMamba", "S4", "OscillatorySSM", "CfC",
            "Performer", "CosFormer",
-           "SlidingWindowSigmoidAttention"]
+           "SlidingWindowSigmoidAttention", "DifferentialAttention", "LSHAttention"]
