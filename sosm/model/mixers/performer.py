@@ -6,10 +6,12 @@ with Gaussian (chi-distributed) norms (``SOSMConfig.performer_features`` = m per
 ``φ(q_i)·Σ_j φ(k_j) v_jᵀ / φ(q_i)·Σ_j φ(k_j)`` over ``j <= i`` (causal) or every j (bidirectional models,
 ``getattr(config, "causal", True)`` False), linear in T.
 
-Stability without looking ahead: the factor ``exp(|ω_m|²/2)`` moves from the keys' features to the queries'
-(their products are unchanged), so a key's feature is ``exp(−|k' − ω_m|²/2) <= 1``; each query's features are
-divided by their own maximum (a per-query constant, cancelling between numerator and denominator). Both
-get ``1e-6`` added before the ``1/sqrt(m)`` scale, so every denominator is positive.
+Stability without looking ahead: each query's features are divided by their own maximum (a per-query
+constant, cancelling between numerator and denominator). A key's feature is at most ``exp(|ω_m|²/2)``
+(the maximum of ``ω·x − |x|²/2`` over x); where that bound passes ``e^30`` (head dims above ~50), the excess
+``s_m = max(|ω_m|²/2 − 30, 0)`` moves from feature m of the keys to the queries, which leaves every product
+``φ_m(q) φ_m(k)`` unchanged. Features get ``1e-6`` added (before the ``1/sqrt(m)`` scale), so every
+denominator is positive.
 
 Forms: the causal forward is the chunked prefix sum of :func:`.chunked.scalar_decay_chunked` with no decay
 (values carry a ones channel: the denominator); the step keeps the running sums ``S = Σ φ(k) vᵀ`` and
@@ -42,6 +44,7 @@ from .base import register_mixer
 from .chunked import scalar_decay_chunked, scalar_decay_step
 
 FEATURE_EPS = 1e-6  # added to every feature: positive denominators
+KEY_BOUND = 30.0  # a key's feature stays below exp(KEY_BOUND) (the excess moves to the queries)
 
 
 def orthogonal_random_features(n_heads: int, n_features: int, dim: int, device=None) -> torch.Tensor:
@@ -51,7 +54,8 @@ def orthogonal_random_features(n_heads: int, n_features: int, dim: int, device=N
     """
     blocks = -(-n_features // dim)
     gaussian = torch.randn(n_heads, blocks, dim, dim)
-    q, _ = torch.linalg.qr(gaussian)  # [H, blocks, dim, dim]: orthonormal columns
+    q, r = torch.linalg.qr(gaussian)  # [H, blocks, dim, dim]: orthonormal columns
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)  # R's diagonal positive: Q uniform (Haar)
     rows = q.transpose(-1, -2).reshape(n_heads, blocks * dim, dim)[:, :n_features]
     norms = torch.randn(n_heads, n_features, dim).norm(dim=-1, keepdim=True)  # chi(dim): a Gaussian row's norm
     return (rows * norms).to(device)
@@ -60,17 +64,17 @@ def orthogonal_random_features(n_heads: int, n_features: int, dim: int, device=N
 def positive_features(x: torch.Tensor, omega: torch.Tensor, is_query: bool) -> torch.Tensor:
     """FAVOR+ features of ``x [B, T, H, hd]`` (already scaled by ``hd^(-1/4)``): ``[B, T, H, m]`` float32.
 
-    ``omega [H, m, hd]``. Keys: ``exp(−|x − ω|²/2)``; queries: ``exp(ω·x − |x|²/2 + |ω|²/2)`` over its own max.
+    ``omega [H, m, hd]``. ``exp(ω·x − |x|²/2)``, keys shifted down by ``s_m`` and queries up by it, queries
+    then divided by their own maximum (see the module docstring); ``+ 1e-6``, over ``sqrt(m)``.
     """
     x = x.float()
-    projected = torch.einsum("bthd,hmd->bthm", x, omega)
-    half_norm = x.pow(2).sum(-1, keepdim=True) / 2  # [B, T, H, 1]
-    omega_half = omega.pow(2).sum(-1) / 2  # [H, m]
+    exponent = torch.einsum("bthd,hmd->bthm", x, omega) - x.pow(2).sum(-1, keepdim=True) / 2
+    shift = (omega.pow(2).sum(-1) / 2 - KEY_BOUND).clamp_min(0)  # [H, m]
     if is_query:
-        exponent = projected - half_norm + omega_half
+        exponent = exponent + shift
         exponent = exponent - exponent.amax(-1, keepdim=True).detach()
     else:
-        exponent = projected - half_norm - omega_half
+        exponent = exponent - shift
     return (torch.exp(exponent) + FEATURE_EPS) / math.sqrt(omega.shape[1])
 
 
