@@ -236,7 +236,8 @@ def test_sliding_window_decoding_keeps_w_entries():
     for t in range(11):
         layer.step(x[:, t:t + 1], LayerContext(position=t), cache)
     assert cache["k"].shape == (1, 4, HEADS, HD) and cache["v"].shape == (1, 4, HEADS, HD)
-    assert layer.state_size(16) == layer.state_size(4096) == 2 * 4 * D_MODEL
+    assert layer.state_size(16) == layer.state_size(4096) == 2 * 4 * D_MODEL  # bounded by the window
+    assert layer.state_size(3) == 2 * 3 * D_MODEL  # shorter than the window: what it holds
 
 
 # ---- differential attention --------------------------------------------------------------------------------

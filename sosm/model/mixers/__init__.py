@@ -16,6 +16,11 @@ aliases ``"MA"``), ``SOSMConfig(model="mamba")`` for a pure stack. Adding a mixe
 | ``s4`` | | no | yes (SSM state) | yes |
 | ``ossm`` | | no | yes (oscillator state) | yes |
 | ``cfc`` | | no | yes (hidden state) | yes |
+| ``performer`` | | no | yes (running sums of FAVOR+ features) | yes |
+| ``cosformer`` | | no | yes (running cos/sin sums) | yes |
+| ``sw_attention`` | ``swa`` | no | yes (rolling K/V cache of W entries) | yes |
+| ``diff_attention`` | | no | yes (K/V cache) | yes |
+| ``lsh_attention`` | ``lsh`` | no | yes (K/V cache + bucket ids) | yes |
 | ``mod:<name>`` | | as ``<name>`` | yes (one wrapped cache per sequence) | yes |
 
 ``"mod:<name>"`` is Mixture-of-Depths around any of them (:mod:`.mod`); ``SOSMConfig.moe_experts``

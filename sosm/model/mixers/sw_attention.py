@@ -9,8 +9,8 @@ weights over the window ``i − W < j <= i`` (``W = SOSMConfig.attention_window`
 each row of weights sums to 1). Keys outside the window, or before position 0, get weight 0.
 
 Forms: the forward gathers each query's window with ``unfold`` (``O(T·W·d)`` time, ``[B, T, H, W]``
-scores); the step keeps a rolling K/V cache of W entries (slot ``t mod W``), ``2·W·d_model`` floats per
-sequence whatever T. DePass freezes the weights ``[B, H, T, T]`` (band matrix, materialised at analysis sizes).
+scores); the step keeps a rolling K/V cache of W entries (slot ``t mod W``): ``2·min(T, W)·d_model`` floats
+per sequence, never more than ``2·W·d_model`` however long the sequence. DePass freezes the weights ``[B, H, T, T]`` (band matrix, materialised at analysis sizes).
 
 Example:
     >>> import torch
@@ -90,5 +90,8 @@ class SlidingWindowSigmoidAttention(AttentionBlock):
         return weights / weights.sum(-1, keepdim=True)
 
     def state_size(self, seq_len: int) -> int:
-        """The rolling K/V cache: ``2 · W · d_model`` floats (and an MoE feed-forward's routing state), whatever T."""
-        return 2 * self.window * self.n_heads * self.head_dim + self.mlp_state_size(seq_len)
+        """The rolling K/V cache: ``2 · min(T, W) · d_model`` floats (and an MoE feed-forward's routing state).
+
+        Bounded by ``2 · W · d_model`` whatever T; below W tokens only T entries hold anything (as dense attention).
+        """
+        return 2 * min(seq_len, self.window) * self.n_heads * self.head_dim + self.mlp_state_size(seq_len)
