@@ -2,13 +2,12 @@
 import pytest
 import torch
 
-from .conftest import CASE_IDS, CASES, SEQ, VOCAB, random_ids, tiny_model
+from .conftest import CASE_IDS, CASES, MIXER_KNOBS, SEQ, VOCAB, random_ids, tiny_model
 
 
 #: the attention family (tests/model/test_mixers_attention_family.py), with windows and buckets that bind at SEQ=16
-ATTENTION_FAMILY = [("performer", {"performer_features": 16}), ("cosformer", {}),
-                    ("sw_attention", {"attention_window": 5}), ("diff_attention", {}),
-                    ("lsh_attention", {"lsh_buckets": 4, "lsh_rounds": 2, "lsh_window": 3})]
+ATTENTION_FAMILY = [(name, MIXER_KNOBS.get(name, {}))
+                    for name in ("performer", "cosformer", "sw_attention", "diff_attention", "lsh_attention")]
 FAMILY_IDS = [name for name, _ in ATTENTION_FAMILY]
 
 

@@ -13,17 +13,14 @@ from sosm.model.context import LayerContext
 from sosm.model.mixers import Mixer, build_mixer, get_mixer, mixer_names, register_mixer, resolve_mixer_name
 from sosm.model.mixers import base as registry
 
-from .conftest import SEQ, VOCAB, random_ids, tiny_model
+from .conftest import MIXER_KNOBS, SEQ, VOCAB, random_ids, tiny_model
 
 MIXERS = mixer_names()
-#: knobs that make a mixer's own limits bind at the suite's tiny sizes (a window shorter than SEQ, ...)
-SMALL = {"performer": {"performer_features": 16}, "sw_attention": {"attention_window": 5},
-         "lsh_attention": {"lsh_buckets": 4, "lsh_rounds": 2, "lsh_window": 3}}
 
 
 def pure(name: str, **overrides) -> SOSMModel:
     positional = "rope"
-    return tiny_model(name, positional, seed=3, n_layers=2, **{**SMALL.get(name, {}), **overrides})
+    return tiny_model(name, positional, seed=3, n_layers=2, **{**MIXER_KNOBS.get(name, {}), **overrides})
 
 
 @pytest.mark.parametrize("name", MIXERS)
@@ -79,7 +76,7 @@ def test_carried_windows(name):
     """Two windows with the carried state: a stateful mixer equals its step-by-step pass; others read their window."""
     torch.manual_seed(0)
     config = SOSMConfig(model=name, d_model=32, n_heads=2, vocab_size=VOCAB, d_state=4, graph={"num_landmarks": 0},
-                        **SMALL.get(name, {}))
+                        **MIXER_KNOBS.get(name, {}))
     layer = build_mixer(name, config).eval()
     x = torch.randn(2, 9, 32)
     nbrs = torch.full((2, 9, 1), -1)

@@ -78,8 +78,8 @@ class DifferentialAttention(AttentionBlock):
         return first - second + self.lambda_init
 
     def _finish(self, combined: torch.Tensor) -> torch.Tensor:
-        """Per-head RMSNorm of ``P1 v − λ P2 v`` times ``1 − λ_init``."""
-        return self.head_norm(combined) * (1.0 - self.lambda_init)
+        """Per-head RMSNorm of ``P1 v − λ P2 v`` (in float32) times ``1 − λ_init``, in ``combined``'s dtype."""
+        return (self.head_norm(combined.float()) * (1.0 - self.lambda_init)).to(combined.dtype)
 
     def attend(self, q, k, v, ctx: LayerContext) -> torch.Tensor:
         (q1, q2), (k1, k2) = split_maps(q.transpose(1, 2)), split_maps(k.transpose(1, 2))  # [B, H, T, hd/2]
