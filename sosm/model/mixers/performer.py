@@ -20,7 +20,8 @@ Forms: the causal forward is the chunked prefix sum of :func:`.chunked.scalar_de
 
 Redrawing (``SOSMConfig.performer_redraw`` = n > 0): every n-th training forward draws new features from the
 torch RNG before it runs. The features and the forward counter are buffers, so they are saved with the
-state dict and a resumed run continues from the same features and count. (Redrawing with gradient
+state dict and a resumed run continues from the same features and count. (Reading the counter syncs host and
+device once per training forward, only when redrawing is on.) (Redrawing with gradient
 checkpointing is refused by the config: the recomputed forward would redraw again.)
 
 Example:
