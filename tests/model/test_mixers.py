@@ -13,14 +13,14 @@ from sosm.model.context import LayerContext
 from sosm.model.mixers import Mixer, build_mixer, get_mixer, mixer_names, register_mixer, resolve_mixer_name
 from sosm.model.mixers import base as registry
 
-from .conftest import SEQ, VOCAB, random_ids, tiny_model
+from .conftest import MIXER_KNOBS, SEQ, VOCAB, random_ids, tiny_model
 
 MIXERS = mixer_names()
 
 
 def pure(name: str, **overrides) -> SOSMModel:
     positional = "rope"
-    return tiny_model(name, positional, seed=3, n_layers=2, **overrides)
+    return tiny_model(name, positional, seed=3, n_layers=2, **{**MIXER_KNOBS.get(name, {}), **overrides})
 
 
 @pytest.mark.parametrize("name", MIXERS)
@@ -75,7 +75,8 @@ def test_step_by_step_decoding_equals_the_full_forward(name):
 def test_carried_windows(name):
     """Two windows with the carried state: a stateful mixer equals its step-by-step pass; others read their window."""
     torch.manual_seed(0)
-    config = SOSMConfig(model=name, d_model=32, n_heads=2, vocab_size=VOCAB, d_state=4, graph={"num_landmarks": 0})
+    config = SOSMConfig(model=name, d_model=32, n_heads=2, vocab_size=VOCAB, d_state=4, graph={"num_landmarks": 0},
+                        **MIXER_KNOBS.get(name, {}))
     layer = build_mixer(name, config).eval()
     x = torch.randn(2, 9, 32)
     nbrs = torch.full((2, 9, 1), -1)
