@@ -111,6 +111,13 @@ def test_state_size_is_reported(name):
     assert isinstance(small, int) and 0 < small <= large
 
 
+@pytest.mark.parametrize("name", [n for n in MIXERS if not get_mixer(n).needs_mlp])
+def test_state_size_without_an_mlp(name):
+    """mlp_ratio=0 (the recall protocol) drops the attention layers' MLP: state_size must not read it."""
+    layer = pure(name, mlp_ratio=0).stack.layers[0]
+    assert 0 < layer.state_size(16) <= layer.state_size(1024)
+
+
 @pytest.mark.parametrize("name", MIXERS)
 def test_parameter_matched_pure_stack(name):
     reference = SOSMConfig(model="hybrid", d_model=64, n_heads=4, n_layers=4, vocab_size=65)
