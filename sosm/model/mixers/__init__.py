@@ -16,6 +16,10 @@ aliases ``"MA"``), ``SOSMConfig(model="mamba")`` for a pure stack. Adding a mixe
 | ``s4`` | | no | yes (SSM state) | yes |
 | ``ossm`` | | no | yes (oscillator state) | yes |
 | ``cfc`` | | no | yes (hidden state) | yes |
+| ``fnet`` | | no | no (bidirectional only) | yes (exact: the DFT is linear) |
+| ``linformer`` | | no | no (bidirectional only) | yes |
+| ``multi_block`` | | yes (reads the MU semantic state) | yes (K/V cache) | yes |
+| ``triple`` | | no | yes when its three branches have one | yes |
 | ``mod:<name>`` | | as ``<name>`` | yes (one wrapped cache per sequence) | yes |
 
 ``"mod:<name>"`` is Mixture-of-Depths around any of them (:mod:`.mod`); ``SOSMConfig.moe_experts``
@@ -40,7 +44,12 @@ from .rwkv import RWKV6
 from .s4 import S4
 from .ossm import OscillatorySSM
 from .cfc import CfC
+from .fnet import FNet
+from .linformer import Linformer
+from .multi_block import MultiBlockAttention
+from .triple import TripleHybrid
 
 __all__ = ["Mixer", "build_mixer", "get_mixer", "mixer_names", "register_mixer", "resolve_mixer_name",
            "AttentionBlock", "DenseAttention", "GraphAttention", "Mamba2", "MixtureOfDepths", "MoEFeedForward", "RWKV6",
-           "RetNet", "TopologicalMamba", "S4", "OscillatorySSM", "CfC"]
+           "RetNet", "TopologicalMamba", "S4", "OscillatorySSM", "CfC", "FNet", "Linformer", "MultiBlockAttention",
+           "TripleHybrid"]

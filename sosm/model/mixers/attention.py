@@ -72,6 +72,7 @@ class AttentionBlock(Mixer):
         super().__init__()
         d = config.d_model
         self.n_heads, self.head_dim = config.n_heads, config.head_dim
+        self.causal = config.causal  # False: a bidirectional model (queries read every position)
         self.norm_attn = nn.RMSNorm(d, eps=1e-5)
         self.qkv = nn.Linear(d, 3 * d, bias=False)
         self.out_proj = nn.Linear(d, d, bias=False)
@@ -100,6 +101,9 @@ class AttentionBlock(Mixer):
 
     def step(self, x: torch.Tensor, ctx: LayerContext, cache: dict) -> torch.Tensor:
         """One decoding step: ``x [B, 1, d_model]`` at position ``ctx.position``; appends K/V to ``cache``."""
+        if not self.causal:
+            raise NotImplementedError(f"mixer {self.name!r} is built bidirectional (causal=False): a query reads later "
+                                      "positions, so it has no one-token-at-a-time step")
         B, _, d = x.shape
         q, k, v = self._qkv(x, ctx)  # [B, 1, H, d]
         t = ctx.position
@@ -116,7 +120,12 @@ class AttentionBlock(Mixer):
 
     def state_size(self, seq_len: int) -> int:
         """The K/V cache: ``2 · seq_len · d_model`` floats (and an MoE feed-forward's routing state)."""
-        return 2 * seq_len * self.n_heads * self.head_dim + self.mlp.state_size(seq_len)
+        return 2 * seq_len * self.n_heads * self.head_dim + (0 if self.mlp is None else self.mlp.state_size(seq_len))
+
+    def _value_weight(self) -> torch.Tensor:
+        """The ``[d, d]`` weight of the values (DePass): the rows of V in the ``[3, H, hd]`` QKV layout."""
+        d = self.out_proj.in_features
+        return self.qkv.weight[2 * d: 3 * d]
 
     def attention_probs(self, x: torch.Tensor, ctx: LayerContext) -> torch.Tensor:
         """Attention probabilities ``[B, H, T, T]`` (float32) of the real input ``x [B, T, d]`` (dense; for analysis)."""
@@ -129,7 +138,7 @@ class AttentionBlock(Mixer):
         C, B, T, d = xc.shape
         H, hd = self.n_heads, self.head_dim
         probs = self.attention_probs(x, ctx) if probs is None else probs
-        w_v = self.qkv.weight[2 * d: 3 * d]  # rows of V in the [3, H, hd] layout
+        w_v = self._value_weight()  # [d, d]
         values = F.linear(norm_linear(self.norm_attn, x, xc), w_v).view(C, B, T, H, hd)
         attended = (router or identity_router)(probs, values).reshape(C, B, T, d)
         xc_mid = xc + F.linear(attended, self.out_proj.weight)
@@ -143,6 +152,8 @@ class AttentionBlock(Mixer):
 class DenseAttention(AttentionBlock):
     """Causal dense multi-head attention and an MLP, pre-norm, residual (the Transformer's layer).
 
+    In a bidirectional model (``SOSMConfig.causal=False``) every query reads every position.
+
     Args:
         config: ``SOSMConfig`` (d_model, n_heads, mlp_ratio, dropout).
 
@@ -151,10 +162,11 @@ class DenseAttention(AttentionBlock):
 
     name = "attention"
     aliases = ("T", "transformer")
+    bidirectional_capable = True
 
     def attend(self, q, k, v, ctx: LayerContext) -> torch.Tensor:
         y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                           is_causal=True)  # [B, H, T, d]
+                                           is_causal=self.causal)  # [B, H, T, d]
         return y.transpose(1, 2)  # [B, T, H, d]
 
     def attend_step(self, q: torch.Tensor, cache: dict, ctx: LayerContext) -> torch.Tensor:
@@ -164,8 +176,10 @@ class DenseAttention(AttentionBlock):
         return torch.einsum("bnh,bnhd->bhd", probs, cache["v"].float()).to(q.dtype)  # [B, H, d]
 
     def attention_scores(self, q: torch.Tensor, k: torch.Tensor, ctx: LayerContext) -> torch.Tensor:
-        """Causal dense scores ``[B, H, T, T]``: ``q . k / sqrt(d)``, ``-inf`` above the diagonal."""
+        """Dense scores ``[B, H, T, T]``: ``q . k / sqrt(d)``, ``-inf`` above the diagonal (causal models)."""
         T = q.shape[1]
         scores = torch.einsum("bihd,bjhd->bhij", q.float(), k.float()) / math.sqrt(self.head_dim)
+        if not self.causal:
+            return scores
         causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
         return scores.masked_fill(~causal, float("-inf"))
