@@ -7,6 +7,8 @@ Runs the models one after another (never in parallel) through the real command l
     python experiments/train_shakespeare.py                   # 2,000 steps each (the configs' max_steps)
     python experiments/train_shakespeare.py --max-steps 500   # shortened, the SAME for every model
     python experiments/train_shakespeare.py --models mamba2 rwkv retnet s4 ossm cfc --name mixers_shakespeare_char_cpu
+    python experiments/train_shakespeare.py --models performer cosformer sw_attention diff_attention lsh_attention \
+        --name attention_family_shakespeare_char_cpu
 
 A shortened run is recorded as such in the JSON and on the results page.
 """

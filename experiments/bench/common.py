@@ -124,15 +124,20 @@ def environment() -> dict:
 def peak_rss_subprocess(code: str, timeout: Optional[float] = None) -> dict:
     """Run ``code`` in a fresh Python and report its peak resident memory.
 
-    The child reports its own ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (KiB on Linux)
-    after ``code`` ran; this counts torch's allocator, unlike ``tracemalloc``. To get the
+    The child reports its own high-water mark after ``code`` ran: ``VmHWM`` of ``/proc/self/status``
+    on Linux (``ru_maxrss`` elsewhere, which on Linux a child inherits from the process that forked
+    it, however small the child); this counts torch's allocator, unlike ``tracemalloc``. To get the
     memory of one call, subtract a baseline run of the same imports and inputs.
     Returns ``{"peak_rss_mib", "seconds"}`` (seconds include interpreter start-up).
     """
     wrapper = (
         "import resource, sys, time\n"
         f"exec(compile({code!r}, '<bench>', 'exec'))\n"
-        "print('PEAK_RSS_KIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "try:\n"
+        "    peak = [ln.split()[1] for ln in open('/proc/self/status') if ln.startswith('VmHWM')][0]\n"
+        "except OSError:\n"
+        "    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "print('PEAK_RSS_KIB', peak)\n"
     )
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, timeout=timeout,

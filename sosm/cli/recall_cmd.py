@@ -30,7 +30,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                              "options below still override it")
     parser.add_argument("--task", default="mqar", choices=("mqar", "induction_head", "selective_copying"))
     parser.add_argument("--models", nargs="+", default=list(MODELS), metavar="MODEL",
-                        help=f"models to train (default all: {' '.join(MODELS)})")
+                        help=f"models to train (default all: {' '.join(MODELS)}); any model kind is accepted, "
+                             "e.g. lsh_attention (content-addressed like graph attention; knobs via --set "
+                             "lsh_buckets=8)")
     parser.add_argument("--shapes", nargs="+", type=_shape, metavar="T:KV",
                         help="(sequence length, kv pairs) pairs (default 64:4)")
     parser.add_argument("--widths", nargs="+", type=int, metavar="D", help="d_model values (default 64 128)")

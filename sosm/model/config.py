@@ -103,6 +103,13 @@ class SOSMConfig:
     s4_matrix: str = "legs"             # S4's A: "legs" (S4D-LegS, d_state/2 complex modes) | "lin" (S4D-Lin) | "hippo" (dense HiPPO-LegS, N x N)
     s4_discretization: str = "zoh"      # S4: "zoh" | "bilinear" (stable for every step) | "euler" (only where |1 + Δλ| < 1)
     cfc_variant: str = "cfc"            # CfC: "cfc" (the paper's cell; nonlinear in its state: sequential) | "ltc" (linear LTC: scan)
+    performer_features: int = 64        # Performer: positive orthogonal random features m per head (FAVOR+)
+    performer_redraw: int = 0           # Performer: draw new random features every this many training forwards (0: never)
+    attention_window: int = 32          # sw_attention: each query sees itself and the attention_window - 1 tokens before it
+    sigmoid_temperature: float = 1.0    # sw_attention: weights sigmoid(q.k / sqrt(hd) / temperature), then divided by their row sum
+    lsh_buckets: int = 8                # lsh_attention: hash buckets per round (even: argmax over [xR, -xR])
+    lsh_rounds: int = 2                 # lsh_attention: independent hashing rounds (a query sees the union of its buckets)
+    lsh_window: int = 32                # lsh_attention: a query sees the last lsh_window earlier keys of its bucket, per round
     causal: bool = True                 # False: a bidirectional model (mask-predict): every position reads every other, bidirectional-only mixers (linformer, fnet) allowed; a graph model then needs graph.causal=false
     linformer_k: int = 32               # Linformer: length k the sequence axis of K and V is projected to (E, F: k x max_seq_len)
     fnet_glu: bool = False              # FNet: gate the Fourier mixing with a sigmoid GLU (the design's gated variant)
@@ -155,6 +162,9 @@ class SOSMConfig:
         need(is_int(self.n_layers) and self.n_layers >= 1, "n_layers", "an int >= 1")
         parse_layer_pattern(self.layer_pattern)
         need(isinstance(self.causal, bool), "causal", "true (a causal language model) or false (bidirectional)")
+        if "diff_attention" in {name.partition(":")[2] or name for name in self.layer_types}:
+            need(self.head_dim % 4 == 0, "d_model", f"an int with d_model / n_heads divisible by 4 for diff_attention "
+                 f"(two maps of head_dim/2 channels; n_heads={self.n_heads})")
         for name in self.layer_types:
             need(get_mixer(name).causal_capable or not self.causal, "layer_pattern" if self.model == "hybrid" else "model",
                  f"causal mixers only: {name!r} is bidirectional only (it mixes every position with every other), "
@@ -180,6 +190,19 @@ class SOSMConfig:
         if "s4" in self.layer_types and self.s4_matrix != "hippo":
             need(self.d_state % 2 == 0, "d_state", f"an even int for s4_matrix={self.s4_matrix!r} (N/2 complex "
                  "modes, each with its conjugate)")
+        need(is_int(self.performer_features) and self.performer_features >= 1, "performer_features", "an int >= 1")
+        need(is_int(self.performer_redraw) and self.performer_redraw >= 0, "performer_redraw",
+             "an int >= 0 (0: never redraw)")
+        if self.performer_redraw and "performer" in {name.partition(":")[2] or name for name in self.layer_types}:
+            need(not self.gradient_checkpointing, "performer_redraw", "0 with gradient_checkpointing (the recomputed "
+                 "forward would redraw the features again and differ from the pass it recomputes)")
+        need(is_int(self.attention_window) and self.attention_window >= 1, "attention_window", "an int >= 1")
+        need(isinstance(self.sigmoid_temperature, (int, float)) and not isinstance(self.sigmoid_temperature, bool)
+             and self.sigmoid_temperature > 0, "sigmoid_temperature", "a float > 0")
+        need(is_int(self.lsh_buckets) and self.lsh_buckets >= 2 and self.lsh_buckets % 2 == 0, "lsh_buckets",
+             "an even int >= 2 (argmax over [xR, -xR])")
+        need(is_int(self.lsh_rounds) and self.lsh_rounds >= 1, "lsh_rounds", "an int >= 1")
+        need(is_int(self.lsh_window) and self.lsh_window >= 1, "lsh_window", "an int >= 1")
         if not isinstance(self.graph, GraphConfig):
             raise TypeError(f"SOSMConfig.graph must be a GraphConfig or a dict, got {type(self.graph).__name__}")
         if not self.causal and self.uses_graph:

@@ -43,6 +43,14 @@ def _parameter_parts(config: SOSMConfig) -> tuple[int, dict]:
     return count(model) - count(model.stack.layers), per_layer
 
 
+def _with_width(config: SOSMConfig, d_model: int):
+    """``config`` at width ``d_model``, or None where that width is invalid for its mixers (diff_attention: hd % 4)."""
+    try:
+        return replace(config, d_model=d_model)
+    except ValueError:
+        return None
+
+
 def matched_config(reference: SOSMConfig, model: str, tolerance: float = 0.05) -> SOSMConfig:
     """A ``model`` config whose parameter count is within ``tolerance`` of ``reference``'s.
 
@@ -83,8 +91,10 @@ def matched_config(reference: SOSMConfig, model: str, tolerance: float = 0.05) -
     if error(best) > tolerance:
         step = 2 * reference.n_heads
         widths = range(max(step, reference.d_model // 2 // step * step), 2 * reference.d_model + 1, step)
-        grid = [replace(config, d_model=d) for config in depths for d in widths
-                if not (positional == "graph_rope" and d // reference.n_heads // 2 < reference.graph.num_landmarks)]
+        grid = [config for config in (_with_width(config, d) for config in depths for d in widths
+                                      if not (positional == "graph_rope"
+                                              and d // reference.n_heads // 2 < reference.graph.num_landmarks))
+                if config is not None]
         best = min([best] + grid, key=lambda config: (round(error(config), 2), abs(config.d_model - reference.d_model)))
     if error(best) > tolerance:
         raise ValueError(f"no {model} config within tolerance={tolerance} of {target} parameters "

@@ -15,7 +15,7 @@ import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
 from .context import LayerContext
-from .mixers import build_mixer
+from .mixers import Mixer, build_mixer
 
 
 class LayerStack(nn.Module):
@@ -42,6 +42,10 @@ class LayerStack(nn.Module):
         self.layer_types = config.layer_types
         self.layers = nn.ModuleList(build_mixer(name, config, struct_dim, causal=config.causal)
                                     for name in self.layer_types)
+        for index, layer in enumerate(self.layers):  # depth-dependent mixers (differential attention's lambda_init)
+            for module in layer.modules():  # wrappers (Mixture-of-Depths) pass it to the mixer they hold
+                if isinstance(module, Mixer):
+                    module.layer_index = index
         self.norm = nn.RMSNorm(config.d_model, eps=1e-5)
         self.gradient_checkpointing = config.gradient_checkpointing
 

@@ -2,7 +2,13 @@
 import pytest
 import torch
 
-from .conftest import CASE_IDS, CASES, SEQ, VOCAB, random_ids, tiny_model
+from .conftest import CASE_IDS, CASES, MIXER_KNOBS, SEQ, VOCAB, random_ids, tiny_model
+
+
+#: the attention family (tests/model/test_mixers_attention_family.py), with windows and buckets that bind at SEQ=16
+ATTENTION_FAMILY = [(name, MIXER_KNOBS.get(name, {}))
+                    for name in ("performer", "cosformer", "sw_attention", "diff_attention", "lsh_attention")]
+FAMILY_IDS = [name for name, _ in ATTENTION_FAMILY]
 
 
 def _edges_of_queries_up_to(graph, t):
@@ -108,3 +114,36 @@ def test_leaky_non_causal_graph_is_caught_by_the_perturbation_check():
     changed = ids.clone()
     changed[:, 8:] = (changed[:, 8:] + 1) % VOCAB
     assert not torch.equal(model(ids)[0][:, :8], model(changed)[0][:, :8])
+
+
+@pytest.mark.parametrize("model_name, knobs", ATTENTION_FAMILY, ids=FAMILY_IDS)
+@pytest.mark.parametrize("positional", ["rope", "none"])
+def test_attention_family_perturbation_jacobian_and_batch_independence(model_name, knobs, positional):
+    """Whole models of each attention-family mixer: the future never moves past logits, d logits[t] / d
+    embeddings[> t] is exactly zero, and a sample's logits are the same alone, in a batch, permuted."""
+    model = tiny_model(model_name, positional, **knobs)
+    ids = random_ids(batch=4)
+    logits, _ = model(ids)
+    for t in (0, 6, SEQ - 2):
+        changed = ids.clone()
+        changed[:, t + 1:] = torch.randint(0, VOCAB, (4, SEQ - t - 1), generator=torch.Generator().manual_seed(t))
+        assert torch.equal(logits[:, :t + 1], model(changed)[0][:, :t + 1]), f"logits <= {t} moved"
+    permutation = torch.tensor([2, 0, 3, 1])
+    torch.testing.assert_close(model(ids[permutation])[0], logits[permutation], rtol=0, atol=1e-6)
+    for b in range(4):
+        torch.testing.assert_close(model(ids[b:b + 1])[0], logits[b:b + 1], rtol=0, atol=1e-6)
+    captured = {}
+
+    def keep(module, inputs, output):
+        output.retain_grad()
+        captured["embedding"] = output
+
+    handle = model.token_embedding.register_forward_hook(keep)
+    for t in (0, 9):
+        out, _ = model(ids[:1, :12])
+        out[:, t].sum().backward()
+        grad = captured["embedding"].grad
+        assert grad[:, :t + 1].abs().sum() > 0
+        assert torch.count_nonzero(grad[:, t + 1:]) == 0, f"logits[{t}] depend on embeddings after {t}"
+        model.zero_grad()
+    handle.remove()

@@ -18,15 +18,12 @@ from sosm.model.context import LayerContext
 from sosm.model.mixers import Mixer, build_mixer, get_mixer, mixer_names, register_mixer, resolve_mixer_name
 from sosm.model.mixers import base as registry
 
-from .conftest import SEQ, VOCAB, random_ids, tiny_model
+from .conftest import MIXER_KNOBS, SEQ, VOCAB, random_ids, tiny_model
 
 MIXERS = mixer_names()
 BIDIRECTIONAL_ONLY = {name for name in MIXERS if not get_mixer(name).causal_capable}
 CAUSAL = [name for name in MIXERS if name not in BIDIRECTIONAL_ONLY]
 BIDIRECTIONAL_CAPABLE = [name for name in MIXERS if get_mixer(name).bidirectional_capable]
-#: knobs a mixer needs in the tiny configs of this suite (the triple hybrid's causal global branch: dense
-#: attention, registered on every build; cosformer/performer once their mixers are registered)
-MIXER_KNOBS = {"triple": {"triple_global": "attention", "triple_window": 3}, "linformer": {"linformer_k": 5}}
 
 
 def knobs(name: str, causal: bool = True) -> dict:

@@ -16,6 +16,11 @@ aliases ``"MA"``), ``SOSMConfig(model="mamba")`` for a pure stack. Adding a mixe
 | ``s4`` | | no | yes (SSM state) | yes |
 | ``ossm`` | | no | yes (oscillator state) | yes |
 | ``cfc`` | | no | yes (hidden state) | yes |
+| ``performer`` | | no | yes (running sums of FAVOR+ features) | yes |
+| ``cosformer`` | | no | yes (running cos/sin sums) | yes |
+| ``sw_attention`` | ``swa`` | no | yes (rolling K/V cache of W entries) | yes |
+| ``diff_attention`` | | no | yes (K/V cache) | yes |
+| ``lsh_attention`` | ``lsh`` | no | yes (K/V cache + bucket ids) | yes |
 | ``fnet`` | | no | no (bidirectional only) | yes (exact: the DFT is linear) |
 | ``linformer`` | | no | no (bidirectional only) | yes |
 | ``multi_block`` | | yes (reads the MU semantic state) | yes (K/V cache) | yes |
@@ -44,6 +49,11 @@ from .rwkv import RWKV6
 from .s4 import S4
 from .ossm import OscillatorySSM
 from .cfc import CfC
+from .performer import Performer
+from .cosformer import CosFormer
+from .sw_attention import SlidingWindowSigmoidAttention
+from .diff_attention import DifferentialAttention
+from .lsh_attention import LSHAttention
 from .fnet import FNet
 from .linformer import Linformer
 from .multi_block import MultiBlockAttention
@@ -51,5 +61,7 @@ from .triple import TripleHybrid
 
 __all__ = ["Mixer", "build_mixer", "get_mixer", "mixer_names", "register_mixer", "resolve_mixer_name",
            "AttentionBlock", "DenseAttention", "GraphAttention", "Mamba2", "MixtureOfDepths", "MoEFeedForward", "RWKV6",
-           "RetNet", "TopologicalMamba", "S4", "OscillatorySSM", "CfC", "FNet", "Linformer", "MultiBlockAttention",
-           "TripleHybrid"]
+           "RetNet", "TopologicalMamba", "S4", "OscillatorySSM", "CfC",
+           "Performer", "CosFormer",
+           "SlidingWindowSigmoidAttention", "DifferentialAttention", "LSHAttention", "FNet", "Linformer",
+           "MultiBlockAttention", "TripleHybrid"]

@@ -5,7 +5,10 @@ projection, rotary positions from ``ctx.angles``, an out-projection, then RMSNor
 (or, with ``SOSMConfig.moe_experts``, a mixture-of-experts feed-forward: :mod:`.moe`).
 A subclass supplies how queries attend (``attend`` over a sequence, ``attend_step`` over the cache)
 and its dense score matrix (``attention_scores``), from which the DePass linear mode and the frozen
-probabilities follow.
+probabilities follow. Mixers whose output is not a softmax over scores (linear attention, sigmoid
+or differential attention) override ``attention_probs`` with their frozen per-query weights over
+the values (``[B, H, T, T]``; rows need not sum to 1) and, where a per-channel factor follows the
+weighted sum, ``value_rows``.
 
 :class:`DenseAttention` (``"attention"``; aliases ``"T"``, ``"transformer"``): causal softmax
 attention over every earlier position through ``F.scaled_dot_product_attention``; decoding keeps
@@ -107,30 +110,43 @@ class AttentionBlock(Mixer):
         B, _, d = x.shape
         q, k, v = self._qkv(x, ctx)  # [B, 1, H, d]
         t = ctx.position
-        if "k" not in cache:
-            cache["k"] = k.new_zeros(B, 0, self.n_heads, self.head_dim)
-            cache["v"] = v.new_zeros(B, 0, self.n_heads, self.head_dim)
-        if cache["k"].shape[1] != t:
-            raise ValueError(f"decoding position {t} does not follow the cache of length {cache['k'].shape[1]}")
-        cache["k"] = torch.cat([cache["k"], k], dim=1)  # [B, t+1, H, d]
-        cache["v"] = torch.cat([cache["v"], v], dim=1)
-        y = self.attend_step(q[:, 0], cache, ctx).reshape(B, 1, d)  # [B, 1, d_model]
+        y = self.cache_and_attend(q[:, 0], k[:, 0], v[:, 0], cache, ctx).reshape(B, 1, d)  # [B, 1, d_model]
         x = x + self.out_proj(y)
         return x if self.mlp is None else x + self.mlp.step(self.norm_mlp(x), t, cache.setdefault("mlp", {}))
 
+    def cache_and_attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache: dict,
+                         ctx: LayerContext) -> torch.Tensor:
+        """Decoding: store the new ``k, v [B, H, d]`` in ``cache``, then ``attend_step(q [B, H, d])`` -> ``[B, H, d]``.
+
+        Default: append to the full K/V cache. Mixers with another state (running sums, a rolling window) override it.
+        """
+        t = ctx.position
+        if "k" not in cache:
+            cache["k"] = k.new_zeros(k.shape[0], 0, self.n_heads, self.head_dim)
+            cache["v"] = v.new_zeros(v.shape[0], 0, self.n_heads, self.head_dim)
+        if cache["k"].shape[1] != t:
+            raise ValueError(f"decoding position {t} does not follow the cache of length {cache['k'].shape[1]}")
+        cache["k"] = torch.cat([cache["k"], k[:, None]], dim=1)  # [B, t+1, H, d]
+        cache["v"] = torch.cat([cache["v"], v[:, None]], dim=1)
+        return self.attend_step(q, cache, ctx)
+
+    def mlp_state_size(self, seq_len: int) -> int:
+        """Decoding state of the MLP slot (an MoE feed-forward's routing state; 0 for a dense MLP or none)."""
+        return 0 if self.mlp is None else self.mlp.state_size(seq_len)
+
     def state_size(self, seq_len: int) -> int:
         """The K/V cache: ``2 · seq_len · d_model`` floats (and an MoE feed-forward's routing state)."""
-        return 2 * seq_len * self.n_heads * self.head_dim + (0 if self.mlp is None else self.mlp.state_size(seq_len))
-
-    def _value_weight(self) -> torch.Tensor:
-        """The ``[d, d]`` weight of the values (DePass): the rows of V in the ``[3, H, hd]`` QKV layout."""
-        d = self.out_proj.in_features
-        return self.qkv.weight[2 * d: 3 * d]
+        return 2 * seq_len * self.n_heads * self.head_dim + self.mlp_state_size(seq_len)
 
     def attention_probs(self, x: torch.Tensor, ctx: LayerContext) -> torch.Tensor:
         """Attention probabilities ``[B, H, T, T]`` (float32) of the real input ``x [B, T, d]`` (dense; for analysis)."""
         q, k, _ = self._qkv(x, ctx)  # [B, T, H, hd]
         return torch.softmax(self.attention_scores(q, k, ctx), dim=-1)
+
+    def value_rows(self) -> torch.Tensor:
+        """The ``[d_model, d_model]`` rows of the value projection (``[H, hd]`` layout) the frozen weights act on."""
+        d = self.n_heads * self.head_dim
+        return self.qkv.weight[2 * d: 3 * d]
 
     def linear_mode(self, x: torch.Tensor, xc: torch.Tensor, ctx: LayerContext, bias_index: int,
                     router=None, probs: Optional[torch.Tensor] = None):
@@ -138,8 +154,7 @@ class AttentionBlock(Mixer):
         C, B, T, d = xc.shape
         H, hd = self.n_heads, self.head_dim
         probs = self.attention_probs(x, ctx) if probs is None else probs
-        w_v = self._value_weight()  # [d, d]
-        values = F.linear(norm_linear(self.norm_attn, x, xc), w_v).view(C, B, T, H, hd)
+        values = F.linear(norm_linear(self.norm_attn, x, xc), self.value_rows()).view(C, B, T, H, hd)
         attended = (router or identity_router)(probs, values).reshape(C, B, T, d)
         xc_mid = xc + F.linear(attended, self.out_proj.weight)
         x_mid = x + self.out_proj(torch.einsum("bhij,bjhd->bihd", probs, values.sum(0)).reshape(B, T, d))

@@ -100,5 +100,5 @@ class MultiBlockAttention(DenseAttention):
             q, k = apply_rotary(q, ctx.angles), apply_rotary(k, ctx.angles)
         return q, k, v
 
-    def _value_weight(self) -> torch.Tensor:
+    def value_rows(self) -> torch.Tensor:
         return self.value.weight
