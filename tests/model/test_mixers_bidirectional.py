@@ -127,8 +127,15 @@ def test_local_band_equals_a_masked_loop(T, causal):
     torch.testing.assert_close(layer(x, LayerContext()), x + layer.out_proj(out.reshape(1, T, 32)))
 
 
+def _registered(name):
+    from sosm.model.mixers import mixer_names
+    return pytest.mark.skipif(name not in mixer_names(), reason=f"{name} is not registered in this build")
+
+
 @pytest.mark.parametrize("T", LENGTHS)
-@pytest.mark.parametrize("causal, global_mixer", [(True, "attention"), (False, "fnet"), (False, "linformer")])
+@pytest.mark.parametrize("causal, global_mixer", [(True, "attention"), (False, "fnet"), (False, "linformer"),
+                                                  pytest.param(True, "cosformer", marks=_registered("cosformer")),
+                                                  pytest.param(False, "performer", marks=_registered("performer"))])
 def test_triple_is_its_branches_mixed_by_the_gate(T, causal, global_mixer):
     torch.manual_seed(5)
     layer = TripleHybrid(config(model="triple", causal=causal, triple_global=global_mixer, triple_window=3,
@@ -150,7 +157,12 @@ def test_triple_global_is_checked_against_the_registry_and_causality():
         SOSMConfig(model="triple", triple_global="lstm", causal=False)
     SOSMConfig(triple_global="lstm")  # checked only where a triple layer is built
     from sosm.model.mixers import mixer_names
-    if "cosformer" not in mixer_names():  # the default names a mixer another branch registers
+    if "cosformer" in mixer_names():  # the default, valid once registered
+        assert SOSMConfig(model="triple").triple_global == "cosformer"
+        with pytest.raises(ValueError, match="triple_global='fnet' is invalid; accepted: a causal global mixer in a "
+                                             "causal model \\(\\['cosformer', 'performer', 'attention'\\]\\)"):
+            SOSMConfig(model="triple", triple_global="fnet")
+    else:
         with pytest.raises(ValueError, match="'cosformer' is not registered in this build"):
             SOSMConfig(model="triple")
 
