@@ -79,17 +79,19 @@ class DePassResult:
         return float((self.logits.sum(0) - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
 
 
-def edge_type_map(graph, batch: int, seq_len: int, device=None) -> tuple[torch.Tensor, list]:
+def edge_type_map(graph, batch: int, seq_len: int, device=None, causal: bool = True) -> tuple[torch.Tensor, list]:
     """``[B, T, T]`` long map of the edge type of key j for query i, and the type names.
 
     With a ``SemanticGraph``: index into ``EDGE_TYPES`` (edges among the frame's first T
-    positions). Without one (the Transformer): ``"dense"`` for every j < i. ``-1`` where there
-    is no edge; the diagonal (self) is ``-1`` too: the router keeps self terms in place.
+    positions). Without one (the Transformer): ``"dense"`` for every j < i (``causal=False``, a
+    bidirectional model: every j != i). ``-1`` where there is no edge; the diagonal (self) is
+    ``-1`` too: the router keeps self terms in place.
     """
     B, T = batch, seq_len
     types = torch.full((B, T, T), -1, dtype=torch.long, device=device)
     if graph is None:
-        types[:, torch.ones(T, T, dtype=torch.bool, device=device).tril(-1)] = 0
+        dense = torch.ones(T, T, dtype=torch.bool, device=device)
+        types[:, dense.tril(-1) if causal else ~torch.eye(T, dtype=torch.bool, device=device)] = 0
         return types, ["dense"]
     frame = graph.seq_len
     src, dst = graph.edge_index
@@ -193,7 +195,8 @@ class DePass:
         names, xc = self.partition(record, by, group_names)
         router = None
         if by == "edge_type":
-            types, type_names = edge_type_map(record.state.graph, *input_ids.shape, record.x0.device)
+            causal = getattr(getattr(model, "config", None), "causal", True)  # bidirectional models: dense both ways
+            types, type_names = edge_type_map(record.state.graph, *input_ids.shape, record.x0.device, causal=causal)
             if not any(isinstance(module, AttentionBlock) for module in model.stack.modules()):  # wrapped ones too
                 type_names = []  # no attention layer: nothing is routed along edges
             names = names + type_names

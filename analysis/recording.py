@@ -90,7 +90,7 @@ def expand_context(ctx: LayerContext, batch: int) -> LayerContext:
         return t.expand(batch, *t.shape[1:]).contiguous()
 
     out = replace(ctx, angles=rep(ctx.angles), neighbors=rep(ctx.neighbors), alibi_coords=rep(ctx.alibi_coords),
-                  structure=rep(ctx.structure))
+                  structure=rep(ctx.structure), semantic=rep(ctx.semantic))
     if out.neighbors is not None and out.neighbors is not ctx.neighbors:
         out.layout = GraphLayout.build(out.neighbors)
     return out

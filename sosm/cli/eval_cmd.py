@@ -1,10 +1,17 @@
-"""``sosm eval``: loss, perplexity, bits per byte, the causality leak check and the i.i.d. canary of a checkpoint."""
+"""``sosm eval``: loss, perplexity, bits per byte, the causality leak check and the i.i.d. canary of a checkpoint.
+
+A mask-predict run (a bidirectional model) reports the masked-token loss at fixed ratios instead
+(:data:`MASK_RATIOS`, deterministic masks by ``--mask-seed``); the leak check and the canary do not
+apply to it (it reads both sides by design) and are not run.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 
 EXIT_LEAK = 1
+#: masking ratios at which a mask-predict run is scored
+MASK_RATIOS = (0.15, 0.5)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -16,7 +23,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                     "and each other window in turn, and checks that no earlier logit changes, bit for bit (a "
                     "memory model reads a memory pre-filled with the whole text). --canary trains a fresh model "
                     "of the checkpoint's config on uniform i.i.d. tokens and checks that its loss on fresh tokens "
-                    f"stays at ln V. The exit status is {EXIT_LEAK} when either finds a leak.")
+                    f"stays at ln V. The exit status is {EXIT_LEAK} when either finds a leak. A mask-predict run "
+                    f"(bidirectional model) is scored by its masked-token loss at ratios {MASK_RATIOS} instead; the "
+                    "leak check and the canary do not apply to it.")
     parser.add_argument("--checkpoint", required=True, metavar="PATH",
                         help="a run folder (its newest checkpoint is used) or a checkpoint folder")
     parser.add_argument("--text-file", metavar="FILE", help="UTF-8 text to score (default: the run's validation split)")
@@ -31,6 +40,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                              "must stay at ln V (a model that sees its targets learns to beat it)")
     parser.add_argument("--canary-steps", type=int, default=200, metavar="N",
                         help="training steps of the canary (default 200)")
+    parser.add_argument("--mask-seed", type=int, default=0, metavar="S",
+                        help="mask-predict runs: seed of the masked positions (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device (default cpu)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
@@ -76,6 +87,39 @@ def _run_stream(args, trained, ids, report) -> int:
     return 0
 
 
+LEAK_NOT_APPLICABLE = ("leak check: does not apply: this model is bidirectional by design (causal=false, trained by "
+                       "mask-predict), so every position reads later tokens; it is not run")
+
+
+def _run_mask_predict(args, trained, ids, report) -> int:
+    """A mask-predict run: the masked-token loss at each of :data:`MASK_RATIOS`; no leak check, no canary."""
+    from ..common.progress import progress_bar
+    from ..evaluate.masked import masked_token_loss
+
+    if getattr(args, "stream", False):
+        raise ValueError("--stream applies to causal models (carried state, memory); this checkpoint is a "
+                         "bidirectional mask-predict model")
+    scored = len(ids) if args.max_tokens is None else min(len(ids), args.max_tokens)
+    report["objective"] = "mask_predict"
+    report["masked"] = []
+    for ratio in MASK_RATIOS:
+        with progress_bar(total=scored, desc=f"masked {ratio}", unit="tok", unit_scale=True,
+                          disable=args.no_progress) as bar:
+            result = masked_token_loss(trained.model, ids, trained.config.data.block_size, ratio, trained.mask_id,
+                                       seed=args.mask_seed, batch_size=args.batch_size, device=args.device,
+                                       max_tokens=args.max_tokens, progress=bar.update)
+        report["masked"].append(result.to_dict())
+        print(f"{trained.label} (step {trained.checkpoint.step}) on {report['source']}: masked-token loss at ratio "
+              f"{ratio}: {result.loss:.4f} nats/token (perplexity {result.perplexity:.3f}) over "
+              f"{result.masked_tokens:,} masked tokens, mask seed {args.mask_seed}")
+    print(LEAK_NOT_APPLICABLE)
+    report["leak_check"] = {"applies": False, "reason": LEAK_NOT_APPLICABLE}
+    if args.canary:
+        print("canary: does not apply to a bidirectional mask-predict model; it is not run")
+    write_json(report, args.json)
+    return 0
+
+
 def leak_input(ids, block_size: int, windows: int = 2):
     """The first ``windows`` consecutive windows of the scored text, ``[W, block_size]``, as batched
     evaluation lays them out (one shorter window for a text shorter than one window)."""
@@ -95,6 +139,7 @@ def _canary(args, trained):
 
     torch.manual_seed(0)
     model = sosm_model_factory(trained.config.model, trained.tokenizer.vocab_size, trained.config.data.block_size)
+    # (only next-token runs get here: the canary does not apply to a mask-predict run)
     with progress_bar(total=args.canary_steps, desc="canary", unit="step", disable=args.no_progress) as bar:
         return canary_check(model.to(args.device), trained.tokenizer.vocab_size, trained.config.data.block_size,
                             steps=args.canary_steps, device=args.device, label=trained.label,
@@ -136,6 +181,8 @@ def run(args) -> int:
         report["source"] = "validation split"
     if len(ids) < 2:
         raise ValueError(f"{report['source']} has {len(ids)} token(s); accepted: a text of at least 2 tokens")
+    if trained.mask_predict:
+        return _run_mask_predict(args, trained, ids, report)
     if getattr(args, "stream", False):
         return _run_stream(args, trained, ids, report)
     scored = len(ids) - 1 if args.max_tokens is None else min(len(ids) - 1, args.max_tokens)

@@ -98,7 +98,8 @@ def switch_model(config, model: str) -> dict:
     section = dict(config.model)
     if section.get("model", "hybrid") == model:
         return section
-    vocab_size = 256 if config.data.tokenizer == "byte" else config.data.bpe_vocab_size
+    vocab_size = (256 if config.data.tokenizer == "byte" else config.data.bpe_vocab_size) + (
+        config.objective == "mask_predict")  # the [MASK] id
     reference = SOSMConfig.from_dict({**section, "vocab_size": vocab_size, "max_seq_len": config.data.block_size})
     matched = matched_config(reference, model).to_dict()
     return {key: value for key, value in matched.items() if key not in ("vocab_size", "max_seq_len")}

@@ -110,6 +110,11 @@ class SOSMConfig:
     lsh_buckets: int = 8                # lsh_attention: hash buckets per round (even: argmax over [xR, -xR])
     lsh_rounds: int = 2                 # lsh_attention: independent hashing rounds (a query sees the union of its buckets)
     lsh_window: int = 32                # lsh_attention: a query sees the last lsh_window earlier keys of its bucket, per round
+    causal: bool = True                 # False: a bidirectional model (mask-predict): every position reads every other, bidirectional-only mixers (linformer, fnet) allowed; a graph model then needs graph.causal=false
+    linformer_k: int = 32               # Linformer: length k the sequence axis of K and V is projected to (E, F: k x max_seq_len)
+    fnet_glu: bool = False              # FNet: gate the Fourier mixing with a sigmoid GLU (the design's gated variant)
+    triple_global: str = "cosformer"    # the triple hybrid's global branch: "cosformer" | "performer" | "attention" | "fnet" | "linformer" (the last two bidirectional only; each must be registered)
+    triple_window: int = 16             # the triple hybrid's local branch: W keys per query (itself and W-1 before; bidirectional: and W-1 after)
     graph: GraphConfig = field(default_factory=_default_graph)  # GraphBuilder options incl. num_landmarks (dict: over MODEL_GRAPH_DEFAULTS)
     positional: str = "rope"            # attention positions: "rope" | "graph_rope" | "graph_alibi" | "none"
     struct_dim: int = 16                # width of the structural (landmark) encoding fed to Mamba's Δ
@@ -156,13 +161,14 @@ class SOSMConfig:
              f"an int divisible by n_heads={self.n_heads} with an even head dim")
         need(is_int(self.n_layers) and self.n_layers >= 1, "n_layers", "an int >= 1")
         parse_layer_pattern(self.layer_pattern)
+        need(isinstance(self.causal, bool), "causal", "true (a causal language model) or false (bidirectional)")
         if "diff_attention" in {name.partition(":")[2] or name for name in self.layer_types}:
             need(self.head_dim % 4 == 0, "d_model", f"an int with d_model / n_heads divisible by 4 for diff_attention "
                  f"(two maps of head_dim/2 channels; n_heads={self.n_heads})")
         for name in self.layer_types:
-            need(get_mixer(name).causal_capable, "layer_pattern" if self.model == "hybrid" else "model",
+            need(get_mixer(name).causal_capable or not self.causal, "layer_pattern" if self.model == "hybrid" else "model",
                  f"causal mixers only: {name!r} is bidirectional only (it mixes every position with every other), "
-                 "which a causal language model cannot use")
+                 "which a causal language model cannot use; or causal=false (a bidirectional model)")
         need(isinstance(self.mlp_ratio, (int, float)) and not isinstance(self.mlp_ratio, bool) and self.mlp_ratio >= 0
              and (self.mlp_ratio == 0 or self.mlp_hidden >= 1), "mlp_ratio",
              "0 (no MLP) or a float > 0 with round(mlp_ratio * d_model) >= 1")
@@ -199,6 +205,10 @@ class SOSMConfig:
         need(is_int(self.lsh_window) and self.lsh_window >= 1, "lsh_window", "an int >= 1")
         if not isinstance(self.graph, GraphConfig):
             raise TypeError(f"SOSMConfig.graph must be a GraphConfig or a dict, got {type(self.graph).__name__}")
+        if not self.causal and self.uses_graph:
+            need(not self.graph.causal, "causal", "true, or false with a bidirectional graph (graph.causal=false): "
+                 "a bidirectional graph model builds its graph over the whole sequence")
+        self._validate_attention_family(need, is_int)
         need(self.positional in POSITIONALS, "positional", f"one of {POSITIONALS}")
         need(is_int(self.struct_dim) and self.struct_dim >= 1, "struct_dim", "an int >= 1")
         need(self.rope_base > 1, "rope_base", "a float > 1")
@@ -249,6 +259,27 @@ class SOSMConfig:
                  f"{self.graph.num_landmarks} "
                  "(one rotation pair per landmark at least)")
         return self
+
+    def _validate_attention_family(self, need, is_int) -> None:
+        """The knobs of the bidirectional and multi-block attention mixers and of the triple hybrid (issue 15)."""
+        from ..common.blocks import N_BLOCKS
+        from .mixers.triple import check_triple_global
+
+        need(is_int(self.linformer_k) and self.linformer_k >= 1, "linformer_k", "an int >= 1")
+        need(isinstance(self.fnet_glu, bool), "fnet_glu", "true or false")
+        need(is_int(self.triple_window) and self.triple_window >= 1, "triple_window", "an int >= 1")
+        names = {name.split(":")[-1] for name in self.layer_types}  # wrapped ones too ("mod:<name>")
+        if "triple" in names:
+            problem = check_triple_global(self.triple_global, self.causal)
+            need(problem is None, "triple_global", problem)
+        if "multi_block" in names:
+            need(N_BLOCKS % self.n_heads == 0, "n_heads",
+                 f"a divisor of the {N_BLOCKS} semantic blocks for multi_block heads (each head reads one group)")
+        if not self.causal:
+            need(any(get_mixer(name).bidirectional_capable for name in self.layer_types), "causal",
+                 f"true, or false with at least one layer that reads later positions when built bidirectional "
+                 f"({[n for n in mixer_names() if get_mixer(n).bidirectional_capable]}): every layer of "
+                 f"{self.layer_types} is causal-only, so the model would not be bidirectional")
 
     @property
     def head_dim(self) -> int:

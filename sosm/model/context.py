@@ -28,6 +28,8 @@ class LayerContext:
         memory_slots: ``[B, T, Km]`` memory ids of each query's memory edges, -1 padded.
         record_kv: when a list, each graph-attention layer appends its ``(k, v)`` ``[B, T, H, d]``
             (k before rotary positions, detached), in layer order, for writing into memory.
+        semantic: ``[B, T, 64]`` the MU semantic state of the graph models' front end (16 blocks of 4;
+            decoding: the new token's ``[B, 1, 64]``), read by multi-block attention heads; None without it.
     """
 
     angles: Optional[torch.Tensor] = None
@@ -39,3 +41,4 @@ class LayerContext:
     memory: Optional[object] = None
     memory_slots: Optional[torch.Tensor] = None
     record_kv: Optional[list] = None
+    semantic: Optional[torch.Tensor] = None

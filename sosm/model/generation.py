@@ -53,6 +53,10 @@ class IncrementalDecoder:
                              "or a model built with memory=True")
         if not isinstance(stream_offset, int) or isinstance(stream_offset, bool) or stream_offset < 0:
             raise ValueError(f"stream_offset={stream_offset!r} is invalid; accepted: an int >= 0")
+        if not model.config.causal:
+            raise ValueError("incremental decoding needs a causal model; this model has causal=False (bidirectional: "
+                             "every position reads later ones); accepted: mask-predict decoding "
+                             "(sosm.model.mask_predict.mask_predict_decode)")
         if model.config.uses_graph and not model.config.graph.causal:
             raise ValueError("incremental decoding needs a causal graph; this model's graph.causal=False "
                              "(the LEAKY control) looks at later tokens")
@@ -86,6 +90,7 @@ class IncrementalDecoder:
             self.temporal = temporal if self.temporal is None else torch.cat([self.temporal, temporal], dim=1)
             _, neighbors, distances = model.build_graph(self.semantic, self.temporal)  # prefix 0..t
             ctx.neighbors = neighbors[:, t:t + 1]  # [B, 1, Kn]
+            ctx.semantic = semantic  # [B, 1, 64]: the new token's (multi-block heads)
             if self.memory is not None and len(self.memory):
                 ctx.memory = self.memory
                 ctx.memory_slots = model.memory_slots_of(semantic, self.memory, self.stream_offset + t)  # [B, 1, Km]

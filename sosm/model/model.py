@@ -236,6 +236,7 @@ class SOSMModel(nn.Module):
                 graph, ctx.memory_slots = self._retrieve(graph, semantic.detach(), memory, stream_offset)
                 ctx.memory = memory
             ctx.layout = GraphLayout.build(ctx.neighbors)
+            ctx.semantic = semantic  # read by multi-block attention heads (with its gradient: the blocks learn to address)
             state.semantic, state.temporal, state.graph = semantic, temporal, graph
             if self.use_landmarks:
                 coords = landmark_coordinates(distances, self.config.graph.max_distance)  # [B, T, L]

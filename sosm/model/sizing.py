@@ -39,7 +39,7 @@ def _parameter_parts(config: SOSMConfig) -> tuple[int, dict]:
         struct_dim = config.struct_dim if model.use_landmarks else None
         names = set(config.layer_types) | (set(parse_layer_pattern(config.layer_pattern))
                                            if config.model == "hybrid" else set())
-        per_layer = {name: count(build_mixer(name, config, struct_dim)) for name in names}  # every mixer of the pattern
+        per_layer = {name: count(build_mixer(name, config, struct_dim, causal=config.causal)) for name in names}  # every mixer of the pattern
     return count(model) - count(model.stack.layers), per_layer
 
 

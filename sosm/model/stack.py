@@ -21,6 +21,9 @@ from .mixers import Mixer, build_mixer
 class LayerStack(nn.Module):
     """A stack of layers followed by a final RMSNorm.
 
+    Each mixer is built causal or bidirectional as ``config.causal`` says (a causal stack refuses
+    bidirectional-only mixers; causal-only mixers stay left-to-right in a bidirectional stack).
+
     Args:
         config: ``SOSMConfig``; ``config.layer_types`` picks the layers.
         struct_dim: width of the structural encoding given to Mamba layers (None: plain Mamba).
@@ -37,7 +40,8 @@ class LayerStack(nn.Module):
     def __init__(self, config, struct_dim: Optional[int]):
         super().__init__()
         self.layer_types = config.layer_types
-        self.layers = nn.ModuleList(build_mixer(name, config, struct_dim) for name in self.layer_types)
+        self.layers = nn.ModuleList(build_mixer(name, config, struct_dim, causal=config.causal)
+                                    for name in self.layer_types)
         for index, layer in enumerate(self.layers):  # depth-dependent mixers (differential attention's lambda_init)
             for module in layer.modules():  # wrappers (Mixture-of-Depths) pass it to the mixer they hold
                 if isinstance(module, Mixer):

@@ -88,6 +88,16 @@ def tokenizer_from_files(files: dict) -> Tokenizer:
         return load_tokenizer(tmp)
 
 
+def model_vocab_size(objective: str, tokenizer: Tokenizer) -> int:
+    """The model's vocabulary: the tokenizer's ids, plus the ``[MASK]`` id for ``objective="mask_predict"``."""
+    return tokenizer.vocab_size + (objective == "mask_predict")
+
+
+def mask_token_id(tokenizer: Tokenizer) -> int:
+    """The ``[MASK]`` id of a mask-predict model: one past the tokenizer's ids (the tokenizer itself is unchanged)."""
+    return tokenizer.vocab_size
+
+
 def optimizer_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """AdamW parameter groups: decay on matrices and embeddings (>= 2-D), none on biases, norms, gates, and on
     the parameters a module marks as not decayed (state matrices: ``sosm.model.mixers.base.no_weight_decay``).

@@ -48,6 +48,8 @@ RUN_CONTROL_FIELDS = ("max_steps", "eval_interval", "eval_iters", "log_interval"
                       "checkpoint_interval", "keep_last", "device", "progress_bar", "tensorboard",
                       "distributed", "collective_timeout_s")
 DISTRIBUTED = ("ddp", "fsdp")
+#: training objectives: next-token prediction (a causal model), or mask-predict (a bidirectional model, model.causal=false)
+OBJECTIVES = ("next_token", "mask_predict")
 
 
 def _need(cond: bool, section: str, name: str, value: Any, accepted: str) -> None:
@@ -147,6 +149,7 @@ class TrainConfig:
     tensorboard: bool = True            # also log to TensorBoard when it is installed
     distributed: str = "ddp"            # under torchrun: "ddp" (a replica per rank) | "fsdp" (FSDP2 shards); one process ignores it
     collective_timeout_s: float = 300.0  # under torchrun: a collective waiting longer fails the run (no rank hangs)
+    objective: str = "next_token"       # "next_token" (causal LM) | "mask_predict" (bidirectional model: model.causal=false; a [MASK] id is added to the vocabulary)
     data: DataConfig = field(default_factory=DataConfig)     # text, tokenizer, split, context length
     model: dict = field(default_factory=dict)                # fields of sosm.SOSMConfig (vocab/context filled in)
     optim: OptimConfig = field(default_factory=OptimConfig)  # AdamW, schedule, clipping
@@ -168,6 +171,16 @@ class TrainConfig:
         _need(self.distributed in DISTRIBUTED, s, "distributed", self.distributed, f"one of {DISTRIBUTED}")
         _need(_is_number(self.collective_timeout_s) and self.collective_timeout_s > 0, s, "collective_timeout_s",
               self.collective_timeout_s, "a number of seconds > 0")
+        _need(self.objective in OBJECTIVES, s, "objective", self.objective, f"one of {OBJECTIVES}")
+        bidirectional = self.model.get("causal", True) is False if isinstance(self.model, dict) else False
+        if self.objective == "mask_predict":
+            _need(bidirectional, s, "objective", self.objective,
+                  "next_token, or mask_predict with a bidirectional model (model.causal: false): masked tokens are "
+                  "predicted from both sides")
+        else:
+            _need(not bidirectional, s, "objective", self.objective,
+                  "mask_predict for a bidirectional model (model.causal: false); next_token needs a causal model: a "
+                  "bidirectional one reads the next token, its own target")
         for name in ("progress_bar", "tensorboard"):
             _need(isinstance(getattr(self, name), bool), s, name, getattr(self, name), "true or false")
         if not isinstance(self.data, DataConfig):
@@ -182,9 +195,12 @@ class TrainConfig:
 
     @property
     def leaky(self) -> bool:
-        """True when the model's graph is built non-causally (the deliberately LEAKY control)."""
+        """True when the model's graph is built non-causally in a causal model (the deliberately LEAKY control).
+
+        A bidirectional model (``model.causal: false``, trained by mask-predict) reads both sides by design: not leaky.
+        """
         graph = self.model.get("graph")
-        return isinstance(graph, dict) and graph.get("causal", True) is False
+        return isinstance(graph, dict) and graph.get("causal", True) is False and self.model.get("causal", True) is not False
 
     @property
     def display_name(self) -> str:

@@ -89,6 +89,9 @@ class DistillTrainer(Trainer):
     """
 
     def __init__(self, config, out_dir, *, teacher: torch.nn.Module, distill: DistillConfig, **kwargs):
+        if getattr(config, "objective", "next_token") != "next_token":
+            raise ValueError(f"train.objective={config.objective!r} is invalid for distillation; accepted: next_token "
+                             "(the teacher's next-token distributions are distilled)")
         super().__init__(config, out_dir, **kwargs)
         self.distill = distill
         self.teacher = teacher.to(self.device).eval()

@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 
 from .checkpoint import CONFIG_FILE, Checkpoint, CheckpointError, load_model_state, read_checkpoint
-from .components import ModelFactory, sosm_model_factory, tokenizer_from_files
+from .components import ModelFactory, mask_token_id, model_vocab_size, sosm_model_factory, tokenizer_from_files
 from .config import TrainConfig
 from .quantize import QUANT_FILE, load_quantized
 
@@ -24,6 +24,15 @@ class TrainedModel:
     @property
     def leaky(self) -> bool:
         return self.config.leaky
+
+    @property
+    def mask_predict(self) -> bool:
+        """True for a bidirectional model trained by mask-predict (its vocabulary ends with the ``[MASK]`` id)."""
+        return self.config.objective == "mask_predict"
+
+    @property
+    def mask_id(self) -> int:
+        return mask_token_id(self.tokenizer)
 
     @property
     def label(self) -> str:
@@ -52,7 +61,7 @@ def load_trained(path, *, device="cpu", model_factory: Optional[ModelFactory] = 
         raise CheckpointError(f"checkpoint {checkpoint.path} has no readable tokenizer files "
                               f"(tokenizer_config.json): {err}") from None
     factory = model_factory or sosm_model_factory
-    model = factory(config.model, tokenizer.vocab_size, config.data.block_size)
+    model = factory(config.model, model_vocab_size(config.objective, tokenizer), config.data.block_size)
     if QUANT_FILE in checkpoint.extra:  # written by ``sosm quantize``
         if torch.device(device).type != "cpu":
             raise ValueError(f"checkpoint {checkpoint.path} is INT8-quantized (dynamic quantized linear layers run "

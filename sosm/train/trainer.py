@@ -34,14 +34,14 @@ from ..common.files import atomic_write
 from ..common.progress import progress_bar
 from ..data import BatchSampler
 from ..evaluate import model_logits
+from ..model.mask_predict import mask_tokens, masked_cross_entropy, sample_ratios
 from ..model.routing import auxiliary_loss, routing_stats
 from . import distributed
 from .checkpoint import (CHECKPOINT_DIR, CONFIG_FILE, CheckpointError, capture_rng_state, check_model_matches,
                          list_checkpoints, load_model_state, read_checkpoint, restore_rng_state, step_dir_name,
                          write_checkpoint)
-from .components import (ModelFactory, build_splits, count_parameters, model_config_dict, optimizer_groups,
-                         sosm_model_factory,
-                         tokenizer_files, tokenizer_from_files)
+from .components import (ModelFactory, build_splits, count_parameters, mask_token_id, model_config_dict,
+                         model_vocab_size, optimizer_groups, sosm_model_factory, tokenizer_files, tokenizer_from_files)
 from .config import TrainConfig, diff_dicts
 from .run_log import LOG_FILE, RunLog, read_log
 from .schedule import lr_at
@@ -221,7 +221,8 @@ class Trainer:
         return config
 
     def _build_model(self) -> torch.nn.Module:
-        return self.model_factory(self.config.model, self.tokenizer.vocab_size, self.config.data.block_size).to(self.device)
+        vocab_size = model_vocab_size(self.config.objective, self.tokenizer)  # mask-predict: + the [MASK] id
+        return self.model_factory(self.config.model, vocab_size, self.config.data.block_size).to(self.device)
 
     def _build_optimizer(self, model: torch.nn.Module) -> torch.optim.AdamW:
         """AdamW over :func:`~sosm.train.components.optimizer_groups` (no decay on biases, norms, state matrices)."""
@@ -315,17 +316,31 @@ class Trainer:
         self.dist.barrier()  # nobody goes on (or leaves) before the checkpoint is in place
         return path
 
-    def _loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def _loss(self, input_ids: torch.Tensor, targets: torch.Tensor,
+              mask_generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Next-token cross-entropy; for ``objective="mask_predict"`` the cross-entropy on the masked tokens of
+        ``input_ids`` (a ratio ``r ~ U(0, 1]`` per sequence, positions from ``mask_generator``; ``targets`` unused)."""
+        mask = None
+        if self.config.objective == "mask_predict":
+            ratios = sample_ratios(input_ids.shape[0], mask_generator)
+            targets = input_ids
+            input_ids, mask = mask_tokens(input_ids, ratios, mask_token_id(self.tokenizer), mask_generator)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None):
             logits = model_logits(self.model, input_ids)
+        if mask is not None:
+            return masked_cross_entropy(logits, targets, mask)
         return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
     def training_loss(self, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The loss a training step minimises (cross-entropy; ``sosm.train.distill`` adds the teacher's term).
 
-        Evaluation always reports the plain cross-entropy (:meth:`estimate_loss`).
+        Mask-predict draws the step's masks from a generator seeded by ``(seed, step)``: the same masks on a
+        resumed run. Evaluation always reports the plain objective (:meth:`estimate_loss`).
         """
-        return self._loss(input_ids, targets)
+        generator = None
+        if self.config.objective == "mask_predict":
+            generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.step)
+        return self._loss(input_ids, targets, generator)
 
     @torch.no_grad()
     def estimate_loss(self) -> dict:
@@ -342,7 +357,8 @@ class Trainer:
                 for _ in range(self.config.eval_iters):
                     batch = self.splits.get_batch(split, self.config.batch_size, self.config.data.block_size, generator)
                     batch = distributed.local_rows(batch, self.dist)
-                    losses.append(self._loss(batch.input_ids.to(self.device), batch.targets.to(self.device)).item())
+                    losses.append(self._loss(batch.input_ids.to(self.device), batch.targets.to(self.device),
+                                             generator).item())  # mask-predict: the same masks at every eval
                 out[f"{split}_loss"] = self.dist.mean(sum(losses) / len(losses), self.device)
         finally:
             self.model.train()

@@ -102,3 +102,15 @@ def test_hand_built_layer_is_attributed_exactly():
         expected[T, 0, i] = b
     torch.testing.assert_close(comps, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(real, expected.sum(0), rtol=1e-5, atol=1e-6)
+
+
+def test_a_bidirectional_transformer_routes_dense_mass_both_ways():
+    """by="edge_type" on a causal=False model: keys after the query are "dense" edges too; components still sum."""
+    from sosm.model import SOSMModel
+
+    torch.manual_seed(0)
+    model = SOSMModel(SOSMConfig(model="transformer", causal=False, d_model=32, n_heads=2, n_layers=2,
+                                 vocab_size=20, max_seq_len=16)).eval()
+    result = DePass(model).run(torch.randint(0, 20, (1, 9), generator=torch.Generator().manual_seed(1)),
+                               by="edge_type")
+    assert result.completeness_error() < 1e-4 and "dense" in result.names

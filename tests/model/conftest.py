@@ -10,7 +10,9 @@ VOCAB = 40
 SEQ = 16
 #: knobs that make a mixer's own limits bind at SEQ (a window shorter than SEQ, buckets that split it, ...)
 MIXER_KNOBS = {"performer": {"performer_features": 16}, "sw_attention": {"attention_window": 5},
-               "lsh_attention": {"lsh_buckets": 4, "lsh_rounds": 2, "lsh_window": 3}}
+               "lsh_attention": {"lsh_buckets": 4, "lsh_rounds": 2, "lsh_window": 3},
+               "triple": {"triple_window": 3},  # its global branch: the default, cosformer
+               "linformer": {"linformer_k": 5}}
 
 
 def graph_available() -> bool:

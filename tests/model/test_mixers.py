@@ -4,6 +4,11 @@ For each mixer, as a pure stack of two layers: the future never reaches the past
 a zero Jacobian), batch independence, incremental decoding equal to the full forward, the carried
 window form equal to one long pass where the mixer carries state, DePass completeness, the state
 size, and a parameter-matched stack. Plus the registry and the layer-pattern grammar.
+
+Bidirectional-only mixers (``causal_capable=False``: FNet, Linformer) are built in a bidirectional
+model (``causal=False``): their causality checks are replaced by the opposite check (a later input
+does reach an earlier output) and their step must refuse. Every mixer that has a bidirectional form
+(``bidirectional_capable``) is checked to read both sides when built with ``causal=False``.
 """
 import pytest
 import torch
@@ -16,14 +21,28 @@ from sosm.model.mixers import base as registry
 from .conftest import MIXER_KNOBS, SEQ, VOCAB, random_ids, tiny_model
 
 MIXERS = mixer_names()
+BIDIRECTIONAL_ONLY = {name for name in MIXERS if not get_mixer(name).causal_capable}
+CAUSAL = [name for name in MIXERS if name not in BIDIRECTIONAL_ONLY]
+BIDIRECTIONAL_CAPABLE = [name for name in MIXERS if get_mixer(name).bidirectional_capable]
 
 
-def pure(name: str, **overrides) -> SOSMModel:
+def knobs(name: str, causal: bool = True) -> dict:
+    out = dict(MIXER_KNOBS.get(name, {}))
+    if name in BIDIRECTIONAL_ONLY or not causal:
+        out["causal"] = False
+        if name == "triple":
+            out["triple_global"] = "fnet"
+        if get_mixer(name).needs_graph:
+            out["graph"] = {"k": 4, "window": 1, "max_distance": 16, "causal": False}
+    return out
+
+
+def pure(name: str, causal: bool = True, **overrides) -> SOSMModel:
     positional = "rope"
-    return tiny_model(name, positional, seed=3, n_layers=2, **{**MIXER_KNOBS.get(name, {}), **overrides})
+    return tiny_model(name, positional, seed=3, n_layers=2, **{**knobs(name, causal), **overrides})
 
 
-@pytest.mark.parametrize("name", MIXERS)
+@pytest.mark.parametrize("name", CAUSAL)
 def test_future_tokens_never_reach_the_past(name):
     model = pure(name)
     ids = random_ids()
@@ -34,7 +53,7 @@ def test_future_tokens_never_reach_the_past(name):
         assert torch.equal(logits[:, :t + 1], model(changed)[0][:, :t + 1]), f"{name}: logits <= {t} moved"
 
 
-@pytest.mark.parametrize("name", MIXERS)
+@pytest.mark.parametrize("name", CAUSAL)
 def test_jacobian_wrt_later_stack_inputs_is_zero(name):
     """d out[t] / d x[s] = 0 for s > t, taken at the mixer itself (its input, not the token ids)."""
     model = pure(name)
@@ -61,7 +80,7 @@ def test_a_sample_is_the_same_alone_and_in_a_batch(name):
         torch.testing.assert_close(model(ids[b:b + 1])[0][0], batched[b], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", MIXERS)
+@pytest.mark.parametrize("name", CAUSAL)
 def test_step_by_step_decoding_equals_the_full_forward(name):
     model = pure(name)
     ids = random_ids()
@@ -71,27 +90,58 @@ def test_step_by_step_decoding_equals_the_full_forward(name):
     torch.testing.assert_close(stepped, full, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", sorted(BIDIRECTIONAL_ONLY))
+def test_bidirectional_only_mixers_refuse_a_causal_model_and_a_step(name):
+    with pytest.raises(ValueError, match=f"'{name}' is bidirectional only .*a causal language model cannot use"):
+        SOSMConfig(model=name, d_model=32, n_heads=2, **{k: v for k, v in knobs(name).items() if k != "causal"})
+    with pytest.raises(ValueError, match=f"'{name}' is bidirectional only .*so a causal model cannot use it"):
+        build_mixer(name, SOSMConfig())
+    model = pure(name)
+    with pytest.raises((NotImplementedError, ValueError), match="bidirectional|causal"):
+        model.decoder(batch_size=2).step(random_ids()[:, 0])
+    with pytest.raises(NotImplementedError, match=f"'{name}' is bidirectional only"):
+        model.stack.layers[0].step(torch.zeros(2, 1, 32), LayerContext(position=0), {})
+
+
+@pytest.mark.parametrize("name", BIDIRECTIONAL_CAPABLE)
+def test_bidirectional_mixers_read_both_sides(name):
+    """Built with causal=False, an output depends on inputs after it as well as before (a nonzero Jacobian)."""
+    model = pure(name, causal=False)
+    ids = random_ids(batch=1, seq=11)
+    captured = {}
+    handle = model.stack.register_forward_pre_hook(lambda module, args: captured.update(x=args[0], ctx=args[1]))
+    model(ids)
+    handle.remove()
+    x = captured["x"].detach().requires_grad_(True)
+    out = model.stack.layers[0](x, captured["ctx"])
+    (grad,) = torch.autograd.grad(out[:, 4].sum(), x)
+    assert grad[:, :4].abs().sum() > 0 and grad[:, 5:].abs().sum() > 0, f"{name}: out[4] does not read both sides"
+
+
 @pytest.mark.parametrize("name", MIXERS)
 def test_carried_windows(name):
     """Two windows with the carried state: a stateful mixer equals its step-by-step pass; others read their window."""
     torch.manual_seed(0)
-    config = SOSMConfig(model=name, d_model=32, n_heads=2, vocab_size=VOCAB, d_state=4, graph={"num_landmarks": 0},
-                        **MIXER_KNOBS.get(name, {}))
-    layer = build_mixer(name, config).eval()
+    settings = {**knobs(name), "graph": {"num_landmarks": 0, **knobs(name).get("graph", {})}}
+    config = SOSMConfig(model=name, d_model=32, n_heads=2, vocab_size=VOCAB, d_state=4, **settings)
+    layer = build_mixer(name, config, causal=config.causal).eval()
     x = torch.randn(2, 9, 32)
+    semantic = torch.randn(2, 9, 64)  # the MU semantic state (read by multi-block heads)
     nbrs = torch.full((2, 9, 1), -1)
     nbrs[:, 1:, 0] = torch.arange(8)  # a chain: each token's predecessor
     with torch.no_grad():
         cache = layer.allocate_cache(2, x.device, x.dtype)
-        first = layer.forward_carry(x[:, :4], LayerContext(neighbors=nbrs[:, :4]), cache)
-        second = layer.forward_carry(x[:, 4:], LayerContext(neighbors=nbrs[:, 4:] - 4), cache)
+        first = layer.forward_carry(x[:, :4], LayerContext(neighbors=nbrs[:, :4], semantic=semantic[:, :4]), cache)
+        second = layer.forward_carry(x[:, 4:], LayerContext(neighbors=nbrs[:, 4:] - 4, semantic=semantic[:, 4:]), cache)
         if cache:  # a recurrent state was carried: the two windows are one pass
             steps, step_cache = [], layer.allocate_cache(2, x.device, x.dtype)
             for t in range(9):
-                steps.append(layer.step(x[:, t:t + 1], LayerContext(position=t), step_cache))
+                steps.append(layer.step(x[:, t:t + 1], LayerContext(position=t, semantic=semantic[:, t:t + 1]),
+                                        step_cache))
             torch.testing.assert_close(torch.cat([first, second], 1), torch.cat(steps, 1), rtol=1e-5, atol=1e-5)
         else:
-            torch.testing.assert_close(second, layer(x[:, 4:], LayerContext(neighbors=(nbrs[:, 4:] - 4).clamp_min(-1))))
+            torch.testing.assert_close(second, layer(x[:, 4:], LayerContext(
+                neighbors=(nbrs[:, 4:] - 4).clamp_min(-1), semantic=semantic[:, 4:])))
 
 
 @pytest.mark.parametrize("name", MIXERS)
@@ -120,7 +170,9 @@ def test_state_size_without_an_mlp(name):
 
 @pytest.mark.parametrize("name", MIXERS)
 def test_parameter_matched_pure_stack(name):
-    reference = SOSMConfig(model="hybrid", d_model=64, n_heads=4, n_layers=4, vocab_size=65)
+    settings = {k: v for k, v in knobs(name).items() if k != "graph"}
+    graph = {"causal": False} if name in BIDIRECTIONAL_ONLY else {}
+    reference = SOSMConfig(model="hybrid", d_model=64, n_heads=4, n_layers=4, vocab_size=65, graph=graph, **settings)
     matched = matched_config(reference, name)
     assert abs(param_count(matched) - param_count(reference)) <= 0.05 * param_count(reference)
     assert matched.layer_types == (resolve_mixer_name(name),) * matched.n_layers

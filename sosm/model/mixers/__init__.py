@@ -21,6 +21,10 @@ aliases ``"MA"``), ``SOSMConfig(model="mamba")`` for a pure stack. Adding a mixe
 | ``sw_attention`` | ``swa`` | no | yes (rolling K/V cache of W entries) | yes |
 | ``diff_attention`` | | no | yes (K/V cache) | yes |
 | ``lsh_attention`` | ``lsh`` | no | yes (K/V cache + bucket ids) | yes |
+| ``fnet`` | | no | no (bidirectional only) | yes (exact: the DFT is linear) |
+| ``linformer`` | | no | no (bidirectional only) | yes |
+| ``multi_block`` | | yes (reads the MU semantic state) | yes (K/V cache) | yes |
+| ``triple`` | | no | yes when its three branches have one | yes |
 | ``mod:<name>`` | | as ``<name>`` | yes (one wrapped cache per sequence) | yes |
 
 ``"mod:<name>"`` is Mixture-of-Depths around any of them (:mod:`.mod`); ``SOSMConfig.moe_experts``
@@ -50,9 +54,14 @@ from .cosformer import CosFormer
 from .sw_attention import SlidingWindowSigmoidAttention
 from .diff_attention import DifferentialAttention
 from .lsh_attention import LSHAttention
+from .fnet import FNet
+from .linformer import Linformer
+from .multi_block import MultiBlockAttention
+from .triple import TripleHybrid
 
 __all__ = ["Mixer", "build_mixer", "get_mixer", "mixer_names", "register_mixer", "resolve_mixer_name",
            "AttentionBlock", "DenseAttention", "GraphAttention", "Mamba2", "MixtureOfDepths", "MoEFeedForward", "RWKV6",
            "RetNet", "TopologicalMamba", "S4", "OscillatorySSM", "CfC",
            "Performer", "CosFormer",
-           "SlidingWindowSigmoidAttention", "DifferentialAttention", "LSHAttention"]
+           "SlidingWindowSigmoidAttention", "DifferentialAttention", "LSHAttention", "FNet", "Linformer",
+           "MultiBlockAttention", "TripleHybrid"]

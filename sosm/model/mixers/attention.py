@@ -75,6 +75,7 @@ class AttentionBlock(Mixer):
         super().__init__()
         d = config.d_model
         self.n_heads, self.head_dim = config.n_heads, config.head_dim
+        self.causal = config.causal  # False: a bidirectional model (queries read every position)
         self.norm_attn = nn.RMSNorm(d, eps=1e-5)
         self.qkv = nn.Linear(d, 3 * d, bias=False)
         self.out_proj = nn.Linear(d, d, bias=False)
@@ -103,6 +104,9 @@ class AttentionBlock(Mixer):
 
     def step(self, x: torch.Tensor, ctx: LayerContext, cache: dict) -> torch.Tensor:
         """One decoding step: ``x [B, 1, d_model]`` at position ``ctx.position``; appends K/V to ``cache``."""
+        if not self.causal:
+            raise NotImplementedError(f"mixer {self.name!r} is built bidirectional (causal=False): a query reads later "
+                                      "positions, so it has no one-token-at-a-time step")
         B, _, d = x.shape
         q, k, v = self._qkv(x, ctx)  # [B, 1, H, d]
         t = ctx.position
@@ -163,6 +167,8 @@ class AttentionBlock(Mixer):
 class DenseAttention(AttentionBlock):
     """Causal dense multi-head attention and an MLP, pre-norm, residual (the Transformer's layer).
 
+    In a bidirectional model (``SOSMConfig.causal=False``) every query reads every position.
+
     Args:
         config: ``SOSMConfig`` (d_model, n_heads, mlp_ratio, dropout).
 
@@ -171,10 +177,11 @@ class DenseAttention(AttentionBlock):
 
     name = "attention"
     aliases = ("T", "transformer")
+    bidirectional_capable = True
 
     def attend(self, q, k, v, ctx: LayerContext) -> torch.Tensor:
         y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                           is_causal=True)  # [B, H, T, d]
+                                           is_causal=self.causal)  # [B, H, T, d]
         return y.transpose(1, 2)  # [B, T, H, d]
 
     def attend_step(self, q: torch.Tensor, cache: dict, ctx: LayerContext) -> torch.Tensor:
@@ -184,8 +191,10 @@ class DenseAttention(AttentionBlock):
         return torch.einsum("bnh,bnhd->bhd", probs, cache["v"].float()).to(q.dtype)  # [B, H, d]
 
     def attention_scores(self, q: torch.Tensor, k: torch.Tensor, ctx: LayerContext) -> torch.Tensor:
-        """Causal dense scores ``[B, H, T, T]``: ``q . k / sqrt(d)``, ``-inf`` above the diagonal."""
+        """Dense scores ``[B, H, T, T]``: ``q . k / sqrt(d)``, ``-inf`` above the diagonal (causal models)."""
         T = q.shape[1]
         scores = torch.einsum("bihd,bjhd->bhij", q.float(), k.float()) / math.sqrt(self.head_dim)
+        if not self.causal:
+            return scores
         causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
         return scores.masked_fill(~causal, float("-inf"))

@@ -62,6 +62,8 @@ class Mixer(nn.Module):
     needs_mlp: ClassVar[bool] = False         # its block has an MLP sized by mlp_ratio that it cannot drop
     has_feed_forward: ClassVar[bool] = False  # has an MLP slot (SOSMConfig.moe_experts makes it a mixture of experts)
     layer_index: int = 0                      # depth in the stack (0-based); LayerStack sets it after building
+    bidirectional_capable: ClassVar[bool] = False  # built with causal=False, it reads later positions too (a causal-only
+                                                   # mixer, e.g. an SSM scan, stays left-to-right inside a bidirectional stack)
 
     def forward(self, x: torch.Tensor, ctx: LayerContext) -> torch.Tensor:  # pragma: no cover - abstract
         """``x [B, T, d_model]`` -> ``[B, T, d_model]`` (residual included)."""

@@ -47,6 +47,7 @@ class GraphAttention(AttentionBlock):
     name = "graph_attention"
     aliases = ("A",)
     needs_graph = True
+    bidirectional_capable = True  # a bidirectional model builds a non-causal graph: neighbours on both sides
 
     def __init__(self, config, struct_dim: Optional[int] = None):
         super().__init__(config)

@@ -91,6 +91,7 @@ class Performer(AttentionBlock):
     """
 
     name = "performer"
+    bidirectional_capable = True  # causal=False: every query reads every key (the unmasked sums)
 
     def __init__(self, config, struct_dim: Optional[int] = None):
         super().__init__(config)
