@@ -7,6 +7,8 @@ also a ratio to it), and each (mixer, T) pair's peak memory is measured alone in
 RSS of one forward + backward minus a baseline process that builds the same inputs). Graph attention
 gets a causal graph of 8 semantic neighbours + a window of 1 built once beforehand (the model builds it
 once per forward and shares it across layers; ``sosm.graph`` costs are benchmarked separately).
+Bidirectional-only mixers (FNet, Linformer) are timed in their bidirectional form (``causal`` in each row);
+multi-block heads also get the random semantic state the graph was built from.
 
     OMP_NUM_THREADS=1 python experiments/bench/bench_mixers_cpu.py                 # all mixers, three lengths
     OMP_NUM_THREADS=1 python experiments/bench/bench_mixers_cpu.py --lengths 256 --repeats 3 --mixers mamba s4
@@ -39,16 +41,19 @@ def build(name: str, seq_len: int):
     from sosm.model.positional import rope_angles
 
     torch.manual_seed(0)
+    causal = get_mixer(name).causal_capable  # bidirectional-only mixers (fnet, linformer) run bidirectional
     config = SOSMConfig(model=name, d_model=WIDTH, n_heads=HEADS, vocab_size=256, max_seq_len=seq_len,
-                        graph={"num_landmarks": 0})
-    layer = build_mixer(name, config)
+                        graph={"num_landmarks": 0, "causal": causal}, causal=causal)
+    layer = build_mixer(name, config, causal=causal)
     layer.init_parameters()
     x = torch.randn(1, seq_len, WIDTH, requires_grad=True)
     ctx = LayerContext(angles=rope_angles(torch.arange(seq_len), WIDTH // HEADS, 10000.0)[None])
     if get_mixer(name).needs_graph:
-        graph = GraphBuilder(GraphConfig(k=8, window=1)).build(torch.randn(1, seq_len, 64))
+        semantic = torch.randn(1, seq_len, 64)
+        graph = GraphBuilder(GraphConfig(k=8, window=1)).build(semantic)
         ctx.neighbors = to_neighbor_index(graph)
         ctx.layout = GraphLayout.build(ctx.neighbors)
+        ctx.semantic = semantic  # the MU state multi-block heads read
     return layer, x, ctx
 
 
@@ -70,7 +75,7 @@ def peak_memory(name: str, seq_len: int) -> dict:
 
 
 def main(argv=None) -> int:
-    from sosm.model.mixers import mixer_names
+    from sosm.model.mixers import get_mixer, mixer_names
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mixers", nargs="+", default=None, help="mixers (default: every registered one)")
@@ -90,7 +95,7 @@ def main(argv=None) -> int:
         times, _ = interleaved_times(jobs, args.repeats, warmup=1)
         anchor = times[ANCHOR]["median_cpu_s"]
         for name in names:
-            row = {"mixer": name, "T": seq_len, "fwd_bwd_ms": 1e3 * times[name]["median_s"],
+            row = {"mixer": name, "T": seq_len, "causal": get_mixer(name).causal_capable, "fwd_bwd_ms": 1e3 * times[name]["median_s"],
                    "fwd_bwd_cpu_ms": 1e3 * times[name]["median_cpu_s"],
                    "cpu_ratio_to_attention": times[name]["median_cpu_s"] / anchor,
                    "parameters": sum(p.numel() for p in built[name][0].parameters()),
