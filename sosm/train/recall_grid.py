@@ -64,11 +64,12 @@ def load_rows(path: Union[str, Path]) -> list:
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("rows"), list):
         raise ValueError(f"results file {path} is not a {FORMAT} file (expected an object with format={FORMAT!r} "
                          f"and a list of rows); move it away or pass another --out")
-    missing = [i for i, row in enumerate(data["rows"]) if not set(CELL_FIELDS) <= set(row)]
+    required = set(CELL_FIELDS) - set(_FIELD_DEFAULTS)  # a field added later (label, ...) takes its default
+    missing = [i for i, row in enumerate(data["rows"]) if not required <= set(row)]
     if missing:
         raise ValueError(f"results file {path}: rows {missing[:5]} lack cell fields "
-                         f"{sorted(set(CELL_FIELDS) - set(data['rows'][missing[0]]))}")
-    return data["rows"]
+                         f"{sorted(required - set(data['rows'][missing[0]]))}")
+    return [{**{k: v for k, v in _FIELD_DEFAULTS.items() if k in CELL_FIELDS}, **row} for row in data["rows"]]
 
 
 def write_rows(path: Union[str, Path], rows: list) -> None:

@@ -12,7 +12,7 @@ from sosm.graph.types import SemanticGraph, empty_edge_columns
 from sosm.model import SOSMConfig, SOSMModel
 from sosm.model.state import State
 from sosm.train.recall import RecallCell, edge_recall, evaluate, state_floats, train_cell
-from sosm.train.recall_grid import best_lr_summary, cell_key, grid_cells, load_rows, run_grid
+from sosm.train.recall_grid import CELL_FIELDS, best_lr_summary, cell_key, grid_cells, load_rows, run_grid
 
 TOY = dict(seq_len=16, num_kv_pairs=2, vocab_size=64, d_model=32, batch_size=8, num_train=64, num_test=16,
            progress=False)
@@ -165,3 +165,18 @@ def recall_diagnostics_of(model, splits):
     from sosm.train.recall import recall_diagnostics
 
     return recall_diagnostics(model, splits.test.inputs[:1], splits.test.targets[:1])
+
+
+def test_rows_written_before_a_field_existed_load_with_its_default(tmp_path):
+    """A results file from before ``label`` existed (the committed recall.json) loads with the default label."""
+    from sosm.train.recall_grid import _FIELD_DEFAULTS, write_rows
+
+    row = {name: 1 for name in CELL_FIELDS if name != "label"}
+    write_rows(tmp_path / "old.json", [row])
+    (loaded,) = load_rows(tmp_path / "old.json")
+    assert loaded["label"] == "" and all(loaded[k] == 1 for k in row)
+    required = sorted(set(CELL_FIELDS) - set(_FIELD_DEFAULTS))
+    del row[required[0]]
+    write_rows(tmp_path / "bad.json", [row])
+    with pytest.raises(ValueError, match=required[0]):
+        load_rows(tmp_path / "bad.json")
