@@ -10,8 +10,11 @@ model (``causal=False``): their causality checks are replaced by the opposite ch
 does reach an earlier output) and their step must refuse. Every mixer that has a bidirectional form
 (``bidirectional_capable``) is checked to read both sides when built with ``causal=False``.
 """
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 
 from sosm.model import SOSMConfig, SOSMModel, matched_config, param_count
 from sosm.model.context import LayerContext
@@ -264,3 +267,35 @@ def test_the_guide_example_meets_the_contract(monkeypatch):
     torch.testing.assert_close(stepped, full, rtol=1e-5, atol=1e-5)
     assert DePass(model).run(ids[:1], by="token").completeness_error() < 1e-4
     assert SOSMConfig(layer_pattern="ema,graph_attention", n_layers=2).layer_types == ("ema", "graph_attention")
+
+
+STEPPING = [n for n in MIXERS if get_mixer(n).causal_capable and n != "graph_attention"]
+CONFIGS = Path(__file__).resolve().parents[2] / "experiments" / "configs"
+
+
+@pytest.mark.parametrize("name", STEPPING)
+def test_in_a_hybrid_beside_graph_attention(name):
+    """Named in a layer pattern next to graph attention: decoding equals the forward; DePass is complete."""
+    from sosm.analysis import DePass
+
+    model = tiny_model("hybrid", "graph_rope", seed=4, n_layers=2, layer_pattern=f"{name},graph_attention",
+                       **MIXER_KNOBS.get(name, {}))
+    assert model.config.layer_types == (name, "graph_attention")
+    ids = random_ids()
+    full, _ = model(ids)
+    decoder = model.decoder(batch_size=2)
+    stepped = torch.stack([decoder.step(ids[:, t]) for t in range(SEQ)], dim=1)
+    torch.testing.assert_close(stepped, full, rtol=1e-5, atol=1e-5)
+    assert DePass(model).run(ids[:1], by="token").completeness_error() < 1e-4
+
+
+@pytest.mark.parametrize("name", [n for n in MIXERS if (CONFIGS / f"shakespeare_char_cpu_{n}.yaml").exists()])
+def test_shakespeare_config_matches_the_hybrid(name):
+    """Each mixer's Tiny Shakespeare CPU config is within 5% of the hybrid's parameters (the table compares them)."""
+    from sosm.tokenizers import ByteTokenizer
+
+    def count(model: str) -> int:
+        section = yaml.safe_load((CONFIGS / f"shakespeare_char_cpu_{model}.yaml").read_text())
+        return param_count(SOSMConfig(**section["model"], vocab_size=ByteTokenizer().vocab_size, max_seq_len=64))
+
+    assert abs(count(name) - count("hybrid")) <= 0.05 * count("hybrid"), name

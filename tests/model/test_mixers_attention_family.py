@@ -17,7 +17,7 @@ from sosm.model.mixers import build_mixer
 from sosm.model.mixers.performer import orthogonal_random_features, positive_features
 from sosm.model.positional import apply_rotary, rope_angles
 
-from .conftest import MIXER_KNOBS, VOCAB
+from .conftest import VOCAB
 
 D_MODEL, HEADS = 32, 2
 HD = D_MODEL // HEADS
@@ -373,48 +373,6 @@ def test_recall_cells_build_lsh_attention():
     assert model.config.layer_types == ("lsh_attention", "lsh_attention")
     assert state_floats(model, None) == 2 * (2 * 16 * 32 + 2 * 4 * 16)  # 4 heads (the default), 2 rounds
 
-
-# ---- in the toolkit ----------------------------------------------------------------------------------------
-
-FAMILY = ("performer", "cosformer", "sw_attention", "diff_attention", "lsh_attention")
-
-
-@pytest.mark.parametrize("name", FAMILY)
-def test_shakespeare_config_matches_the_hybrid(name):
-    import yaml
-    from pathlib import Path
-
-    from sosm.model import param_count
-    from sosm.tokenizers import ByteTokenizer
-
-    configs = Path(__file__).resolve().parents[2] / "experiments" / "configs"
-
-    def count(model: str) -> int:
-        section = yaml.safe_load((configs / f"shakespeare_char_cpu_{model}.yaml").read_text())
-        return param_count(SOSMConfig(**section["model"], vocab_size=ByteTokenizer().vocab_size, max_seq_len=64))
-
-    assert abs(count(name) - count("hybrid")) <= 0.05 * count("hybrid")
-
-
-@pytest.mark.parametrize("name", FAMILY)
-def test_in_a_hybrid_beside_graph_attention(name):
-    """Named in a layer pattern next to graph attention: decoding equals the forward; DePass is complete."""
-    from sosm.analysis import DePass
-
-    from .conftest import SEQ, random_ids, tiny_model
-
-    model = tiny_model("hybrid", "graph_rope", seed=4, n_layers=2, layer_pattern=f"{name},graph_attention",
-                       **MIXER_KNOBS.get(name, {}))
-    assert model.config.layer_types == (name, "graph_attention")
-    ids = random_ids()
-    full, _ = model(ids)
-    decoder = model.decoder(batch_size=2)
-    stepped = torch.stack([decoder.step(ids[:, t]) for t in range(SEQ)], dim=1)
-    torch.testing.assert_close(stepped, full, rtol=1e-5, atol=1e-5)
-    assert DePass(model).run(ids[:1], by="token").completeness_error() < 1e-4
-
-
-# ---- knobs -------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("knob,value,accepted", [
     ("performer_features", 0, "an int >= 1"),
