@@ -3,6 +3,10 @@
 Usage::
 
     python experiments/plot_recall.py experiments/results/recall.json --out experiments/results/recall.png
+    python experiments/plot_recall.py experiments/results/recall_4000.json --curves --out recall_curves.png
+
+``--curves``: interim test accuracy against the training step instead, one line per cell (the ``curve``
+each row keeps when the grid ran with ``--eval-every``), for cells of one width.
 """
 from __future__ import annotations
 
@@ -21,7 +25,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("results", help="a sosm recall JSON file")
     parser.add_argument("--out", default="recall.png", help="PNG to write")
+    parser.add_argument("--curves", action="store_true", help="accuracy vs step, one line per cell")
     args = parser.parse_args()
+    if args.curves:
+        return plot_curves(load_rows(args.results), args.out)
     summary = best_lr_summary(load_rows(args.results))
     print(format_summary(summary))
     shapes = sorted({(e["seq_len"], e["num_kv_pairs"]) for e in summary})
@@ -46,6 +53,34 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(args.out, dpi=120)
     print(f"wrote {args.out}")
+
+
+def _label(row: dict) -> str:
+    base = row["model"] + (f" {row['layer_pattern']}" if row["model"] == "hybrid" else "")
+    label = row.get("label") or ""
+    return f"{base} {label}" if label.startswith("+") else (label or base)
+
+
+def plot_curves(rows: list, out: str) -> None:
+    """Interim accuracy vs step, one line per row (rows without a curve are skipped)."""
+    rows = [r for r in rows if r.get("curve")]
+    shapes = sorted({(r["seq_len"], r["num_kv_pairs"], r["d_model"]) for r in rows})
+    figure, axes = plt.subplots(1, len(shapes), figsize=(5.5 * len(shapes), 3.8), squeeze=False)
+    for axis, (seq_len, kv, width) in zip(axes[0], shapes):
+        for row in sorted(rows, key=lambda r: -r["accuracy"]):
+            if (row["seq_len"], row["num_kv_pairs"], row["d_model"]) != (seq_len, kv, width):
+                continue
+            steps = [0] + [c["step"] for c in row["curve"]]
+            accuracy = [0.0] + [c["accuracy"] for c in row["curve"]]
+            axis.plot(steps, accuracy, marker=".", label=f"{_label(row)} ({row['accuracy']:.3f})")
+        axis.set(title=f"MQAR T={seq_len}, {kv} pairs, d_model {width}", xlabel="step",
+                 ylabel="interim test accuracy", ylim=(0, 1.02))
+        axis.axhline(0.99, color="grey", lw=0.6, ls=":")
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=120)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
