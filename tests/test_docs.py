@@ -39,6 +39,8 @@ HOW = {
     "sosm graph --text-file notes.txt --nodes word --k 4 --out g.json --html g.html --png g.png": "run",
     'sosm graph --text "the list and the tuple" --bidirectional --tokenizer bpe --out g.json': "run",
     "sosm --help": "run",
+    "sosm recall --tiny --out recall_tiny.json    # a toy grid in seconds; the real grid: experiments/results/recall.md":
+        "run",
     "sosm graph --text-file book.txt --nodes byte --out book.npz --html book.html   # a whole book: arrays, ~1 min":
         "run (book.txt in the sandbox: the embedded default corpus, ~0.5 MB, on the whole-text path)",
     "sosm train --config experiments/configs/shakespeare_char_cpu_hybrid.yaml --out runs/hybrid": "run, SIGTERM",
