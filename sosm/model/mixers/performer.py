@@ -18,9 +18,12 @@ Forms: the causal forward is the chunked prefix sum of :func:`.chunked.scalar_de
 ``z = Σ φ(k)``: ``H·m·(hd + 1)`` floats per sequence whatever T. DePass freezes the per-query weights
 ``φ(q_i)·φ(k_j) / den_i`` (``[B, H, T, T]``, materialised at analysis sizes).
 
-Redrawing (``SOSMConfig.performer_redraw`` = n > 0): every n-th training forward draws new features from the
-torch RNG before it runs. The features and the forward counter are buffers, so they are saved with the
-state dict and a resumed run continues from the same features and count. (Reading the counter syncs host and
+Redrawing (``SOSMConfig.performer_redraw`` = n > 0): every n-th training forward draws new features before it
+runs, from a generator seeded by the ``draw_seed`` buffer (itself drawn from the torch RNG when the layer is
+built, then advanced by each draw), not from the global RNG: every rank of a distributed run holds the same
+seed, so every rank draws the same features (FSDP does not broadcast buffers; the ranks' RNGs differ). The
+features, the seed and the forward counter are buffers, so they are saved with the state dict and a resumed
+run continues from the same features, seed and count. (Reading the counter syncs host and
 device once per training forward, only when redrawing is on.) (Redrawing with gradient
 checkpointing is refused by the config: the recomputed forward would redraw again.)
 
@@ -48,17 +51,18 @@ FEATURE_EPS = 1e-6  # added to every feature: positive denominators
 KEY_BOUND = 30.0  # a key's feature stays below exp(KEY_BOUND) (the excess moves to the queries)
 
 
-def orthogonal_random_features(n_heads: int, n_features: int, dim: int, device=None) -> torch.Tensor:
+def orthogonal_random_features(n_heads: int, n_features: int, dim: int, device=None,
+                                generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """``[n_heads, n_features, dim]`` float32: per head, blocks of ``dim`` orthonormal rows scaled by Gaussian norms.
 
-    Drawn on the CPU from the global torch RNG (the same features on every device for one RNG state).
+    Drawn on the CPU from ``generator`` (default: the global torch RNG), so the same on every device.
     """
     blocks = -(-n_features // dim)
-    gaussian = torch.randn(n_heads, blocks, dim, dim)
+    gaussian = torch.randn(n_heads, blocks, dim, dim, generator=generator)
     q, r = torch.linalg.qr(gaussian)  # [H, blocks, dim, dim]: orthonormal columns
     q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)  # R's diagonal positive: Q uniform (Haar)
     rows = q.transpose(-1, -2).reshape(n_heads, blocks * dim, dim)[:, :n_features]
-    norms = torch.randn(n_heads, n_features, dim).norm(dim=-1, keepdim=True)  # chi(dim): a Gaussian row's norm
+    norms = torch.randn(n_heads, n_features, dim, generator=generator).norm(dim=-1, keepdim=True)  # chi(dim): a Gaussian row's norm
     return (rows * norms).to(device)
 
 
@@ -101,14 +105,19 @@ class Performer(AttentionBlock):
         self.chunk_size = config.chunk_size or 64
         self.register_buffer("omega", torch.empty(self.n_heads, self.n_features, self.head_dim))  # [H, m, hd]
         self.register_buffer("forwards_since_draw", torch.zeros((), dtype=torch.long))
+        self.register_buffer("draw_seed", torch.randint(0, 2 ** 62, ()))  # the next draw's seed (see the module doc)
         self.redraw_features()
 
     def redraw_features(self) -> None:
-        """Draw new features from the torch RNG (nothing on the meta device) and reset the forward counter."""
+        """Draw new features from the ``draw_seed`` generator, advance the seed, reset the forward counter
+        (nothing on the meta device)."""
         if self.omega.device.type == "meta":
             return
+        generator = torch.Generator().manual_seed(int(self.draw_seed))
         with torch.no_grad():
-            self.omega.copy_(orthogonal_random_features(self.n_heads, self.n_features, self.head_dim))
+            self.omega.copy_(orthogonal_random_features(self.n_heads, self.n_features, self.head_dim,
+                                                        generator=generator))
+            self.draw_seed.fill_(int(torch.randint(0, 2 ** 62, (), generator=generator)))
             self.forwards_since_draw.zero_()
 
     def _features(self, q: torch.Tensor, k: torch.Tensor):
