@@ -65,18 +65,22 @@ def plot_curves(rows: list, out: str) -> None:
     """Interim accuracy vs step, one line per row (rows without a curve are skipped)."""
     rows = [r for r in rows if r.get("curve")]
     shapes = sorted({(r["seq_len"], r["num_kv_pairs"], r["d_model"]) for r in rows})
-    figure, axes = plt.subplots(1, len(shapes), figsize=(5.5 * len(shapes), 3.8), squeeze=False)
+    figure, axes = plt.subplots(1, len(shapes), figsize=(8 * len(shapes), 4.2), squeeze=False)
+    colours = plt.get_cmap("tab20").colors
     for axis, (seq_len, kv, width) in zip(axes[0], shapes):
-        for row in sorted(rows, key=lambda r: -r["accuracy"]):
-            if (row["seq_len"], row["num_kv_pairs"], row["d_model"]) != (seq_len, kv, width):
-                continue
+        cells = [r for r in sorted(rows, key=lambda r: -r["accuracy"])
+                 if (r["seq_len"], r["num_kv_pairs"], r["d_model"]) == (seq_len, kv, width)]
+        for i, row in enumerate(cells):
             steps = [0] + [c["step"] for c in row["curve"]]
             accuracy = [0.0] + [c["accuracy"] for c in row["curve"]]
-            axis.plot(steps, accuracy, marker=".", label=f"{_label(row)} ({row['accuracy']:.3f})")
+            graph = row.get("edge_recall_key") is not None
+            axis.plot(steps, accuracy, marker=".", color=colours[i % len(colours)], lw=2.2 if graph else 1.2,
+                      ls="-" if graph else "--", label=f"{_label(row)} ({row['accuracy']:.3f})")
         axis.set(title=f"MQAR T={seq_len}, {kv} pairs, d_model {width}", xlabel="step",
                  ylabel="interim test accuracy", ylim=(0, 1.02))
         axis.axhline(0.99, color="grey", lw=0.6, ls=":")
-        axis.legend(fontsize=7)
+        axis.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), title="test accuracy (graph models: solid)",
+                    title_fontsize=7)
     figure.tight_layout()
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=120)
