@@ -9,7 +9,7 @@
 Usage::
 
     python experiments/mixers_tables.py                       # the committed files
-    python experiments/mixers_tables.py --recall experiments/results/recall_mixers.json experiments/results/recall.json
+    python experiments/mixers_tables.py --recall experiments/results/recall_4000.json experiments/results/recall.json
 
 Prints Markdown; a file that does not exist yet leaves its table out (named on stderr).
 """
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shakespeare", default=str(RESULTS / "mixers_shakespeare_char_cpu.json"))
     parser.add_argument("--bench", default=str(ROOT / "experiments" / "bench" / "results" / "mixers_cpu.json"))
-    parser.add_argument("--recall", nargs="+", default=[str(RESULTS / "recall_mixers.json")])
+    parser.add_argument("--recall", nargs="+", default=[str(RESULTS / "recall_4000.json")])
     args = parser.parse_args(argv)
     for title, build, source in (("Tiny Shakespeare, CPU, 2,000 steps", shakespeare_table, args.shakespeare),
                                  ("One layer, forward + backward, CPU", bench_table, args.bench),
