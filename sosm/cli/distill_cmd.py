@@ -6,6 +6,8 @@ import json
 import signal
 from pathlib import Path
 
+from .finetune_cmd import add_run_options
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -19,11 +21,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--teacher", required=True, metavar="PATH",
                         help="the teacher: a run folder (its newest checkpoint) or a checkpoint folder")
     parser.add_argument("--config", required=True, metavar="YAML", help="distillation config (student, data, optim, distill)")
-    parser.add_argument("--out", metavar="DIR", help="output folder (default: runs/<config file name>)")
-    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    parser.add_argument("--max-steps", type=int, metavar="N", help="override max_steps of the config")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override the config's device")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    add_run_options(parser)
     return parser
 
 

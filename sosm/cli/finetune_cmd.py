@@ -20,12 +20,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", required=True, metavar="PATH",
                         help="the base model: a run folder (its newest checkpoint) or a checkpoint folder")
     parser.add_argument("--config", required=True, metavar="YAML", help="fine-tuning config (data, optim, lora)")
+    add_run_options(parser)
+    return parser
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options a run derived from a checkpoint shares with sosm train (finetune, distill)."""
     parser.add_argument("--out", metavar="DIR", help="output folder (default: runs/<config file name>)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     parser.add_argument("--max-steps", type=int, metavar="N", help="override max_steps of the config")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override the config's device")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
-    return parser
 
 
 def run(args) -> int:
