@@ -1,4 +1,4 @@
-"""Landmarks: selection, batched multi-source BFS hop distances, distance bounds, random-walk encoding.
+"""Landmarks: selection, batched multi-source BFS hop distances, distance bounds, random-walk encoding (causal too).
 
 Distances are ``LongTensor[B, T, L]`` with :data:`~sosm.graph.types.UNREACHABLE` where a
 landmark does not reach a position within ``max_distance`` hops (docs/CONTRACTS.md,
@@ -339,29 +339,41 @@ def landmark_distance_bounds(distances_i: torch.Tensor, distances_j: torch.Tenso
 
 
 def random_walk_encoding(edge_index: torch.Tensor, num_nodes: int, walk_length: int,
-                         causal: bool = False) -> torch.Tensor:
-    """Random-walk positional encoding: ``FloatTensor[N, walk_length]`` of return probabilities.
+                         causal: bool = False, seq_len: Optional[int] = None) -> torch.Tensor:
+    """Random-walk positional encoding (RWPE, as GraphGPS): ``FloatTensor[N, walk_length]`` of return probabilities.
 
     Column k-1 holds ``(P^k)[v, v]`` for ``k = 1..walk_length`` with ``P = D^-1 A`` the transition
-    matrix of the *undirected* view of ``edge_index`` (isolated nodes: all zeros). This is a
-    bidirectional-only encoding: a causal version would need one walk per prefix graph, so
-    ``causal=True`` raises ``ValueError``. Cost: ``walk_length`` sparse-dense products per block of
-    1024 columns, O(walk_length * E * N / 1024) multiply-adds in total; meant for analysis-sized graphs.
+    matrix of the *undirected* view of ``edge_index`` (isolated nodes: all zeros).
+
+    **Causal** (``causal=True``, needs ``seq_len``): nodes are ``b * seq_len + t`` and node t of a
+    sample gets the return probabilities of the walk on its *prefix graph*: the undirected view of
+    the edges between positions ``<= t`` of its own sample, degrees counted in that prefix. Row t
+    therefore reads nothing after t (the graph package builds those edges from positions ``<= t``
+    only), and it equals the bidirectional encoding of the graph cut after t, at node t. All
+    prefixes of a sample are walked at once as dense ``[T, T]`` rows: ``O(walk_length * T^3)``
+    multiply-adds per sample, meant for model contexts (T <= ~1024), not whole books.
+    Bidirectional: ``walk_length`` sparse-dense products per block of 1024 columns,
+    O(walk_length * E * N / 1024) multiply-adds in total; meant for analysis-sized graphs.
 
     Example:
         >>> import torch
         >>> pair = torch.tensor([[0], [1]])
         >>> random_walk_encoding(pair, 2, 3).tolist()
         [[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]]
+        >>> path = torch.tensor([[0, 1], [1, 2]])  # 0 - 1 - 2: node 1 sees only 0 - 1, node 2 the whole path
+        >>> random_walk_encoding(path, 3, 2, causal=True, seq_len=3).tolist()
+        [[0.0, 0.0], [0.0, 1.0], [0.0, 0.5]]
     """
     _check_edge_index(edge_index)
-    if causal:
-        raise ValueError("random_walk_encoding is bidirectional-only (causal=True is not supported): return "
-                         "probabilities of a prefix graph differ per query; use landmark distances in causal mode")
     if not isinstance(num_nodes, int) or num_nodes < 0:
         raise ValueError(f"num_nodes={num_nodes!r} is invalid; accepted: an int >= 0")
     if not isinstance(walk_length, int) or walk_length < 1:
         raise ValueError(f"walk_length={walk_length!r} is invalid; accepted: an int >= 1")
+    if causal:
+        if not isinstance(seq_len, int) or seq_len < 1 or num_nodes % seq_len:
+            raise ValueError(f"causal random_walk_encoding needs seq_len, an int >= 1 dividing num_nodes={num_nodes} "
+                             f"(nodes b * seq_len + t), got seq_len={seq_len!r}")
+        return _prefix_random_walk(edge_index, num_nodes // seq_len, seq_len, walk_length)
     device = edge_index.device
     ei = edge_index[:, (edge_index[0] != edge_index[1]) & (edge_index.max(0).values < num_nodes)] \
         if edge_index.numel() else edge_index
@@ -379,3 +391,35 @@ def random_walk_encoding(edge_index: torch.Tensor, num_nodes: int, walk_length: 
             walk = transition @ walk  # column block of P^(k+1)
             out[cols, k] = walk[cols, torch.arange(cols.numel(), device=device)]
     return out
+
+
+@torch.no_grad()
+def _prefix_random_walk(edge_index: torch.Tensor, batch_size: int, seq_len: int, walk_length: int) -> torch.Tensor:
+    """Causal RWPE, ``[B * T, walk_length]``: row (b, t) walks the prefix graph of sample b cut after t.
+
+    Dense per sample: ``A [T, T]`` the symmetric adjacency, ``deg_t(u) = sum_{v <= t} A[u, v]`` the
+    degree of u in prefix t (a cumulative sum), and ``X[t] `` the walk distribution started at t; one
+    step is ``X[t, v] <- sum_u X[t, u] A[u, v] / deg_t(u)`` for ``v <= t``, all t at once by one
+    batched matmul. Samples are walked in chunks that keep ``X`` near 64 MiB.
+    """
+    device, T = edge_index.device, seq_len
+    edges = _token_edges(edge_index, T, batch_size * T, causal=False)  # [2, E'] within samples, no self-loops
+    out = torch.zeros(batch_size, T, walk_length, device=device)
+    prefix = torch.ones(T, T, dtype=torch.bool, device=device).tril()  # [t, v]: v <= t
+    eye = torch.eye(T, device=device)
+    sample = edges[0] // T
+    chunk = max(1, (1 << 24) // (T * T))
+    for first in range(0, batch_size, chunk):
+        last = min(first + chunk, batch_size)
+        keep = (sample >= first) & (sample < last)
+        b, u, v = sample[keep] - first, edges[0, keep] % T, edges[1, keep] % T
+        adjacency = torch.zeros(last - first, T, T, device=device)  # [b, u, v]
+        adjacency[b, u, v] = 1.0
+        adjacency[b, v, u] = 1.0
+        degree = adjacency.cumsum(-1).transpose(1, 2)  # [b, t, u]: degree of u among positions <= t
+        inverse = torch.where(prefix & (degree > 0), 1.0 / degree.clamp(min=1.0), 0.0)  # [b, t, u]
+        walk = eye.expand(last - first, T, T)  # [b, t, v]
+        for k in range(walk_length):
+            walk = torch.bmm(walk * inverse, adjacency) * prefix  # step k + 1 of the walks from every t
+            out[first:last, :, k] = torch.diagonal(walk, dim1=1, dim2=2)
+    return out.reshape(batch_size * T, walk_length)

@@ -24,6 +24,7 @@ from .mixers.cfc import CFC_VARIANTS
 from .mixers.s4 import S4_DISCRETIZATIONS, S4_MATRICES
 
 POSITIONALS = ("rope", "graph_rope", "graph_alibi", "none")
+STRUCTURES = ("landmarks", "rwpe")  # graph coordinates: landmark hop distances | causal random-walk encoding
 
 
 def model_kinds() -> tuple[str, ...]:
@@ -117,7 +118,9 @@ class SOSMConfig:
     triple_window: int = 16             # the triple hybrid's local branch: W keys per query (itself and W-1 before; bidirectional: and W-1 after)
     graph: GraphConfig = field(default_factory=_default_graph)  # GraphBuilder options incl. num_landmarks (dict: over MODEL_GRAPH_DEFAULTS)
     positional: str = "rope"            # attention positions: "rope" | "graph_rope" | "graph_alibi" | "none"
-    struct_dim: int = 16                # width of the structural (landmark) encoding fed to Mamba's Δ
+    struct_dim: int = 16                # width of the structural encoding fed to Mamba's Δ
+    structure: str = "landmarks"        # graph coordinates for Mamba's Δ and Graph-RoPE/ALiBi: "landmarks" (hop distances to graph.num_landmarks landmarks) | "rwpe" (causal random-walk return probabilities, rwpe_steps of them; landmarks then not built)
+    rwpe_steps: int = 8                 # structure="rwpe": walk lengths 1..rwpe_steps
     rope_base: float = 10000.0          # RoPE / Graph-RoPE frequency base
     dropout: float = 0.0                # dropout on embeddings, attention/MLP/Mamba outputs (training only)
     tie_embeddings: bool = True         # share the token embedding with the LM head
@@ -211,6 +214,8 @@ class SOSMConfig:
         self._validate_attention_family(need, is_int)
         need(self.positional in POSITIONALS, "positional", f"one of {POSITIONALS}")
         need(is_int(self.struct_dim) and self.struct_dim >= 1, "struct_dim", "an int >= 1")
+        need(self.structure in STRUCTURES, "structure", f"one of {STRUCTURES}")
+        need(is_int(self.rwpe_steps) and self.rwpe_steps >= 1, "rwpe_steps", "an int >= 1")
         need(self.rope_base > 1, "rope_base", "a float > 1")
         need(0.0 <= self.dropout < 1.0, "dropout", "a float in [0, 1)")
         need(isinstance(self.tie_embeddings, bool), "tie_embeddings", "true or false")
@@ -251,13 +256,13 @@ class SOSMConfig:
         if self.positional in ("graph_rope", "graph_alibi"):
             need(self.uses_graph, "positional",
                  f"'rope' or 'none' for model={self.model!r} (graph positions need a graph-based model)")
-            need(self.graph.num_landmarks >= 1, "positional", "'rope' or 'none' when graph.num_landmarks=0 "
-                 "(graph positions need landmarks)")
+            need(self.structure_dims >= 1, "positional", "'rope' or 'none' when graph.num_landmarks=0 "
+                 "(graph positions need landmarks, or structure='rwpe')")
         if self.positional == "graph_rope":
-            need(self.head_dim // 2 >= self.graph.num_landmarks, "positional",
-                 f"'graph_rope' only when head_dim/2={self.head_dim // 2} >= graph.num_landmarks="
-                 f"{self.graph.num_landmarks} "
-                 "(one rotation pair per landmark at least)")
+            what = "graph.num_landmarks" if self.structure == "landmarks" else "rwpe_steps"
+            need(self.head_dim // 2 >= self.structure_dims, "positional",
+                 f"'graph_rope' only when head_dim/2={self.head_dim // 2} >= {what}={self.structure_dims} "
+                 "(one rotation pair per graph coordinate at least)")
         return self
 
     def _validate_attention_family(self, need, is_int) -> None:
@@ -302,6 +307,13 @@ class SOSMConfig:
     def moe_expert_hidden(self) -> int:
         """Hidden width of each expert: ``moe_hidden``, or ``mlp_hidden / moe_k`` (the dense MLP's active parameters)."""
         return self.moe_hidden or max(1, round(self.mlp_hidden / self.moe_k))
+
+    @property
+    def structure_dims(self) -> int:
+        """Number of graph coordinates per token (L): landmarks, or RWPE walk lengths; 0 without a graph."""
+        if not self.uses_graph:
+            return 0
+        return self.graph.num_landmarks if self.structure == "landmarks" else self.rwpe_steps
 
     @property
     def uses_graph(self) -> bool:

@@ -5,7 +5,7 @@ Per new token at position t (:meth:`IncrementalDecoder.step`):
 - **graph row**: the new token's semantic state is appended to the prefix states and the
   graph builder runs on the prefix ``0..t`` (in the same graph frame as the full forward,
   see :mod:`sosm.model.model`); row t of the result is the new token's neighbour list and
-  landmark distances. In causal mode row t depends only on positions <= t, so it equals
+  graph coordinates (landmark distances, or the random walk on the prefix graph). In causal mode row t depends only on positions <= t, so it equals
   row t of the full forward's graph. The builder's streaming top-k over the prefix is
   cheap next to the layers at these sizes.
 - **layers**: each mixer's own :meth:`~sosm.model.mixers.Mixer.step` from its own cache
@@ -28,7 +28,6 @@ import torch
 
 
 from .context import LayerContext
-from .positional import landmark_coordinates
 
 
 class IncrementalDecoder:
@@ -88,14 +87,14 @@ class IncrementalDecoder:
             _, semantic, temporal, x = model.front(ids, start=t)  # [B, 1, 64], [B, 1, 32], [B, 1, d]
             self.semantic = semantic if self.semantic is None else torch.cat([self.semantic, semantic], dim=1)
             self.temporal = temporal if self.temporal is None else torch.cat([self.temporal, temporal], dim=1)
-            _, neighbors, distances = model.build_graph(self.semantic, self.temporal)  # prefix 0..t
+            graph, neighbors, distances = model.build_graph(self.semantic, self.temporal)  # prefix 0..t
             ctx.neighbors = neighbors[:, t:t + 1]  # [B, 1, Kn]
             ctx.semantic = semantic  # [B, 1, 64]: the new token's (multi-block heads)
             if self.memory is not None and len(self.memory):
                 ctx.memory = self.memory
                 ctx.memory_slots = model.memory_slots_of(semantic, self.memory, self.stream_offset + t)  # [B, 1, Km]
-            if model.use_landmarks:
-                coords_t = landmark_coordinates(distances[:, t:t + 1], model.config.graph.max_distance)  # [B, 1, L]
+            if model.use_structure:
+                coords_t = model.structure_coordinates(graph, distances, t + 1)[:, t:t + 1]  # [B, 1, L]
                 self.coords = coords_t if self.coords is None else torch.cat([self.coords, coords_t], dim=1)
                 ctx.structure = model.structure(coords_t)  # [B, 1, S]
                 ctx.alibi_coords = self.coords  # [B, t+1, L]

@@ -5,7 +5,9 @@ One forward pass (graph-based models: ``hybrid``, ``graph_attention``)::
     semantic [B,T,64], temporal [B,T,32], x [B,T,d] = StateFrontEnd(input_ids)
     graph  = GraphBuilder(config.graph).build(semantic, temporal)   # no grad, causal, once
     neighbors [B,T,Kn] = to_neighbor_index(graph); layout = GraphLayout.build(neighbors)  # once
-    coords [B,T,L] = min(landmark_distances, max_distance + 1); structure = MLP(coords)
+    coords [B,T,L] = min(landmark_distances, max_distance + 1)     # structure="landmarks" (default)
+                   | causal RWPE(graph) * (max_distance + 1)       # structure="rwpe"
+    structure = MLP(coords)
     x = LayerStack(x, LayerContext(angles, neighbors, layout, coords, structure))
     logits = head(x)
 
@@ -35,6 +37,7 @@ The same frame is used by incremental decoding, so its rows equal the full forwa
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Optional
 
 import torch
@@ -71,7 +74,8 @@ class SOSMModel(nn.Module):
             raise TypeError(f"config must be a SOSMConfig, got {type(config).__name__}")
         self.config = config
         d, vocab = config.d_model, config.vocab_size
-        self.use_landmarks = config.uses_graph and config.graph.num_landmarks > 0
+        self.use_structure = config.structure_dims > 0  # graph coordinates for Mamba's Δ and Graph-RoPE/ALiBi
+        self.use_landmarks = self.use_structure and config.structure == "landmarks"
         factor = config.embed_dim or (EMBED_FACTOR_DIM if config.uses_graph else 0)  # e; 0: vocab -> d directly
         if config.uses_graph:
             self.front = StateFrontEnd(vocab, d, factor)
@@ -81,9 +85,9 @@ class SOSMModel(nn.Module):
         tied_factor = factor if config.tie_embeddings else 0
         self.head_proj = nn.Linear(d, tied_factor, bias=False) if tied_factor else None  # d_model -> e, then E^T
         self.lm_head = None if config.tie_embeddings else nn.Linear(d, vocab, bias=False)
-        struct_dim = config.struct_dim if self.use_landmarks else None
-        self.structure = (StructuralEncoding(config.graph.num_landmarks, config.graph.max_distance, config.struct_dim)
-                          if self.use_landmarks else None)
+        struct_dim = config.struct_dim if self.use_structure else None
+        self.structure = (StructuralEncoding(config.structure_dims, config.graph.max_distance, config.struct_dim)
+                          if self.use_structure else None)
         self.dropout = nn.Dropout(config.dropout)
         self.stack = LayerStack(config, struct_dim)
         self._builders: dict = {}
@@ -147,7 +151,10 @@ class SOSMModel(nn.Module):
                 from ..kernels.topk_similarity import MAX_K, topk_similarity
                 if self.config.graph.effective_k_max <= MAX_K:  # the kernel's limit; above it the streaming top-k
                     topk_fn = topk_similarity
-            self._builders[device.type] = GraphBuilder(self.config.graph, topk_fn=topk_fn)
+            graph_config = self.config.graph
+            if self.config.structure != "landmarks" and graph_config.num_landmarks:
+                graph_config = replace(graph_config, num_landmarks=0)  # RWPE coordinates: landmarks would go unused
+            self._builders[device.type] = GraphBuilder(graph_config, topk_fn=topk_fn)
         return self._builders[device.type]
 
     def graph_frame(self, seq_len: int) -> int:
@@ -179,6 +186,29 @@ class SOSMModel(nn.Module):
         neighbors = to_neighbor_index(graph)[:, :T]  # [B, T, Kn]
         distances = None if graph.landmark_distances is None else graph.landmark_distances[:, :T]  # [B, T, L]
         return graph, neighbors, distances
+
+    def structure_coordinates(self, graph, distances: Optional[torch.Tensor], seq_len: int) -> torch.Tensor:
+        """Graph coordinates ``[B, seq_len, L]`` float of the first ``seq_len`` positions of a built graph.
+
+        ``structure="landmarks"``: ``min(distance, max_distance + 1)`` of ``distances [B, T, L]``.
+        ``structure="rwpe"``: the random-walk return probabilities for walks of 1..``rwpe_steps``
+        steps (:func:`sosm.graph.landmarks.random_walk_encoding`; causal graphs: the walk on each
+        position's prefix graph), times ``max_distance + 1`` so that both kinds share one range and
+        Graph-RoPE's frequencies, Graph-ALiBi's slopes and the encoding's normalisation mean the same.
+        """
+        c = self.config
+        if c.structure == "landmarks":
+            return landmark_coordinates(distances[:, :seq_len], c.graph.max_distance)
+        from ..graph.landmarks import random_walk_encoding
+
+        B, frame = graph.batch_size, graph.seq_len
+        src, dst = graph.edge_index
+        keep = (src < B * frame) & (dst < B * frame) & (src % frame < seq_len) & (dst % frame < seq_len)
+        # rows < seq_len of a causal walk read only positions < seq_len: renumber into a frame of seq_len
+        edges = torch.stack([src[keep] // frame * seq_len + src[keep] % frame,
+                             dst[keep] // frame * seq_len + dst[keep] % frame])
+        walk = random_walk_encoding(edges, B * seq_len, c.rwpe_steps, causal=c.graph.causal, seq_len=seq_len)
+        return walk.reshape(B, seq_len, c.rwpe_steps) * (c.graph.max_distance + 1)
 
     def positions(self, seq_len: int, start: int, coords: Optional[torch.Tensor], device) -> Optional[torch.Tensor]:
         """Rotary angles for the attention layers (``[1 or B, T, head_dim/2]``) or None."""
@@ -238,8 +268,8 @@ class SOSMModel(nn.Module):
             ctx.layout = GraphLayout.build(ctx.neighbors)
             ctx.semantic = semantic  # read by multi-block attention heads (with its gradient: the blocks learn to address)
             state.semantic, state.temporal, state.graph = semantic, temporal, graph
-            if self.use_landmarks:
-                coords = landmark_coordinates(distances, self.config.graph.max_distance)  # [B, T, L]
+            if self.use_structure:
+                coords = self.structure_coordinates(graph, distances, T)  # [B, T, L]
                 ctx.structure = self.structure(coords)  # [B, T, S]
                 ctx.alibi_coords = coords
                 state.landmark_coords, state.landmark_encoding = coords, ctx.structure

@@ -36,7 +36,7 @@ def _parameter_parts(config: SOSMConfig) -> tuple[int, dict]:
     with torch.device("meta"):
         model = SOSMModel(replace(config, n_layers=1, layer_pattern=[config.layer_types[0]]
                                   if config.model == "hybrid" else config.layer_pattern))
-        struct_dim = config.struct_dim if model.use_landmarks else None
+        struct_dim = config.struct_dim if model.use_structure else None
         names = set(config.layer_types) | (set(parse_layer_pattern(config.layer_pattern))
                                            if config.model == "hybrid" else set())
         per_layer = {name: count(build_mixer(name, config, struct_dim, causal=config.causal)) for name in names}  # every mixer of the pattern

@@ -126,6 +126,9 @@ def check_exportable(model) -> None:
     if config.memory:
         raise ExportError("this model reads a long-term memory (memory=True): HNSW retrieval runs in hnswlib, outside "
                           "any tensor program, so it cannot be part of an ONNX graph; export a model without memory")
+    if config.structure_dims and config.structure != "landmarks":
+        raise ExportError(f"this model's graph coordinates are structure={config.structure!r}; the exported program takes "
+                          "landmark distances as its graph input, so only structure='landmarks' exports for now")
 
 
 @dataclass

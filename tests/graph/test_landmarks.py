@@ -171,10 +171,46 @@ def test_random_walk_encoding_matches_dense():
         Pk = Pk @ P
         want.append(torch.diagonal(Pk))
     assert torch.allclose(got.double(), torch.stack(want, 1), atol=1e-6)
-    with pytest.raises(ValueError, match="bidirectional-only"):
+    with pytest.raises(ValueError, match="needs seq_len"):
         random_walk_encoding(ei, N, 5, causal=True)
+    with pytest.raises(ValueError, match="needs seq_len"):
+        random_walk_encoding(ei, N, 5, causal=True, seq_len=5)  # 12 nodes are not samples of 5
     with pytest.raises(ValueError, match="walk_length"):
         random_walk_encoding(ei, N, 0)
+
+
+def _prefix_oracle(ei, B, T, walk_length):
+    """Causal RWPE by definition: for each (b, t), the bidirectional encoding of sample b's graph cut after t."""
+    want = torch.zeros(B * T, walk_length)
+    for b in range(B):
+        src, dst = ei[0] - b * T, ei[1] - b * T
+        for t in range(T):
+            keep = (src >= 0) & (dst >= 0) & (src <= t) & (dst <= t)
+            want[b * T + t] = random_walk_encoding(torch.stack([src[keep], dst[keep]]), t + 1, walk_length)[t]
+    return want
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), T=st.integers(1, 14), m=st.integers(0, 40), directed=st.booleans())
+def test_causal_random_walk_encoding_is_the_walk_on_each_prefix_graph(seed, T, m, directed):
+    gen = torch.Generator().manual_seed(seed)
+    B, L = 2, 4
+    ei = random_edges(B, T, m, gen, causal=directed)  # either direction: the walk is on the undirected view
+    got = random_walk_encoding(ei, B * T, L, causal=True, seq_len=T)
+    assert got.shape == (B * T, L)
+    torch.testing.assert_close(got, _prefix_oracle(ei, B, T, L), rtol=0, atol=1e-5)
+
+
+def test_causal_random_walk_encoding_ignores_edges_after_each_position():
+    gen = torch.Generator().manual_seed(3)
+    T = 20
+    ei = random_edges(1, T, 50, gen, causal=True)
+    base = random_walk_encoding(ei, T, 6, causal=True, seq_len=T)
+    for t in (0, 7, 15):
+        late = torch.stack([torch.randint(0, T, (30,), generator=gen), torch.randint(t + 1, T, (30,), generator=gen)])
+        more = torch.cat([ei, late], dim=1)  # new edges, each touching a position after t
+        assert torch.equal(random_walk_encoding(more, T, 6, causal=True, seq_len=T)[:t + 1], base[:t + 1])
+    assert not torch.equal(random_walk_encoding(more, T, 6, causal=True, seq_len=T), base)
 
 
 @pytest.mark.parametrize("causal", [True, False])

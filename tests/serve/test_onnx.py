@@ -39,6 +39,8 @@ def test_models_that_cannot_export_say_why():
 
     with pytest.raises(ExportError, match="INT8-quantized.*export the float checkpoint"):
         check_exportable(quantize_model(tiny("mamba")))
+    with pytest.raises(ExportError, match="structure='rwpe'.*only structure='landmarks' exports"):
+        check_exportable(tiny("hybrid", structure="rwpe"))
 
 
 @pytest.mark.slow  # one export takes ~10-40 s on the 2-core CPU
