@@ -133,7 +133,8 @@ def main(argv=None) -> int:
                         help=f"configs to run (default: {' '.join(MODELS)}); any of {' '.join(AVAILABLE)}")
     parser.add_argument("--max-steps", type=int, default=None, help="same shortened step count for every model")
     parser.add_argument("--out", default="runs/shakespeare_char_cpu", help="run folders go here")
-    parser.add_argument("--results", default="experiments/results", help="where the JSON goes")
+    parser.add_argument("--results", default="experiments/results", metavar="DIR",
+                        help="folder the JSON goes to, as <DIR>/<name>.json (default experiments/results)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="training device (default cpu)")
     parser.add_argument("--threads", type=int, default=1,
                         help="OMP_NUM_THREADS for each run (default 1: on a shared 2-core machine two threads that "
@@ -149,6 +150,9 @@ def main(argv=None) -> int:
         print(render_table(json.loads((ROOT / args.results / f"{args.name}.json").read_text())))
         return 0
     results_dir = ROOT / args.results
+    if results_dir.suffix == ".json":
+        parser.error(f"--results is a folder (the file is <folder>/{args.name}.json, named by --name), got "
+                     f"{args.results!r}")
     results_dir.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     json_path = results_dir / f"{args.name}.json"
