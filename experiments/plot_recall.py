@@ -3,10 +3,11 @@
 Usage::
 
     python experiments/plot_recall.py experiments/results/recall.json --out experiments/results/recall.png
-    python experiments/plot_recall.py experiments/results/recall_4000.json --curves --out recall_curves.png
+    python experiments/plot_recall.py experiments/results/recall.json --curves --out experiments/results/recall_curves.png
 
 ``--curves``: interim test accuracy against the training step instead, one line per cell (the ``curve``
-each row keeps when the grid ran with ``--eval-every``), for cells of one width.
+each row keeps when the grid ran with ``--eval-every``), one panel per (T, kv, width). ``--only``: the
+lines to draw, by legend name (model, hybrid pattern and label, e.g. ``"hybrid MA +successor"``).
 """
 from __future__ import annotations
 
@@ -26,32 +27,44 @@ def main() -> None:
     parser.add_argument("results", help="a sosm recall JSON file")
     parser.add_argument("--out", default="recall.png", help="PNG to write")
     parser.add_argument("--curves", action="store_true", help="accuracy vs step, one line per cell")
+    parser.add_argument("--only", nargs="+", metavar="NAME",
+                        help="draw only these lines, by their legend name (e.g. transformer mamba 'hybrid MA +successor')")
     args = parser.parse_args()
+    rows = load_rows(args.results)
+    if args.only:
+        rows = [r for r in rows if _label(r) in args.only]
+        if not rows:
+            parser.error(f"no row is named any of {args.only}; names: {sorted({_label(r) for r in load_rows(args.results)})}")
     if args.curves:
-        return plot_curves(load_rows(args.results), args.out)
-    summary = best_lr_summary(load_rows(args.results))
+        return plot_curves(rows, args.out)
+    summary = best_lr_summary(rows)
     print(format_summary(summary))
     shapes = sorted({(e["seq_len"], e["num_kv_pairs"]) for e in summary})
-    figure, axes = plt.subplots(1, len(shapes), figsize=(4.5 * len(shapes), 3.6), squeeze=False)
+    widths = sorted({e["d_model"] for e in summary})
+    figure, axes = plt.subplots(1, len(shapes), figsize=(3.6 * len(shapes) + 2.4, 3.6), squeeze=False)
+    names = sorted({_label(e) for e in summary})
+    colours = dict(zip(names, plt.get_cmap("tab10" if len(names) <= 10 else "tab20").colors * 2))
     for axis, (seq_len, kv) in zip(axes[0], shapes):
         lines: dict = {}
         for e in summary:
             if (e["seq_len"], e["num_kv_pairs"]) == (seq_len, kv):
-                label = e.get("label") or e["model"] + (f" {e['layer_pattern']}" if e["model"] == "hybrid" else "")
-                label += f", {e['steps']} steps" if len({s["steps"] for s in summary}) > 1 else ""
-                lines.setdefault(label, []).append((e["d_model"], e["accuracy"]))
+                lines.setdefault(_label(e), []).append((e["d_model"], e["accuracy"], e.get("edge_recall_key") is not None))
         for label, points in sorted(lines.items()):
             points.sort()
-            axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
-        axis.set(title=f"MQAR T={seq_len}, {kv} pairs", xlabel="d_model", ylabel="test accuracy (best lr)",
-                 ylim=(0, 1.02), xscale="log", xticks=sorted({e["d_model"] for e in summary}))
-        axis.set_xticklabels([str(d) for d in sorted({e["d_model"] for e in summary})])
+            graph = points[0][2]
+            axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", color=colours[label],
+                      lw=2.2 if graph else 1.2, ls="-" if graph else "--", label=label)
+        axis.set(title=f"MQAR T={seq_len}, {kv} pairs", xlabel="d_model", ylabel="test accuracy (best lr, seed mean)",
+                 ylim=(0, 1.02), xscale="log", xticks=widths, xlim=(widths[0] / 1.25, widths[-1] * 1.25))
+        axis.set_xticklabels([str(d) for d in widths])
         axis.minorticks_off()
         axis.axhline(0.99, color="grey", lw=0.6, ls=":")
-        axis.legend(fontsize=7)
+    handles = {h.get_label(): h for axis in axes[0] for h in axis.get_lines() if not h.get_label().startswith("_")}
+    figure.legend(handles.values(), handles.keys(), fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5),
+                  title="graph models: solid", title_fontsize=7)
     figure.tight_layout()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(args.out, dpi=120)
+    figure.savefig(args.out, dpi=120, bbox_inches="tight")
     print(f"wrote {args.out}")
 
 

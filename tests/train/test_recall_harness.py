@@ -168,7 +168,7 @@ def recall_diagnostics_of(model, splits):
 
 
 def test_rows_written_before_a_field_existed_load_with_its_default(tmp_path):
-    """A results file from before ``label`` existed (the committed recall.json) loads with the default label."""
+    """A results file from before ``label`` existed (the committed recall_2000.json) loads with the default label."""
     from sosm.train.recall_grid import _FIELD_DEFAULTS, write_rows
 
     row = {name: 1 for name in CELL_FIELDS if name != "label"}

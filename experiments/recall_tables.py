@@ -1,0 +1,68 @@
+"""The cell table of ``experiments/results/recall.md`` from ``recall.json``: best lr per cell, every seed.
+
+One row per (model and label, T, kv pairs, d_model): the learning rates tried, the best one (mean accuracy
+over seeds, as Zoology reports), each seed's test accuracy, the steps run (the 0.99 early stop), the share
+of causal dense attention's (query, key) pairs the model reads, edge recall (graph models), state size and
+CPU seconds.
+
+Usage::
+
+    python experiments/recall_tables.py                                   # the committed recall.json
+    python experiments/recall_tables.py --only transformer mamba "hybrid MA +successor"
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from sosm.train.recall_grid import best_lr_summary, load_rows
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def name(row: dict) -> str:
+    """Legend name of a row or summary entry: model (hybrid: its pattern) and label, as plot_recall draws it."""
+    base = row["model"] + (f" {row['layer_pattern']}" if row["model"] == "hybrid" else "")
+    label = row.get("label") or ""
+    return f"{base} {label}" if label.startswith("+") else (label or base)
+
+
+def cell_table(rows: list) -> str:
+    lines = ["| model | T, kv | d_model | lrs tried | best lr | accuracy per seed | steps run | (q, k) pairs "
+             "vs causal dense | edge recall key / value | state floats | CPU s |", "|---" * 11 + "|"]
+    summary = best_lr_summary(rows)
+    for e in sorted(summary, key=lambda e: (e["seq_len"], e["d_model"], -e["accuracy"])):
+        best = sorted((r for r in rows if name(r) == name(e) and r["lr"] == e["best_lr"]
+                       and (r["seq_len"], r["num_kv_pairs"], r["d_model"]) == (e["seq_len"], e["num_kv_pairs"],
+                                                                             e["d_model"])),
+                      key=lambda r: r["seed"])
+        seeds = " / ".join(f"{r['accuracy']:.3f}" for r in best)
+        steps = " / ".join(f"{r.get('steps_run', r['steps']):,}" for r in best)
+        fraction = [r["attended_fraction"] for r in best if r.get("attended_fraction") is not None]
+        recall = (f"{e['edge_recall_key']:.2f} / {e['edge_recall_value']:.2f}"
+                  if e.get("edge_recall_key") is not None else "")
+        lines.append(f"| {name(e)} | {e['seq_len']}, {e['num_kv_pairs']} | {e['d_model']} | "
+                     f"{', '.join(f'{lr:.2e}' for lr in e['lrs_tried'])} | {e['best_lr']:.2e} | {seeds} | {steps} | "
+                     f"{f'{np.mean(fraction):.3f}' if fraction else '1'} | {recall} | {e['state_floats']:,.0f} | "
+                     f"{e['cpu_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("results", nargs="?", default=str(ROOT / "experiments" / "results" / "recall.json"))
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="rows of these legend names only")
+    args = parser.parse_args(argv)
+    rows = load_rows(args.results)
+    if args.only:
+        rows = [r for r in rows if name(r) in args.only]
+        if not rows:
+            parser.error(f"no row is named any of {args.only}; names: {sorted({name(r) for r in load_rows(args.results)})}")
+    print(cell_table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
