@@ -38,6 +38,8 @@ CASES = [
     ("hybrid", "graph_alibi"),
 ]
 CASE_IDS = [f"{m}-{p}" for m, p in CASES]
+#: random-walk graph coordinates instead of landmark distances (tests/model/test_structure_rwpe.py)
+RWPE = {"structure": "rwpe", "rwpe_steps": 5}
 
 
 def tiny_config(model="hybrid", positional="rope", num_landmarks=4, **overrides) -> SOSMConfig:

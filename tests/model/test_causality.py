@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from .conftest import CASE_IDS, CASES, MIXER_KNOBS, SEQ, VOCAB, random_ids, tiny_model
+from .conftest import CASE_IDS, CASES, MIXER_KNOBS, RWPE, SEQ, VOCAB, random_ids, tiny_model
 
 
 #: the attention family (tests/model/test_mixers_attention_family.py), with windows and buckets that bind at SEQ=16
@@ -35,10 +35,11 @@ def test_perturbing_the_future_leaves_the_past_unchanged(model_name, positional)
             assert torch.equal(state.landmark_encoding[:, :t + 1], other.landmark_encoding[:, :t + 1])
 
 
-@pytest.mark.parametrize("model_name, positional", [("transformer", "rope"), ("mamba", "rope"),
-                                                    ("graph_attention", "graph_alibi"), ("hybrid", "graph_rope")])
-def test_jacobian_of_logits_wrt_future_embeddings_is_zero(model_name, positional):
-    model = tiny_model(model_name, positional)
+@pytest.mark.parametrize("model_name, positional, overrides",
+                         [("transformer", "rope", {}), ("mamba", "rope", {}), ("graph_attention", "graph_alibi", {}),
+                          ("hybrid", "graph_rope", {}), ("hybrid", "graph_alibi", RWPE)])
+def test_jacobian_of_logits_wrt_future_embeddings_is_zero(model_name, positional, overrides):
+    model = tiny_model(model_name, positional, **overrides)
     captured = {}
 
     def keep(module, inputs, output):

@@ -2,12 +2,15 @@
 import pytest
 import torch
 
-from .conftest import CASE_IDS, CASES, SEQ, VOCAB, random_ids, tiny_model
+from .conftest import CASE_IDS, CASES, RWPE, SEQ, VOCAB, random_ids, tiny_model
 
 
-@pytest.mark.parametrize("model_name, positional", CASES, ids=CASE_IDS)
-def test_incremental_logits_equal_full_forward(model_name, positional):
-    model = tiny_model(model_name, positional)
+@pytest.mark.parametrize("model_name, positional, overrides",
+                         [(m, p, {}) for m, p in CASES] + [("hybrid", "graph_rope", RWPE),
+                                                           ("graph_attention", "graph_alibi", RWPE)],
+                         ids=CASE_IDS + ["hybrid-graph_rope-rwpe", "graph_attention-graph_alibi-rwpe"])
+def test_incremental_logits_equal_full_forward(model_name, positional, overrides):
+    model = tiny_model(model_name, positional, **overrides)
     ids = random_ids()
     full, _ = model(ids)
     decoder = model.decoder(batch_size=2)
