@@ -75,25 +75,38 @@ def _label(row: dict) -> str:
 
 
 def plot_curves(rows: list, out: str) -> None:
-    """Interim accuracy vs step, one line per row (rows without a curve are skipped)."""
+    """Interim accuracy vs step, one line per row (rows without a curve are skipped).
+
+    One panel per (T, kv, d_model), two panels a row; a model keeps its colour in every panel, and its
+    seeds differ by marker.
+    """
     rows = [r for r in rows if r.get("curve")]
     shapes = sorted({(r["seq_len"], r["num_kv_pairs"], r["d_model"]) for r in rows})
-    figure, axes = plt.subplots(1, len(shapes), figsize=(8 * len(shapes), 4.2), squeeze=False)
-    colours = plt.get_cmap("tab20").colors
-    for axis, (seq_len, kv, width) in zip(axes[0], shapes):
-        cells = [r for r in sorted(rows, key=lambda r: -r["accuracy"])
+    columns = min(2, len(shapes))
+    figure, axes = plt.subplots(-(-len(shapes) // columns), columns, figsize=(8 * columns, 4.2 * -(-len(shapes) // columns)),
+                                squeeze=False)
+    names = sorted({_label(r) for r in rows})
+    colours = dict(zip(names, plt.get_cmap("tab10" if len(names) <= 10 else "tab20").colors * 2))
+    markers = ".x+^v"
+    for axis, (seq_len, kv, width) in zip(axes.flat, shapes):
+        cells = [r for r in sorted(rows, key=lambda r: (-r["accuracy"], r["seed"]))
                  if (r["seq_len"], r["num_kv_pairs"], r["d_model"]) == (seq_len, kv, width)]
-        for i, row in enumerate(cells):
+        for row in cells:
             steps = [0] + [c["step"] for c in row["curve"]]
             accuracy = [0.0] + [c["accuracy"] for c in row["curve"]]
             graph = row.get("edge_recall_key") is not None
-            axis.plot(steps, accuracy, marker=".", color=colours[i % len(colours)], lw=2.2 if graph else 1.2,
-                      ls="-" if graph else "--", label=f"{_label(row)} ({row['accuracy']:.3f})")
+            seed = f", seed {row['seed']}" if any(r["seed"] != row["seed"] and _label(r) == _label(row) for r in cells) else ""
+            lr = f", lr {row['lr']:.3g}" if any(r["lr"] != row["lr"] and _label(r) == _label(row) for r in cells) else ""
+            axis.plot(steps, accuracy, marker=markers[row["seed"] % len(markers)], color=colours[_label(row)],
+                      lw=2.2 if graph else 1.2, ls=(0, (1, 1)) if lr and row["lr"] != min(r["lr"] for r in cells)
+                      else "-" if graph else "--", label=f"{_label(row)}{seed}{lr} ({row['accuracy']:.3f})")
         axis.set(title=f"MQAR T={seq_len}, {kv} pairs, d_model {width}", xlabel="step",
                  ylabel="interim test accuracy", ylim=(0, 1.02))
         axis.axhline(0.99, color="grey", lw=0.6, ls=":")
         axis.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), title="test accuracy (graph models: solid)",
                     title_fontsize=7)
+    for axis in list(axes.flat)[len(shapes):]:
+        axis.set_visible(False)
     figure.tight_layout()
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=120)
