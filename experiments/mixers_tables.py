@@ -65,9 +65,11 @@ def bench_table(path: Path) -> str:
 def recall_table(paths) -> str:
     from sosm.train.recall_grid import best_lr_summary, load_rows
 
-    rows = [row for path in paths for row in load_rows(path)
-            if (row["task"], row["seq_len"], row["num_kv_pairs"], row["d_model"]) == ("mqar", 64, 4, 64)]
-    summary = best_lr_summary(rows)  # the heading's cell: the other shapes and widths are recall.md's
+    rows = [row for path in paths for row in load_rows(path)  # mixers.md's protocol: one cell, one lr, one seed
+            if (row["task"], row["seq_len"], row["num_kv_pairs"], row["d_model"], row["seed"]) == ("mqar", 64, 4, 64, 0)
+            and abs(row["lr"] - 10 ** -(8 / 3)) < 1e-9  # 2.15e-3; other widths, lrs and seeds: recall.md
+            and row.get("label", "") in ("", "+successor")]  # the structural-encoding variants: recall.md
+    summary = best_lr_summary(rows)
     lines = ["| model | d_model | steps run | test accuracy | state floats | params | edge recall key / value "
              "| CPU s |", "|---|---|---|---|---|---|---|---|"]
     def name(e: dict) -> str:
