@@ -5,9 +5,9 @@ Per new token at position t (:meth:`IncrementalDecoder.step`):
 - **graph row**: the new token's semantic state is appended to the prefix states and the
   graph builder runs on the prefix ``0..t`` (in the same graph frame as the full forward,
   see :mod:`sosm.model.model`); row t of the result is the new token's neighbour list and
-  graph coordinates (landmark distances, or the random walk on the prefix graph). In causal mode row t depends only on positions <= t, so it equals
-  row t of the full forward's graph. The builder's streaming top-k over the prefix is
-  cheap next to the layers at these sizes.
+  graph coordinates (landmark distances, or the random walk on the prefix graph). In causal
+  mode row t depends only on positions <= t, so it equals row t of the full forward's graph.
+  The builder's streaming top-k over the prefix is cheap next to the layers at these sizes.
 - **layers**: each mixer's own :meth:`~sosm.model.mixers.Mixer.step` from its own cache
   (:meth:`~sosm.model.mixers.Mixer.allocate_cache`): attention appends the new token's K/V and
   attends over itself and its neighbours' cached K/V (dense: every cached position); Mamba
