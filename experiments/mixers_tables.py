@@ -63,7 +63,7 @@ def bench_table(path: Path) -> str:
 
 
 def recall_table(paths) -> str:
-    from sosm.train.recall_grid import best_lr_summary, load_rows
+    from sosm.train.recall_grid import best_lr_summary, load_rows, row_name
 
     rows = [row for path in paths for row in load_rows(path)  # mixers.md's protocol: one cell, one lr, one seed
             if (row["task"], row["seq_len"], row["num_kv_pairs"], row["d_model"], row["seed"]) == ("mqar", 64, 4, 64, 0)
@@ -72,16 +72,11 @@ def recall_table(paths) -> str:
     summary = best_lr_summary(rows)
     lines = ["| model | d_model | steps run | test accuracy | state floats | params | edge recall key / value "
              "| CPU s |", "|---|---|---|---|---|---|---|---|"]
-    def name(e: dict) -> str:
-        base = e["model"] + (f" {e['layer_pattern']}" if e["model"] == "hybrid" else "")
-        label = e.get("label") or ""
-        return f"{base} {label}" if label.startswith("+") else (label or base)
-
     steps = {}
     for row in rows:
-        steps[(name(row), row["d_model"], row["steps"])] = row.get("steps_run", row["steps"])
+        steps[(row_name(row), row["d_model"], row["steps"])] = row.get("steps_run", row["steps"])
     for e in sorted(summary, key=lambda e: -e["accuracy"]):
-        label = name(e)
+        label = row_name(e)
         recall = (f"{e['edge_recall_key']:.2f} / {e['edge_recall_value']:.2f}"
                   if e.get("edge_recall_key") is not None else "")
         lines.append(f"| {label} | {e['d_model']} | {steps.get((label, e['d_model'], e['steps']), '')} of {e['steps']} | {e['accuracy']:.3f} "

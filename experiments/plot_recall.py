@@ -19,7 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from sosm.train.recall_grid import best_lr_summary, format_summary, load_rows  # noqa: E402
+from sosm.train.recall_grid import best_lr_summary, format_summary, load_rows, row_name  # noqa: E402
 
 
 def main() -> None:
@@ -32,9 +32,9 @@ def main() -> None:
     args = parser.parse_args()
     rows = load_rows(args.results)
     if args.only:
-        rows = [r for r in rows if _label(r) in args.only]
+        rows = [r for r in rows if row_name(r) in args.only]
         if not rows:
-            parser.error(f"no row is named any of {args.only}; names: {sorted({_label(r) for r in load_rows(args.results)})}")
+            parser.error(f"no row is named any of {args.only}; names: {sorted({row_name(r) for r in load_rows(args.results)})}")
     if args.curves:
         return plot_curves(rows, args.out)
     summary = best_lr_summary(rows)
@@ -42,13 +42,13 @@ def main() -> None:
     shapes = sorted({(e["seq_len"], e["num_kv_pairs"]) for e in summary})
     widths = sorted({e["d_model"] for e in summary})
     figure, axes = plt.subplots(1, len(shapes), figsize=(3.6 * len(shapes) + 2.4, 3.6), squeeze=False)
-    names = sorted({_label(e) for e in summary})
+    names = sorted({row_name(e) for e in summary})
     colours = dict(zip(names, plt.get_cmap("tab10" if len(names) <= 10 else "tab20").colors * 2))
     for axis, (seq_len, kv) in zip(axes[0], shapes):
         lines: dict = {}
         for e in summary:
             if (e["seq_len"], e["num_kv_pairs"]) == (seq_len, kv):
-                lines.setdefault(_label(e), []).append((e["d_model"], e["accuracy"], e.get("edge_recall_key") is not None))
+                lines.setdefault(row_name(e), []).append((e["d_model"], e["accuracy"], e.get("edge_recall_key") is not None))
         for label, points in sorted(lines.items()):
             points.sort()
             graph = points[0][2]
@@ -68,12 +68,6 @@ def main() -> None:
     print(f"wrote {args.out}")
 
 
-def _label(row: dict) -> str:
-    base = row["model"] + (f" {row['layer_pattern']}" if row["model"] == "hybrid" else "")
-    label = row.get("label") or ""
-    return f"{base} {label}" if label.startswith("+") else (label or base)
-
-
 def plot_curves(rows: list, out: str) -> None:
     """Interim accuracy vs step, one line per row (rows without a curve are skipped).
 
@@ -85,7 +79,7 @@ def plot_curves(rows: list, out: str) -> None:
     columns = min(2, len(shapes))
     figure, axes = plt.subplots(-(-len(shapes) // columns), columns, figsize=(8 * columns, 4.2 * -(-len(shapes) // columns)),
                                 squeeze=False)
-    names = sorted({_label(r) for r in rows})
+    names = sorted({row_name(r) for r in rows})
     colours = dict(zip(names, plt.get_cmap("tab10" if len(names) <= 10 else "tab20").colors * 2))
     markers = ".x+^v"
     for axis, (seq_len, kv, width) in zip(axes.flat, shapes):
@@ -95,11 +89,11 @@ def plot_curves(rows: list, out: str) -> None:
             steps = [0] + [c["step"] for c in row["curve"]]
             accuracy = [0.0] + [c["accuracy"] for c in row["curve"]]
             graph = row.get("edge_recall_key") is not None
-            seed = f", seed {row['seed']}" if any(r["seed"] != row["seed"] and _label(r) == _label(row) for r in cells) else ""
-            lr = f", lr {row['lr']:.3g}" if any(r["lr"] != row["lr"] and _label(r) == _label(row) for r in cells) else ""
-            axis.plot(steps, accuracy, marker=markers[row["seed"] % len(markers)], color=colours[_label(row)],
+            seed = f", seed {row['seed']}" if any(r["seed"] != row["seed"] and row_name(r) == row_name(row) for r in cells) else ""
+            lr = f", lr {row['lr']:.3g}" if any(r["lr"] != row["lr"] and row_name(r) == row_name(row) for r in cells) else ""
+            axis.plot(steps, accuracy, marker=markers[row["seed"] % len(markers)], color=colours[row_name(row)],
                       lw=2.2 if graph else 1.2, ls=(0, (1, 1)) if lr and row["lr"] != min(r["lr"] for r in cells)
-                      else "-" if graph else "--", label=f"{_label(row)}{seed}{lr} ({row['accuracy']:.3f})")
+                      else "-" if graph else "--", label=f"{row_name(row)}{seed}{lr} ({row['accuracy']:.3f})")
         axis.set(title=f"MQAR T={seq_len}, {kv} pairs, d_model {width}", xlabel="step",
                  ylabel="interim test accuracy", ylim=(0, 1.02))
         axis.axhline(0.99, color="grey", lw=0.6, ls=":")

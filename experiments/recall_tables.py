@@ -17,16 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sosm.train.recall_grid import best_lr_summary, load_rows
+from sosm.train.recall_grid import best_lr_summary, load_rows, row_name
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def name(row: dict) -> str:
-    """Legend name of a row or summary entry: model (hybrid: its pattern) and label, as plot_recall draws it."""
-    base = row["model"] + (f" {row['layer_pattern']}" if row["model"] == "hybrid" else "")
-    label = row.get("label") or ""
-    return f"{base} {label}" if label.startswith("+") else (label or base)
 
 
 def cell_table(rows: list) -> str:
@@ -34,7 +27,7 @@ def cell_table(rows: list) -> str:
              "vs causal dense | edge recall key / value | state floats | CPU s |", "|---" * 11 + "|"]
     summary = best_lr_summary(rows)
     for e in sorted(summary, key=lambda e: (e["seq_len"], e["d_model"], -e["accuracy"])):
-        best = sorted((r for r in rows if name(r) == name(e) and r["lr"] == e["best_lr"]
+        best = sorted((r for r in rows if row_name(r) == row_name(e) and r["lr"] == e["best_lr"]
                        and (r["seq_len"], r["num_kv_pairs"], r["d_model"]) == (e["seq_len"], e["num_kv_pairs"],
                                                                              e["d_model"])),
                       key=lambda r: r["seed"])
@@ -43,7 +36,7 @@ def cell_table(rows: list) -> str:
         fraction = [r["attended_fraction"] for r in best if r.get("attended_fraction") is not None]
         recall = (f"{e['edge_recall_key']:.2f} / {e['edge_recall_value']:.2f}"
                   if e.get("edge_recall_key") is not None else "")
-        lines.append(f"| {name(e)} | {e['seq_len']}, {e['num_kv_pairs']} | {e['d_model']} | "
+        lines.append(f"| {row_name(e)} | {e['seq_len']}, {e['num_kv_pairs']} | {e['d_model']} | "
                      f"{', '.join(f'{lr:.2e}' for lr in e['lrs_tried'])} | {e['best_lr']:.2e} | {seeds} | {steps} | "
                      f"{f'{np.mean(fraction):.3f}' if fraction else '1'} | {recall} | {e['state_floats']:,.0f} | "
                      f"{e['cpu_s']:.0f} |")
@@ -57,9 +50,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     rows = load_rows(args.results)
     if args.only:
-        rows = [r for r in rows if name(r) in args.only]
+        rows = [r for r in rows if row_name(r) in args.only]
         if not rows:
-            parser.error(f"no row is named any of {args.only}; names: {sorted({name(r) for r in load_rows(args.results)})}")
+            parser.error(f"no row is named any of {args.only}; names: {sorted({row_name(r) for r in load_rows(args.results)})}")
     print(cell_table(rows))
     return 0
 

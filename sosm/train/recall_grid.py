@@ -117,6 +117,18 @@ def run_grid(cells: Iterable[RecallCell], path: Union[str, Path],
     return rows
 
 
+def row_name(row: dict) -> str:
+    """Display name of a results row or summary entry: the model (hybrid: with its pattern) and its label.
+
+    Example:
+        >>> row_name({"model": "hybrid", "layer_pattern": "MA", "label": "+successor"})
+        'hybrid MA +successor'
+    """
+    base = row["model"] + (f" {row['layer_pattern']}" if row["model"] == "hybrid" else "")
+    label = row.get("label") or ""
+    return f"{base} {label}" if label.startswith("+") else (label or base)
+
+
 def best_lr_summary(rows: Sequence[dict]) -> list:
     """Per (every cell field but lr and seed): the lr whose mean accuracy over seeds is best.
 
