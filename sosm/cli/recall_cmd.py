@@ -63,6 +63,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--inspect", metavar="DIR",
                         help="write each trained cell's inspect report on a test row (graph, attribution, and the "
                              "recall table: per query, whether the graph links its key and its value) into DIR")
+    parser.add_argument("--save", metavar="DIR",
+                        help="save each trained cell's model (save_pretrained) and its cell.json into DIR/<cell>/, "
+                             "to load with SOSMModel.from_pretrained for analysis")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -105,7 +108,7 @@ def run(args) -> int:
                        model_overrides=model_overrides(args), label=args.label,
                        progress=not args.no_progress, **common)
     print(f"sosm recall: {len(cells)} cells ({args.task}; models {' '.join(args.models)}) -> {args.out}")
-    rows = run_grid(cells, args.out, inspect_dir=args.inspect)
+    rows = run_grid(cells, args.out, inspect_dir=args.inspect, save_dir=args.save)
     wanted = {cell.key() for cell in cells}
     print(format_summary(best_lr_summary([row for row in rows if cell_key(row) in wanted])))
     return 0

@@ -28,6 +28,7 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -212,6 +213,77 @@ def edge_recall(model, data, batch_size: int = 250) -> dict:
             "avg_neighbors": avg, "attended_fraction": (avg + 1) * T / (T * (T + 1) / 2)}
 
 
+READ_KINDS = ("value", "key", "successor", "semantic", "local", "other")
+
+
+@torch.no_grad()
+def attention_reads(model, data, batch_size: int = 100) -> dict:
+    """Where each graph-attention layer puts its attention at the answer positions, and what the errors read.
+
+    For every answer position q whose key occurred earlier at j (:func:`answer_sources`), the
+    attention probabilities of each graph-attention layer (mean over heads) are summed by what the
+    attended position is to q: ``value`` (j + 1, where the answer sits), ``key`` (j), ``successor``
+    (another successor-edge neighbour: what followed a *different* similar token — a distractor's
+    value), ``semantic`` (another semantic neighbour), ``local`` (q itself and its sequential
+    neighbours) and ``other`` (any other edge type). Each kind's share is averaged over the answer
+    positions. Of the wrong answers, ``errors_distractor`` is the fraction whose predicted token is
+    the token at one of q's other successor neighbours: the layer read a distractor's value.
+
+    Returns:
+        ``{"layers": [{"layer", "value", "key", "successor", "semantic", "local", "other"}, ...],
+        "answers", "errors", "errors_distractor"}``; ``{}`` for a model without graph attention.
+    """
+    from ..graph.types import EDGE_TYPE_ID
+    from ..analysis.recording import record_forward
+
+    layers = [i for i, layer in enumerate(model.stack.layers) if getattr(layer, "needs_graph", False)
+              and hasattr(layer, "attention_probs")]
+    if not layers:
+        return {}
+    was_training = model.training
+    model.eval()
+    sums = {i: dict.fromkeys(READ_KINDS, 0.0) for i in layers}
+    answers = errors = distractor = 0
+    for start in range(0, len(data.inputs), batch_size):
+        x, y = data.inputs[start:start + batch_size], data.targets[start:start + batch_size]
+        B, T = x.shape
+        rec = record_forward(model, x)
+        _, hidden = model.stack(rec.x0, rec.ctx, return_hidden=True)  # hidden[i]: the input of layer i
+        graph = rec.state.graph
+        frame = graph.seq_len
+        src, dst = graph.edge_index
+        keep = (src < B * frame) & (dst < B * frame) & (src % frame < T) & (dst % frame < T)
+        kind = torch.full((B, T, T), -1, dtype=torch.long)  # kind[b, i, j]: type of the edge j -> i
+        kind[dst[keep] // frame, dst[keep] % frame, src[keep] % frame] = graph.edge_type[keep].cpu()
+        rows, query, key_pos, value_pos = answer_sources(x, y)
+        found = key_pos >= 0
+        rows, query, key_pos, value_pos = rows[found], query[found], key_pos[found], value_pos[found]
+        if not len(rows):
+            continue
+        positions = torch.arange(T)
+        edge = kind[rows, query]  # [A, T]
+        cls = torch.full_like(edge, len(READ_KINDS) - 1)  # other
+        cls[edge == EDGE_TYPE_ID["semantic"]] = READ_KINDS.index("semantic")
+        cls[edge == EDGE_TYPE_ID["successor"]] = READ_KINDS.index("successor")
+        cls[(edge == EDGE_TYPE_ID["sequential"]) | (positions[None] == query[:, None])] = READ_KINDS.index("local")
+        cls[positions[None] == key_pos[:, None]] = READ_KINDS.index("key")
+        cls[positions[None] == value_pos[:, None]] = READ_KINDS.index("value")
+        for i in layers:
+            probs = model.stack.layers[i].attention_probs(hidden[i], rec.ctx).mean(1)  # [B, T, T]
+            p = probs[rows, query]  # [A, T]
+            for c, name in enumerate(READ_KINDS):
+                sums[i][name] += float((p * (cls == c)).sum())
+        predicted = rec.logits[rows, query].argmax(-1)  # [A]
+        wrong = predicted != y[rows, query]
+        decoys = (cls == READ_KINDS.index("successor")) & (x[rows] == predicted[:, None])  # [A, T]
+        answers += len(rows)
+        errors += int(wrong.sum())
+        distractor += int((wrong & decoys.any(-1)).sum())
+    model.train(was_training)
+    return {"layers": [{"layer": i, **{name: sums[i][name] / max(answers, 1) for name in READ_KINDS}} for i in layers],
+            "answers": answers, "errors": errors, "errors_distractor": distractor / errors if errors else 0.0}
+
+
 class _Batches:
     """Training batches: shuffled epochs over the fixed training set, or fresh rows every step."""
 
@@ -290,7 +362,7 @@ def write_recall_inspection(model, data: RecallData, out_dir, row: int = 0, meta
     return write_report(report, out_dir, graph)
 
 
-def train_cell(cell: RecallCell, splits: Optional[RecallSplits] = None, inspect_dir=None) -> dict:
+def train_cell(cell: RecallCell, splits: Optional[RecallSplits] = None, inspect_dir=None, save_dir=None) -> dict:
     """Train ``cell``'s model on its task and score it on the test set.
 
     Args:
@@ -298,13 +370,16 @@ def train_cell(cell: RecallCell, splits: Optional[RecallSplits] = None, inspect_
         splits: the task's train/test sets when already built (must match ``cell.task_config()``).
         inspect_dir: when given, the trained model's inspect report on test row 0, with the recall
             section (:func:`write_recall_inspection`), is written there.
+        save_dir: when given, the trained model is saved there (``SOSMModel.save_pretrained``) with
+            ``cell.json`` (the cell, to rebuild its test set: ``make_recall_splits(RecallCell.from_dict(...)
+            .task_config())``).
 
     Returns:
         One result row: the cell's fields (less ``progress``), ``accuracy`` and ``loss`` on the test
         set, ``train_loss`` (mean of the last 10% of steps), ``parameters``, ``state_floats``,
         ``steps_run``, ``examples_seen``, ``wall_s``, ``cpu_s`` (process CPU time), ``curve``
         (interim evaluations), and for graph models ``edge_recall_key`` / ``edge_recall_value`` /
-        ``avg_neighbors`` / ``attended_fraction``.
+        ``avg_neighbors`` / ``attended_fraction`` and ``reads`` (:func:`attention_reads` on the test set).
     """
     from ..model import SOSMModel
 
@@ -360,7 +435,14 @@ def train_cell(cell: RecallCell, splits: Optional[RecallSplits] = None, inspect_
         graph_stats = edge_recall(model, splits.test)
         row.update(graph_stats)
         avg_neighbors = graph_stats["avg_neighbors"]
+        reads = attention_reads(model, splits.test)
+        if reads:
+            row["reads"] = reads
     row["state_floats"] = state_floats(model, avg_neighbors)
+    if save_dir is not None:
+        model.save_pretrained(save_dir)
+        (Path(save_dir) / "cell.json").write_text(json.dumps(cell.to_dict(), indent=1, sort_keys=True))
+        row["saved"] = str(save_dir)
     if inspect_dir is not None:
         row["inspect"] = str(write_recall_inspection(model, splits.test, inspect_dir, meta={"cell": cell.to_dict()}))
     row["wall_s"] = time.perf_counter() - started

@@ -79,7 +79,7 @@ def write_rows(path: Union[str, Path], rows: list) -> None:
 
 
 def run_grid(cells: Iterable[RecallCell], path: Union[str, Path],
-             log: Optional[Callable[[str], None]] = print, inspect_dir=None) -> list:
+             log: Optional[Callable[[str], None]] = print, inspect_dir=None, save_dir=None) -> list:
     """Train every cell not yet in ``path``, appending each row as it finishes; returns all rows.
 
     Args:
@@ -88,6 +88,8 @@ def run_grid(cells: Iterable[RecallCell], path: Union[str, Path],
         log: called with one line per cell (``None``: silent).
         inspect_dir: when given, each cell trained now writes its inspect report (with the recall
             section) into ``inspect_dir/<cell number>-<model or label>-T<T>-kv<kv>-d<d>-lr<lr>-s<seed>/``.
+        save_dir: when given, each cell trained now saves its model (and ``cell.json``) into
+            ``save_dir/<the same name>/`` (:func:`~sosm.train.recall.train_cell`).
     """
     log = log or (lambda message: None)
     rows = load_rows(path)
@@ -103,12 +105,11 @@ def run_grid(cells: Iterable[RecallCell], path: Union[str, Path],
         if name not in splits_cache:
             splits_cache.clear()  # one task's data in memory at a time (cells are ordered by shape)
             splits_cache[name] = make_recall_splits(task)
-        where = None
-        if inspect_dir is not None:
-            tag = (cell.label or cell.model).strip("+ ").replace(" ", "_").replace("/", "_") or cell.model
-            where = Path(inspect_dir) / (f"{index + 1:03d}-{tag}-T{cell.seq_len}-kv{cell.num_kv_pairs}-d{cell.d_model}"
-                                         f"-lr{cell.lr:.3g}-s{cell.seed}")
-        row = train_cell(cell, splits_cache[name], inspect_dir=where)
+        tag = (cell.label or cell.model).strip("+ ").replace(" ", "_").replace("/", "_") or cell.model
+        folder = (f"{index + 1:03d}-{tag}-T{cell.seq_len}-kv{cell.num_kv_pairs}-d{cell.d_model}-lr{cell.lr:.3g}"
+                  f"-s{cell.seed}")
+        row = train_cell(cell, splits_cache[name], inspect_dir=None if inspect_dir is None else Path(inspect_dir) / folder,
+                         save_dir=None if save_dir is None else Path(save_dir) / folder)
         rows.append(row)
         write_rows(path, rows)
         log(f"[{index + 1}/{len(todo)}] {cell.model} T={cell.seq_len} kv={cell.num_kv_pairs} d={cell.d_model} "

@@ -34,9 +34,12 @@ def test_recall_tiny_runs_and_resumes(tmp_path):
     assert again.returncode == 0, again.stderr
     assert "4 of 4 cells already done, skipped" in again.stdout and out.read_bytes() == before
     more = _sosm("recall", "--tiny", "--models", "transformer", "--lrs", "0.003", "0.01", "--out", str(out),
-                 "--no-progress", cwd=tmp_path)
+                 "--no-progress", "--save", str(tmp_path / "models"), cwd=tmp_path)
     assert more.returncode == 0 and "1 of 2 cells already done" in more.stdout
     assert len(json.loads(out.read_text())["rows"]) == 5
+    (saved,) = (tmp_path / "models").iterdir()  # only the cell trained now
+    assert saved.name == "001-transformer-T16-kv2-d32-lr0.01-s0"
+    assert {p.name for p in saved.iterdir()} == {"config.json", "model.safetensors", "cell.json"}
 
 
 def test_recall_bad_arguments_exit_2(tmp_path):

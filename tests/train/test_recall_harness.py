@@ -180,3 +180,78 @@ def test_rows_written_before_a_field_existed_load_with_its_default(tmp_path):
     write_rows(tmp_path / "bad.json", [row])
     with pytest.raises(ValueError, match=required[0]):
         load_rows(tmp_path / "bad.json")
+
+
+@torch.no_grad()
+def _reads_oracle(model, data):
+    """attention_reads by loops over answers and python sets of the graph's edges (no dense type matrix)."""
+    from sosm.analysis.recording import record_forward
+    from sosm.data.recall import answer_sources
+    from sosm.graph.types import EDGE_TYPE_ID
+
+    model.eval()
+    x, y = data.inputs, data.targets
+    rec = record_forward(model, x)
+    _, hidden = model.stack(rec.x0, rec.ctx, return_hidden=True)
+    frame = rec.state.graph.seq_len
+    types = {}
+    for (s, d), t in zip(rec.state.graph.edge_index.T.tolist(), rec.state.graph.edge_type.tolist()):
+        types[(d // frame, d % frame, s % frame)] = t
+    attn = model.stack.layers[1].attention_probs(hidden[1], rec.ctx).mean(1)  # [B, T, T]
+    totals = dict.fromkeys(("value", "key", "successor", "semantic", "local", "other"), 0.0)
+    answers = errors = decoy = 0
+    for b, q, k, v in zip(*(t.tolist() for t in answer_sources(x, y))):
+        if k < 0:
+            continue
+        answers += 1
+        predicted = int(rec.logits[b, q].argmax())
+        hit = False
+        for j in range(q + 1):
+            t = types.get((b, q, j))
+            name = ("value" if j == v else "key" if j == k else "local" if j == q or t == EDGE_TYPE_ID["sequential"]
+                    else "successor" if t == EDGE_TYPE_ID["successor"] else "semantic"
+                    if t == EDGE_TYPE_ID["semantic"] else "other")
+            totals[name] += float(attn[b, q, j])
+            hit |= name == "successor" and int(x[b, j]) == predicted
+        if predicted != int(y[b, q]):
+            errors += 1
+            decoy += hit
+    return {name: value / answers for name, value in totals.items()}, answers, errors, decoy
+
+
+def test_attention_reads_match_a_loop_over_the_graph_edges():
+    """Shares per edge kind (value, key, distractor successors, ...) of the graph layer's attention at the answers."""
+    from sosm.data import make_recall_splits
+    from sosm.train.recall import attention_reads
+
+    cell = RecallCell(model="hybrid", model_overrides={"graph": {"successor_edges": True, "k": 3}},
+                      **{**TOY, "seq_len": 32, "num_kv_pairs": 4, "num_test": 12})
+    splits = make_recall_splits(cell.task_config())
+    torch.manual_seed(0)
+    model = SOSMModel(cell.model_config())
+    reads = attention_reads(model, splits.test, batch_size=5)  # batches that do not divide the rows
+    shares, answers, errors, decoy = _reads_oracle(model, splits.test)
+    (layer,) = reads["layers"]
+    assert layer["layer"] == 1 and reads["answers"] == answers and reads["errors"] == errors
+    for name, value in shares.items():
+        assert layer[name] == pytest.approx(value, abs=1e-5), name
+    assert sum(v for k, v in layer.items() if k != "layer") == pytest.approx(1.0, abs=1e-5)
+    assert layer["value"] > 0 and layer["successor"] > 0 and layer["semantic"] > 0  # every kind occurs here
+    assert reads["errors_distractor"] == pytest.approx(decoy / errors)
+    assert attention_reads(SOSMModel(SOSMConfig(model="transformer", d_model=32, n_heads=2, vocab_size=64,
+                                                max_seq_len=16)), splits.test) == {}
+
+
+def test_saved_cell_reloads_with_the_same_test_accuracy(tmp_path):
+    from sosm.data import make_recall_splits
+
+    cells = grid_cells(["hybrid"], [(16, 2)], [32], [1e-3], [0], steps=2,
+                       model_overrides={"graph": {"successor_edges": True}},
+                       **{k: v for k, v in TOY.items() if k not in ("seq_len", "num_kv_pairs", "d_model")})
+    (row,) = run_grid(cells, tmp_path / "recall.json", log=None, save_dir=tmp_path / "models")
+    saved = tmp_path / "models" / "001-hybrid-T16-kv2-d32-lr0.001-s0"
+    assert row["saved"] == str(saved) and "reads" in row and row["reads"]["answers"] > 0
+    cell = RecallCell.from_dict(json.loads((saved / "cell.json").read_text()))
+    assert cell.key() == cells[0].key()
+    model = SOSMModel.from_pretrained(saved)
+    assert evaluate(model, make_recall_splits(cell.task_config()).test)["accuracy"] == row["accuracy"]
