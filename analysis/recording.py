@@ -53,12 +53,14 @@ def check_model(model) -> SOSMModel:
 
 
 @torch.no_grad()
-def record_forward(model: SOSMModel, input_ids: torch.Tensor) -> ForwardRecord:
+def record_forward(model: SOSMModel, input_ids: torch.Tensor, return_hidden: bool = False) -> ForwardRecord:
     """Run ``model(input_ids)`` once (fp32, no grad) and keep the stack input and context.
 
     Args:
         model: an ``SOSMModel`` in eval mode.
         input_ids: ``[B, T]`` token ids.
+        return_hidden: also keep the residual stream before and after every layer in
+            ``state.hidden_states`` (entry i is the input of layer i).
 
     Returns:
         :class:`ForwardRecord`.
@@ -71,7 +73,7 @@ def record_forward(model: SOSMModel, input_ids: torch.Tensor) -> ForwardRecord:
 
     handle = model.stack.register_forward_pre_hook(grab)
     try:
-        logits, state = model(input_ids)
+        logits, state = model(input_ids, return_hidden=return_hidden)
     finally:
         handle.remove()
     return ForwardRecord(input_ids=input_ids.long(), x0=captured["x0"].float(), ctx=captured["ctx"],

@@ -233,8 +233,9 @@ def attention_reads(model, data, batch_size: int = 100) -> dict:
         ``{"layers": [{"layer", "value", "key", "successor", "semantic", "local", "other"}, ...],
         "answers", "errors", "errors_distractor"}``; ``{}`` for a model without graph attention.
     """
-    from ..graph.types import EDGE_TYPE_ID
+    from ..analysis.depass import edge_type_map
     from ..analysis.recording import record_forward
+    from ..graph.types import EDGE_TYPE_ID
 
     layers = [i for i, layer in enumerate(model.stack.layers) if getattr(layer, "needs_graph", False)
               and hasattr(layer, "attention_probs")]
@@ -247,14 +248,9 @@ def attention_reads(model, data, batch_size: int = 100) -> dict:
     for start in range(0, len(data.inputs), batch_size):
         x, y = data.inputs[start:start + batch_size], data.targets[start:start + batch_size]
         B, T = x.shape
-        rec = record_forward(model, x)
-        _, hidden = model.stack(rec.x0, rec.ctx, return_hidden=True)  # hidden[i]: the input of layer i
-        graph = rec.state.graph
-        frame = graph.seq_len
-        src, dst = graph.edge_index
-        keep = (src < B * frame) & (dst < B * frame) & (src % frame < T) & (dst % frame < T)
-        kind = torch.full((B, T, T), -1, dtype=torch.long)  # kind[b, i, j]: type of the edge j -> i
-        kind[dst[keep] // frame, dst[keep] % frame, src[keep] % frame] = graph.edge_type[keep].cpu()
+        rec = record_forward(model, x, return_hidden=True)
+        hidden = rec.state.hidden_states  # hidden[i]: the input of layer i
+        kind, _ = edge_type_map(rec.state.graph, B, T)  # kind[b, i, j]: type of the edge j -> i
         rows, query, key_pos, value_pos = answer_sources(x, y)
         found = key_pos >= 0
         rows, query, key_pos, value_pos = rows[found], query[found], key_pos[found], value_pos[found]

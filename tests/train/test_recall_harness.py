@@ -192,7 +192,7 @@ def _reads_oracle(model, data):
     model.eval()
     x, y = data.inputs, data.targets
     rec = record_forward(model, x)
-    _, hidden = model.stack(rec.x0, rec.ctx, return_hidden=True)
+    _, hidden = model.stack(rec.x0, rec.ctx, return_hidden=True)  # the stack replayed: an independent route
     frame = rec.state.graph.seq_len
     types = {}
     for (s, d), t in zip(rec.state.graph.edge_index.T.tolist(), rec.state.graph.edge_type.tolist()):
