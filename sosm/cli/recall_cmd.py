@@ -93,8 +93,14 @@ def run(args) -> int:
 
     from ..train.recall_grid import ZOOLOGY_LRS, best_lr_summary, cell_key, format_summary, grid_cells, run_grid
 
+    from .checks import check_output_dir, check_output_file
+
     if args.threads < 1:
         raise ValueError(f"--threads={args.threads} is invalid; accepted: an int >= 1")
+    check_output_file(args.out, "--out")  # before any cell trains: a cell's minutes are not lost to a bad path
+    for option, folder in (("--inspect", args.inspect), ("--save", args.save)):
+        if folder is not None:
+            check_output_dir(folder, option)
     torch.set_num_threads(args.threads)
     defaults = dict(TINY) if args.tiny else dict(shapes=[(64, 4)], widths=[64, 128], lrs=list(ZOOLOGY_LRS),
                                                  seeds=[0])

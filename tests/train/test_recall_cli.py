@@ -48,3 +48,10 @@ def test_recall_bad_arguments_exit_2(tmp_path):
     too_short = _sosm("recall", "--tiny", "--shapes", "8:4", "--out", str(tmp_path / "r.json"), cwd=tmp_path)
     assert too_short.returncode == 2 and "seq_len=8" in too_short.stderr
     assert not (tmp_path / "r.json").exists()
+    (tmp_path / "a_file").write_text("")
+    for option in ("--save", "--inspect", "--out"):
+        bad_dir = _sosm("recall", "--tiny", "--out", str(tmp_path / "r.json"), option, str(tmp_path / "a_file" / "x"),
+                        cwd=tmp_path)
+        assert bad_dir.returncode == 2 and option in bad_dir.stderr and "is a file, not a folder" in bad_dir.stderr
+        assert len(bad_dir.stderr.strip().splitlines()) == 1, bad_dir.stderr
+    assert not (tmp_path / "r.json").exists()
