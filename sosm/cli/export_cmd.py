@@ -12,7 +12,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "export", help="export a checkpoint to ONNX (checked with onnxruntime)",
         description="Export the model's parallel forward (input_ids [B, T] -> logits [B, T, V], dynamic batch and "
                     "length) to ONNX. Graph models take their graph as inputs (neighbors [B, T, Kn], "
-                    "landmark_distances [B, T, L]) built by the model's PyTorch builder: see "
+                    "landmark_distances [B, T, L] or, for structure=rwpe, rwpe [B, T, W]) built by the model's "
+                    "PyTorch builder: see "
                     "sosm.serve.onnx_export. The file is then run with onnxruntime at --verify-lengths and compared "
                     "with PyTorch. A model that cannot export (long-term memory, an INT8 checkpoint) is refused "
                     "with the reason (exit 2).")

@@ -49,7 +49,7 @@ from .config import SOSMConfig
 from .context import LayerContext
 from .stack import LayerStack
 from .mixers import GraphAttention, Mixer
-from .positional import StructuralEncoding, graph_rope_angles, landmark_coordinates, rope_angles
+from .positional import StructuralEncoding, graph_rope_angles, landmark_coordinates, rope_angles, walk_coordinates
 from .state import EMBED_FACTOR_DIM, State, StateFrontEnd
 
 
@@ -191,16 +191,24 @@ class SOSMModel(nn.Module):
         """Graph coordinates ``[B, seq_len, L]`` float of the first ``seq_len`` positions of a built graph.
 
         ``structure="landmarks"``: ``min(distance, max_distance + 1)`` of ``distances [B, T, L]``.
-        ``structure="rwpe"``: the random-walk return probabilities for walks of 1..``rwpe_steps``
-        steps (:func:`sosm.graph.landmarks.random_walk_encoding`; causal graphs: the walk on each
-        position's prefix graph), times ``max_distance + 1`` so that both kinds share one range and
+        ``structure="rwpe"``: :meth:`random_walk` times ``max_distance + 1``
+        (:func:`~sosm.model.positional.walk_coordinates`), so that both kinds share one range and
         Graph-RoPE's frequencies, Graph-ALiBi's slopes and the encoding's normalisation mean the same.
         """
         c = self.config
         if c.structure == "landmarks":
             return landmark_coordinates(distances[:, :seq_len], c.graph.max_distance)
+        return walk_coordinates(self.random_walk(graph, seq_len), c.graph.max_distance)
+
+    def random_walk(self, graph, seq_len: int) -> torch.Tensor:
+        """Return probabilities ``[B, seq_len, rwpe_steps]`` of walks of 1..``rwpe_steps`` steps on a built graph.
+
+        :func:`sosm.graph.landmarks.random_walk_encoding` over the token edges of the first ``seq_len``
+        positions; causal graphs: the walk on each position's prefix graph.
+        """
         from ..graph.landmarks import random_walk_encoding
 
+        c = self.config
         B, frame = graph.batch_size, graph.seq_len
         src, dst = graph.edge_index
         keep = (src < B * frame) & (dst < B * frame) & (src % frame < seq_len) & (dst % frame < seq_len)
@@ -208,7 +216,7 @@ class SOSMModel(nn.Module):
         edges = torch.stack([src[keep] // frame * seq_len + src[keep] % frame,
                              dst[keep] // frame * seq_len + dst[keep] % frame])
         walk = random_walk_encoding(edges, B * seq_len, c.rwpe_steps, causal=c.graph.causal, seq_len=seq_len)
-        return walk.reshape(B, seq_len, c.rwpe_steps) * (c.graph.max_distance + 1)
+        return walk.reshape(B, seq_len, c.rwpe_steps)
 
     def positions(self, seq_len: int, start: int, coords: Optional[torch.Tensor], device) -> Optional[torch.Tensor]:
         """Rotary angles for the attention layers (``[1 or B, T, head_dim/2]``) or None."""

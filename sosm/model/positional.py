@@ -31,6 +31,15 @@ def landmark_coordinates(distances: torch.Tensor, max_distance: int) -> torch.Te
     return distances.clamp(max=max_distance + 1).float()  # [B, T, L]
 
 
+def walk_coordinates(walk: torch.Tensor, max_distance: int) -> torch.Tensor:
+    """Random-walk return probabilities ``[B, T, W]`` in [0, 1] -> float coordinates ``walk * (max_distance + 1)``.
+
+    The scale puts them in the landmark coordinates' range, so Graph-RoPE's frequencies, Graph-ALiBi's
+    slopes and the structural encoding's normalisation mean the same for both kinds.
+    """
+    return walk.float() * (max_distance + 1)  # [B, T, W]
+
+
 def rope_angles(positions: torch.Tensor, head_dim: int, base: float) -> torch.Tensor:
     """Rotation angles of 1-D RoPE.
 

@@ -14,11 +14,13 @@ input                shape, dtype          meaning
 ``input_ids``        ``[B, T]`` int64      token ids in ``[0, vocab_size)``, ``1 <= T <= max_seq_len``
 ``neighbors``        ``[B, T, Kn]`` int64  graph models: key positions of each query's edges, -1 padded
 ``landmark_distances`` ``[B, T, L]`` int64 graph models with landmarks: hop distances (``UNREACHABLE`` = 32767)
+``rwpe``             ``[B, T, W]`` float32 graph models with ``structure="rwpe"``: causal random-walk return
+                                           probabilities, ``W = rwpe_steps`` (``SOSMModel.random_walk``)
 ==================== ===================== =====================================================
 
-Batch, length and ``Kn`` are dynamic axes; ``L`` is the config's. The Transformer and Mamba take
+Batch, length and ``Kn`` are dynamic axes; ``L`` and ``W`` are the config's. The Transformer and Mamba take
 ``input_ids`` only. The front end, the landmark structural encoding, positions, every mixer and
-the head are inside the ONNX graph. While ``torch.compiler.is_exporting()``, the kernels take
+the head are inside the ONNX graph (the walk itself, like the BFS, is part of the graph input). While ``torch.compiler.is_exporting()``, the kernels take
 traceable paths (``sosm.kernels``): graph attention its dense reference, the causal convolution
 ``F.conv1d``, the selective scan one ``torch.ops.higher_order.scan`` (an ONNX ``Scan``), so any
 length runs. The exported program is checked against PyTorch by :func:`verify_onnx` (onnxruntime,
@@ -50,9 +52,9 @@ import torch
 import torch.nn as nn
 
 from ..model.context import LayerContext
-from ..model.positional import landmark_coordinates
+from ..model.positional import landmark_coordinates, walk_coordinates
 
-INPUT_NAMES = ("input_ids", "neighbors", "landmark_distances")
+INPUT_NAMES = ("input_ids", "neighbors", "landmark_distances", "rwpe")
 OUTPUT_NAMES = ("logits",)
 MAX_BATCH = 4096
 
@@ -67,23 +69,26 @@ class OnnxForward(nn.Module):
     Args:
         model: a ``SOSMModel`` in eval mode.
 
-    Shapes: ``forward(input_ids [B, T], neighbors [B, T, Kn] = None, landmark_distances [B, T, L] = None)
-    -> logits [B, T, V]``; equal to ``model(input_ids)[0]`` given :func:`graph_inputs` (tested).
+    Shapes: ``forward(input_ids [B, T], neighbors [B, T, Kn] = None, landmark_distances [B, T, L] = None,
+    rwpe [B, T, W] = None) -> logits [B, T, V]``; equal to ``model(input_ids)[0]`` given :func:`graph_inputs`
+    (tested).
     """
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, neighbors=None, landmark_distances=None):
+    def forward(self, input_ids, neighbors=None, landmark_distances=None, rwpe=None):
         model = self.model
         ids = model.check_input_ids(input_ids)  # [B, T]
         ctx = LayerContext()
         if model.config.uses_graph:
             _, _, _, x = model.front(ids)  # [B, T, d]
             ctx.neighbors = neighbors  # [B, T, Kn]
-            if model.use_landmarks:
-                coords = landmark_coordinates(landmark_distances, model.config.graph.max_distance)  # [B, T, L]
+            if model.use_structure:
+                max_distance = model.config.graph.max_distance
+                coords = (landmark_coordinates(landmark_distances, max_distance) if model.use_landmarks
+                          else walk_coordinates(rwpe, max_distance))  # [B, T, L or W]
                 ctx.structure, ctx.alibi_coords = model.structure(coords), coords  # [B, T, S]
         else:
             x = model.embedding(ids)  # [B, T, d]
@@ -96,7 +101,9 @@ def input_names(model) -> list[str]:
     """The exported graph's input names for this model (module docstring's table)."""
     if not model.config.uses_graph:
         return ["input_ids"]
-    return list(INPUT_NAMES) if model.use_landmarks else list(INPUT_NAMES[:2])
+    if not model.use_structure:
+        return list(INPUT_NAMES[:2])
+    return [*INPUT_NAMES[:2], "landmark_distances" if model.use_landmarks else "rwpe"]
 
 
 @torch.no_grad()
@@ -106,10 +113,12 @@ def graph_inputs(model, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
     feeds = {"input_ids": ids}
     if model.config.uses_graph:
         _, semantic, temporal, _ = model.front(ids)
-        _, neighbors, distances = model.build_graph(semantic, temporal)
+        graph, neighbors, distances = model.build_graph(semantic, temporal)
         feeds["neighbors"] = neighbors.long().contiguous()  # [B, T, Kn] (a copy: the builder's frame is longer)
         if model.use_landmarks:
             feeds["landmark_distances"] = distances.long().contiguous()  # [B, T, L]
+        elif model.use_structure:
+            feeds["rwpe"] = model.random_walk(graph, ids.shape[1]).float().contiguous()  # [B, T, W]
     return feeds
 
 
@@ -126,9 +135,6 @@ def check_exportable(model) -> None:
     if config.memory:
         raise ExportError("this model reads a long-term memory (memory=True): HNSW retrieval runs in hnswlib, outside "
                           "any tensor program, so it cannot be part of an ONNX graph; export a model without memory")
-    if config.structure_dims and config.structure != "landmarks":
-        raise ExportError(f"this model's graph coordinates are structure={config.structure!r}; the exported program takes "
-                          "landmark distances as its graph input, so only structure='landmarks' exports for now")
 
 
 @dataclass
@@ -171,17 +177,17 @@ def export_onnx(model, path, *, example_length: int = 9) -> ExportResult:
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     seq = torch.export.Dim("seq", min=1, max=max_len)
     axes = {"input_ids": {0: batch, 1: seq}, "neighbors": {0: batch, 1: seq, 2: torch.export.Dim("neighbors", min=1)},
-            "landmark_distances": {0: batch, 1: seq}}
-    args = tuple(example[name] for name in names)
-    dynamic = tuple(axes[name] for name in names)
+            "landmark_distances": {0: batch, 1: seq}, "rwpe": {0: batch, 1: seq}}
+    kwargs = {name: example[name] for name in names}  # by name: the structure input is landmark_distances or rwpe
+    dynamic = {name: axes[name] for name in names}
     start = time.perf_counter()
     wrapper = OnnxForward(model).eval()
     try:
         with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
-            program = torch.export.export(wrapper, args, dynamic_shapes=dynamic, strict=False)
-            onnx_program = torch.onnx.export(program, args, input_names=names, output_names=list(OUTPUT_NAMES),
-                                             dynamo=True, verbose=False)
+            program = torch.export.export(wrapper, (), kwargs=kwargs, dynamic_shapes=dynamic, strict=False)
+            onnx_program = torch.onnx.export(program, (), kwargs=kwargs, input_names=names,
+                                             output_names=list(OUTPUT_NAMES), dynamo=True, verbose=False)
     except Exception as err:  # torch.export raises many types; the first line says what did not trace
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ExportError(f"the {model.config.model} model ({','.join(model.config.layer_types)}) did not export: "

@@ -21,10 +21,12 @@ def tiny(kind: str, **extra) -> SOSMModel:
                                 d_state=4, struct_dim=4, graph=graph, **extra)).eval()
 
 
-@pytest.mark.parametrize("kind,positional", [("transformer", "rope"), ("mamba", "rope"), ("hybrid", "rope"),
-                                             ("graph_attention", "graph_rope"), ("graph_attention", "graph_alibi")])
-def test_wrapper_with_graph_inputs_equals_the_forward(kind, positional):
-    model = tiny(kind, positional=positional)
+@pytest.mark.parametrize("kind,positional,structure", [
+    ("transformer", "rope", "landmarks"), ("mamba", "rope", "landmarks"), ("hybrid", "rope", "landmarks"),
+    ("graph_attention", "graph_rope", "landmarks"), ("graph_attention", "graph_alibi", "landmarks"),
+    ("hybrid", "rope", "rwpe"), ("graph_attention", "graph_alibi", "rwpe")])
+def test_wrapper_with_graph_inputs_equals_the_forward(kind, positional, structure):
+    model = tiny(kind, positional=positional, structure=structure)
     for length in (1, 9, 24):
         ids = torch.randint(0, 40, (2, length), generator=torch.Generator().manual_seed(length))
         with torch.no_grad():
@@ -39,8 +41,19 @@ def test_models_that_cannot_export_say_why():
 
     with pytest.raises(ExportError, match="INT8-quantized.*export the float checkpoint"):
         check_exportable(quantize_model(tiny("mamba")))
-    with pytest.raises(ExportError, match="structure='rwpe'.*only structure='landmarks' exports"):
-        check_exportable(tiny("hybrid", structure="rwpe"))
+
+
+def test_rwpe_models_take_the_walk_as_their_graph_input():
+    model = tiny("hybrid", structure="rwpe", rwpe_steps=5, positional="graph_alibi")
+    check_exportable(model)  # exports (the walk is a graph input, like the landmark BFS)
+    feeds = graph_inputs(model, torch.randint(0, 40, (2, 7), generator=torch.Generator().manual_seed(1)))
+    assert list(feeds) == ["input_ids", "neighbors", "rwpe"] and feeds["rwpe"].shape == (2, 7, 5)
+    assert feeds["rwpe"].dtype == torch.float32 and 0 <= feeds["rwpe"].min() and feeds["rwpe"].max() <= 1
+    with torch.no_grad():  # the input is read: another walk gives other logits
+        base = OnnxForward(model)(**feeds)
+        other_walk = torch.rand(feeds["rwpe"].shape, generator=torch.Generator().manual_seed(2))
+        other = OnnxForward(model)(**{**feeds, "rwpe": other_walk})
+    assert (base - other).abs().max() > 1e-4
 
 
 @pytest.mark.slow  # one export takes ~10-40 s on the 2-core CPU
@@ -52,6 +65,15 @@ def test_onnxruntime_equals_pytorch_at_several_lengths(kind, tmp_path):
     errors = verify_onnx(model, result.path, lengths=(1, 2, 9, 17, 24), batch=3)
     assert max(errors.values()) <= TOLERANCE, errors
     errors = verify_onnx(model, result.path, lengths=(5,), batch=1)  # another batch size: dynamic
+    assert max(errors.values()) <= TOLERANCE, errors
+
+
+@pytest.mark.slow  # one export, ~20 s on the 2-core CPU
+def test_an_rwpe_hybrid_exports_and_onnxruntime_equals_pytorch(tmp_path):
+    model = tiny("hybrid", structure="rwpe", positional="graph_alibi", rwpe_steps=4)
+    result = export_onnx(model, tmp_path / "rwpe.onnx")
+    assert result.inputs == ["input_ids", "neighbors", "rwpe"] and result.dynamic_axes["rwpe"] == {"0": "batch", "1": "seq"}
+    errors = verify_onnx(model, result.path, lengths=(1, 9, 24), batch=2)
     assert max(errors.values()) <= TOLERANCE, errors
 
 
