@@ -40,6 +40,8 @@ CASES = [
 CASE_IDS = [f"{m}-{p}" for m, p in CASES]
 #: random-walk graph coordinates instead of landmark distances (tests/model/test_structure_rwpe.py)
 RWPE = {"structure": "rwpe", "rwpe_steps": 5}
+#: the MQAR recall setting (experiments/results/recall.md): successor edges, one semantic neighbour
+RECALL_GRAPH = {"graph": {"k": 1, "window": 1, "max_distance": 16, "successor_edges": True}}
 
 
 def tiny_config(model="hybrid", positional="rope", num_landmarks=4, **overrides) -> SOSMConfig:

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from .conftest import CASE_IDS, CASES, MIXER_KNOBS, RWPE, SEQ, VOCAB, random_ids, tiny_model
+from .conftest import CASE_IDS, CASES, MIXER_KNOBS, RECALL_GRAPH, RWPE, SEQ, VOCAB, random_ids, tiny_model
 
 
 #: the attention family (tests/model/test_mixers_attention_family.py), with windows and buckets that bind at SEQ=16
@@ -20,7 +20,18 @@ def _edges_of_queries_up_to(graph, t):
 
 @pytest.mark.parametrize("model_name, positional", CASES, ids=CASE_IDS)
 def test_perturbing_the_future_leaves_the_past_unchanged(model_name, positional):
-    model = tiny_model(model_name, positional)
+    _check_perturbation(tiny_model(model_name, positional))
+
+
+@pytest.mark.parametrize("model_name, positional", [("hybrid", "graph_alibi"), ("graph_attention", "graph_rope")])
+def test_the_recall_graph_setting_is_causal(model_name, positional):
+    """Successor edges with k = 1 (the MQAR setting): the successor of a neighbour is never after the query."""
+    model = tiny_model(model_name, positional, **RECALL_GRAPH)
+    assert model.config.graph.successor_edges and model.config.graph.k == 1
+    _check_perturbation(model)
+
+
+def _check_perturbation(model):
     ids = random_ids()
     logits, state = model(ids)
     for t in (0, 6, SEQ - 2):
@@ -37,7 +48,8 @@ def test_perturbing_the_future_leaves_the_past_unchanged(model_name, positional)
 
 @pytest.mark.parametrize("model_name, positional, overrides",
                          [("transformer", "rope", {}), ("mamba", "rope", {}), ("graph_attention", "graph_alibi", {}),
-                          ("hybrid", "graph_rope", {}), ("hybrid", "graph_alibi", RWPE)])
+                          ("hybrid", "graph_rope", {}), ("hybrid", "graph_alibi", RWPE),
+                          ("hybrid", "graph_alibi", RECALL_GRAPH), ("graph_attention", "rope", RECALL_GRAPH)])
 def test_jacobian_of_logits_wrt_future_embeddings_is_zero(model_name, positional, overrides):
     model = tiny_model(model_name, positional, **overrides)
     captured = {}
