@@ -199,7 +199,8 @@ def export_onnx(model, path, *, example_length: int = 9) -> ExportResult:
     dims = {name: {str(axis): dim.__name__ for axis, dim in axes[name].items()} for name in names}
     notes = []
     if model.config.uses_graph:
-        notes.append("graph inputs come from SOSMModel.build_graph (sosm.serve.onnx_export.graph_inputs)")
+        walk = " and SOSMModel.random_walk" if "rwpe" in names else ""
+        notes.append(f"graph inputs come from SOSMModel.build_graph{walk} (sosm.serve.onnx_export.graph_inputs)")
     return ExportResult(path, names, dims, seconds, notes)
 
 
