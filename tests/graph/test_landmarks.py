@@ -6,6 +6,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 from scipy.sparse import csgraph
 
+from sosm.graph import landmarks
 from sosm.graph.landmarks import (landmark_distance_bounds, landmark_distances, random_walk_encoding,
                                   select_landmarks)
 from sosm.graph.types import UNREACHABLE
@@ -198,7 +199,10 @@ def test_causal_random_walk_encoding_is_the_walk_on_each_prefix_graph(seed, T, m
     ei = random_edges(B, T, m, gen, causal=directed)  # either direction: the walk is on the undirected view
     got = random_walk_encoding(ei, B * T, L, causal=True, seq_len=T)
     assert got.shape == (B * T, L)
-    torch.testing.assert_close(got, _prefix_oracle(ei, B, T, L), rtol=0, atol=1e-5)
+    want = _prefix_oracle(ei, B, T, L)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    # rows in blocks (the default block is wider than these T): each block walks only its [r1, r1] corner
+    torch.testing.assert_close(landmarks._prefix_random_walk(ei, B, T, L, row_block=3), want, rtol=0, atol=1e-5)
 
 
 def test_causal_random_walk_encoding_ignores_edges_after_each_position():
