@@ -15,12 +15,14 @@ Models are interleaved per repeat (the shared machine's drift hits all alike); m
 Also recorded: parameters, the graph's attended fraction of causal pairs, and Zoology's state floats.
 
 Run:
-    python experiments/bench/bench_recall_cost_cpu.py                       # writes results/recall_cost_cpu.json
+    python experiments/bench/bench_recall_cost_cpu.py                       # writes results/recall_cost_cpu.json + .png
     python experiments/bench/bench_recall_cost_cpu.py --seq-lens 128 --batch 2 --repeats 1 --name smoke
+    python experiments/bench/bench_recall_cost_cpu.py --replot experiments/bench/results/recall_cost_cpu.json
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -51,6 +53,40 @@ def build(name: str, seq_len: int, d_model: int, seed: int) -> tuple[SOSMModel, 
     return SOSMModel(cell.model_config()), cell
 
 
+def plot(record: dict, path) -> Path:
+    """Step time vs T (log-log), one line per model, with the graph's attended fraction of pairs beside it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = record["rows"]
+    names = list(rows[0]["models"])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    T = [row["seq_len"] for row in rows]
+    for name in names:
+        left.plot(T, [row["models"][name]["step_s"] * 1e3 for row in rows], marker="o", label=name)
+        fractions = [row["models"][name]["attended_fraction"] for row in rows]
+        if all(f is not None for f in fractions):
+            right.plot(T, [100 * f for f in fractions], marker="o", label=name)
+    for axis in (left, right):
+        axis.set_xscale("log", base=2)
+        axis.set_yscale("log")
+        axis.set_xlabel("T (sequence length)")
+        axis.grid(True, which="both", alpha=0.3)
+    left.set_ylabel("train step, ms (median)")
+    left.set_title(f"one step, batch {record['shapes']['batch']}, d_model {record['shapes']['d_model']}, "
+                   f"{record['torch_threads']} thread", fontsize=9)
+    right.set_ylabel("% of causal (query, key) pairs read")
+    right.set_title("pairs read", fontsize=9)
+    left.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seq-lens", type=int, nargs="+", default=[256, 512, 1024, 2048])
@@ -61,8 +97,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--name", default="recall_cost_cpu")
-    parser.add_argument("--out", default=None, help="JSON path (default experiments/bench/results/<name>.json)")
+    parser.add_argument("--out", default=None, help="JSON path (default experiments/bench/results/<name>.json); "
+                                                     "the figure goes beside it (.png)")
+    parser.add_argument("--replot", metavar="JSON", default=None, help="only redraw the figure of a result file")
     args = parser.parse_args(argv)
+    if args.replot:
+        record = json.loads(Path(args.replot).read_text())
+        print(f"-> {plot(record, Path(args.replot).with_suffix('.png'))}")
+        return record
     torch.set_num_threads(args.threads)
     anchor = "transformer"
     rows = []
@@ -122,7 +164,7 @@ def main(argv=None) -> dict:
         "command": "python experiments/bench/bench_recall_cost_cpu.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     out = write_result(args.name, record, out=args.out)
-    print(f"-> {out}")
+    print(f"-> {out}, {plot(record, out.with_suffix('.png'))}")
     return record
 
 
