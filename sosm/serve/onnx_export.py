@@ -18,10 +18,10 @@ input                shape, dtype          meaning
                                            probabilities, ``W = rwpe_steps`` (``SOSMModel.random_walk``)
 ==================== ===================== =====================================================
 
-Batch, length and ``Kn`` are dynamic axes; ``L`` and ``W`` are the config's. The Transformer and Mamba take
-``input_ids`` only. The front end, the landmark structural encoding, positions, every mixer and
-the head are inside the ONNX graph (the walk itself, like the BFS, is part of the graph input). While ``torch.compiler.is_exporting()``, the kernels take
-traceable paths (``sosm.kernels``): graph attention its dense reference, the causal convolution
+Batch, length and ``Kn`` are dynamic axes; ``L`` and ``W`` are the config's. The Transformer and
+Mamba take ``input_ids`` only. The front end, the structural encoding of the landmark distances
+or the walk (each computed outside, as the graph is), positions, every mixer and the head are
+inside the ONNX graph. While ``torch.compiler.is_exporting()``, the kernels take traceable paths (``sosm.kernels``): graph attention its dense reference, the causal convolution
 ``F.conv1d``, the selective scan one ``torch.ops.higher_order.scan`` (an ONNX ``Scan``), so any
 length runs. The exported program is checked against PyTorch by :func:`verify_onnx` (onnxruntime,
 several lengths; the tests hold it within 1e-4 at fp32).
