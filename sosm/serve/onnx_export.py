@@ -23,8 +23,9 @@ Mamba take ``input_ids`` only. The front end, the structural encoding of the lan
 or the walk (each computed outside, as the graph is), positions, every mixer and the head are
 inside the ONNX graph. While ``torch.compiler.is_exporting()``, the kernels take traceable paths
 (``sosm.kernels``): graph attention its dense reference, the causal convolution ``F.conv1d``, the
-selective scan one ``torch.ops.higher_order.scan`` (an ONNX ``Scan``), so any length runs. The exported program is checked against PyTorch by :func:`verify_onnx` (onnxruntime,
-several lengths; the tests hold it within 1e-4 at fp32).
+selective scan one ``torch.ops.higher_order.scan`` (an ONNX ``Scan``), so any length runs. The
+exported program is checked against PyTorch by :func:`verify_onnx` (onnxruntime, several lengths;
+the tests hold it within 1e-4 at fp32).
 
 Models that cannot export raise :class:`ExportError` saying why: a model with long-term memory
 (HNSW retrieval through hnswlib, outside any tensor program), an INT8 checkpoint (dynamic
