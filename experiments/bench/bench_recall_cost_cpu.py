@@ -161,7 +161,8 @@ def main(argv=None) -> dict:
         "rows": rows,
         "anchor": "transformer (causal F.scaled_dot_product_attention, no MLP)",
         "torch_threads": args.threads,
-        "command": "python experiments/bench/bench_recall_cost_cpu.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python experiments/bench/bench_recall_cost_cpu.py "
+                   + " ".join(sys.argv[1:] if argv is None else argv),
     }
     out = write_result(args.name, record, out=args.out)
     print(f"-> {out}, {plot(record, out.with_suffix('.png'))}")

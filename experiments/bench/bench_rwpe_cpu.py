@@ -35,7 +35,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from experiments.bench.common import interleaved_times, write_result  # noqa: E402
-from sosm.graph import GraphBuilder, GraphConfig, landmark_distances, random_walk_encoding, select_landmarks  # noqa: E402
+from sosm.graph import (GraphBuilder, GraphConfig, landmark_distances, random_walk_encoding,  # noqa: E402
+                        select_landmarks)
 
 
 def batch_graph(batch: int, seq_len: int, k: int, successor: bool, seed: int) -> torch.Tensor:
@@ -127,7 +128,8 @@ def main(argv=None) -> dict:
             "anchor_pyg_bidirectional_s": times["anchor_pyg_bidirectional"]["median_s"],
             "landmark_distances_s": times["landmark_distances"]["median_s"],
             "ratio_pyg_per_prefix_over_ours": per_prefix_batch / times["ours"]["median_s"],
-            "ratio_pyg_bidirectional_over_ours": times["anchor_pyg_bidirectional"]["median_s"] / times["ours"]["median_s"],
+            "ratio_pyg_bidirectional_over_ours":
+                times["anchor_pyg_bidirectional"]["median_s"] / times["ours"]["median_s"],
             "ratio_ours_over_landmarks": times["ours"]["median_s"] / times["landmark_distances"]["median_s"],
             "times": times,
         }

@@ -72,7 +72,8 @@ def test_onnxruntime_equals_pytorch_at_several_lengths(kind, tmp_path):
 def test_an_rwpe_hybrid_exports_and_onnxruntime_equals_pytorch(tmp_path):
     model = tiny("hybrid", structure="rwpe", positional="graph_alibi", rwpe_steps=4)
     result = export_onnx(model, tmp_path / "rwpe.onnx")
-    assert result.inputs == ["input_ids", "neighbors", "rwpe"] and result.dynamic_axes["rwpe"] == {"0": "batch", "1": "seq"}
+    assert result.inputs == ["input_ids", "neighbors", "rwpe"]
+    assert result.dynamic_axes["rwpe"] == {"0": "batch", "1": "seq"}
     errors = verify_onnx(model, result.path, lengths=(1, 9, 24), batch=2)
     assert max(errors.values()) <= TOLERANCE, errors
 
