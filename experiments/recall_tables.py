@@ -9,6 +9,7 @@ Usage::
 
     python experiments/recall_tables.py                                   # the committed recall.json
     python experiments/recall_tables.py --only transformer mamba "hybrid MA +successor"
+    python experiments/recall_tables.py experiments/results/recall_tasks.json   # induction head, selective copying
 """
 from __future__ import annotations
 
@@ -22,23 +23,30 @@ from sosm.train.recall_grid import best_lr_summary, load_rows, row_name
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _graph(entry: dict) -> bool:
+    """A graph model whose row lacks the graph's counts (older selective-copying rows): "n/m", not dense."""
+    return entry["model"] in ("hybrid", "graph_attention")
+
+
 def cell_table(rows: list) -> str:
-    lines = ["| model | T, kv | d_model | lrs tried | best lr | accuracy per seed | steps run | (q, k) pairs "
-             "vs causal dense | edge recall key / value | state floats | CPU s |", "|---" * 11 + "|"]
+    tasks = len({r.get("task", "mqar") for r in rows}) > 1  # a task column only when the file mixes tasks
+    lines = [("| task " if tasks else "") + "| model | T, kv | d_model | lrs tried | best lr | accuracy per seed | "
+             "steps run | (q, k) pairs vs causal dense | edge recall key / value | state floats | CPU s |",
+             "|---" * (11 + tasks) + "|"]
     summary = best_lr_summary(rows)
-    for e in sorted(summary, key=lambda e: (e["seq_len"], e["d_model"], -e["accuracy"])):
+    for e in sorted(summary, key=lambda e: (e["task"], e["seq_len"], e["d_model"], -e["accuracy"])):
+        cell = (e["task"], e["seq_len"], e["num_kv_pairs"], e["d_model"])
         best = sorted((r for r in rows if row_name(r) == row_name(e) and r["lr"] == e["best_lr"]
-                       and (r["seq_len"], r["num_kv_pairs"], r["d_model"]) == (e["seq_len"], e["num_kv_pairs"],
-                                                                             e["d_model"])),
+                       and (r.get("task", "mqar"), r["seq_len"], r["num_kv_pairs"], r["d_model"]) == cell),
                       key=lambda r: r["seed"])
         seeds = " / ".join(f"{r['accuracy']:.3f}" for r in best)
         steps = " / ".join(f"{r.get('steps_run', r['steps']):,}" for r in best)
         fraction = [r["attended_fraction"] for r in best if r.get("attended_fraction") is not None]
         recall = (f"{e['edge_recall_key']:.2f} / {e['edge_recall_value']:.2f}"
                   if e.get("edge_recall_key") is not None else "")
-        lines.append(f"| {row_name(e)} | {e['seq_len']}, {e['num_kv_pairs']} | {e['d_model']} | "
+        lines.append((f"| {e['task']} " if tasks else "") + f"| {row_name(e)} | {e['seq_len']}, {e['num_kv_pairs']} | {e['d_model']} | "
                      f"{', '.join(f'{lr:.2e}' for lr in e['lrs_tried'])} | {e['best_lr']:.2e} | {seeds} | {steps} | "
-                     f"{f'{np.mean(fraction):.3f}' if fraction else '1'} | {recall} | {e['state_floats']:,.0f} | "
+                     f"{f'{np.mean(fraction):.3f}' if fraction else 'n/m' if _graph(e) else '1'} | {recall} | {e['state_floats']:,.0f} | "
                      f"{e['cpu_s']:.0f} |")
     return "\n".join(lines)
 

@@ -179,14 +179,16 @@ def evaluate(model, data, batch_size: int = 250) -> dict:
 
 
 @torch.no_grad()
-def edge_recall(model, data, batch_size: int = 250) -> dict:
+def edge_recall(model, data, batch_size: int = 250, answers: bool = True) -> dict:
     """How often the graph links an answer position to where its answer can be read.
 
     For every answer position q whose key occurred earlier at j (:func:`answer_sources`): the
     fraction whose neighbour list holds j (``key``) and, separately, j + 1 (``value``: the position
     of the answer). All layers of a model share one graph, so one figure covers every layer.
     Also the mean number of neighbours per position (self excluded) and the attended
-    (query, key) pairs as a fraction of causal dense attention's ``T (T + 1) / 2``.
+    (query, key) pairs as a fraction of causal dense attention's ``T (T + 1) / 2``; with
+    ``answers=False`` (tasks whose answers are not read at a key's earlier occurrence, e.g.
+    selective copying) only these two.
     """
     from ..graph.convert import to_neighbor_index
 
@@ -200,6 +202,8 @@ def edge_recall(model, data, batch_size: int = 250) -> dict:
         neighbors = to_neighbor_index(state.graph)[:, :T]  # [B, T, Kn]
         neighbor_sum += float((neighbors >= 0).sum())
         positions += x.numel()
+        if not answers:
+            continue
         rows, query, key_pos, value_pos = answer_sources(x, y)
         found = key_pos >= 0
         listed = neighbors[rows[found], query[found]]  # [A, Kn]
@@ -209,8 +213,11 @@ def edge_recall(model, data, batch_size: int = 250) -> dict:
     model.train()
     T = data.inputs.shape[1]
     avg = neighbor_sum / positions
+    density = {"avg_neighbors": avg, "attended_fraction": (avg + 1) * T / (T * (T + 1) / 2)}
+    if not answers:
+        return density
     return {"edge_recall_key": hits["key"] / max(counted, 1), "edge_recall_value": hits["value"] / max(counted, 1),
-            "avg_neighbors": avg, "attended_fraction": (avg + 1) * T / (T * (T + 1) / 2)}
+            **density}
 
 
 READ_KINDS = ("value", "key", "successor", "semantic", "local", "other")
@@ -427,11 +434,12 @@ def train_cell(cell: RecallCell, splits: Optional[RecallSplits] = None, inspect_
     row.update(train_loss=sum(tail) / len(tail), steps_run=step + 1, examples_seen=(step + 1) * cell.batch_size,
                parameters=sum(p.numel() for p in model.parameters() if p.requires_grad), curve=curve)
     avg_neighbors = None
-    if config.uses_graph and cell.task != "selective_copying":
-        graph_stats = edge_recall(model, splits.test)
+    if config.uses_graph:
+        lookup = cell.task != "selective_copying"  # its answers are not at a key's earlier occurrence
+        graph_stats = edge_recall(model, splits.test, answers=lookup)
         row.update(graph_stats)
         avg_neighbors = graph_stats["avg_neighbors"]
-        reads = attention_reads(model, splits.test)
+        reads = attention_reads(model, splits.test) if lookup else None
         if reads:
             row["reads"] = reads
     row["state_floats"] = state_floats(model, avg_neighbors)

@@ -96,6 +96,16 @@ def test_graph_cells_report_edge_recall_and_fresh_data_differs():
     assert fixed["train_loss"] != fresh["train_loss"]
 
 
+def test_selective_copying_graph_cells_count_their_edges_without_edge_recall():
+    """No answer sits at a key's earlier occurrence, but the graph's pairs and state are still counted."""
+    cell = RecallCell(model="hybrid", task="selective_copying", steps=2, **{**TOY, "vocab_size": 16, "seq_len": 40})
+    row = train_cell(cell)
+    assert "edge_recall_key" not in row and "reads" not in row
+    assert row["avg_neighbors"] > 0 and 0 < row["attended_fraction"] < 1
+    without_graph = state_floats(SOSMModel(cell.model_config()), None)  # the graph layer counted as 0
+    assert row["state_floats"] > without_graph
+
+
 def test_early_stop_records_the_curve():
     row = train_cell(RecallCell(model="mamba", steps=6, eval_every=2, eval_rows=8, stop_at=0.0, **TOY))
     assert row["steps_run"] == 2 and [c["step"] for c in row["curve"]] == [2]
