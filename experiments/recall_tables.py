@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from sosm.train.recall_grid import best_lr_summary, load_rows, row_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,19 +33,15 @@ def cell_table(rows: list) -> str:
              "|---" * (11 + tasks) + "|"]
     summary = best_lr_summary(rows)
     for e in sorted(summary, key=lambda e: (e["task"], e["seq_len"], e["d_model"], -e["accuracy"])):
-        cell = (e["task"], e["seq_len"], e["num_kv_pairs"], e["d_model"])
-        best = sorted((r for r in rows if row_name(r) == row_name(e) and r["lr"] == e["best_lr"]
-                       and (r.get("task", "mqar"), r["seq_len"], r["num_kv_pairs"], r["d_model"]) == cell),
-                      key=lambda r: r["seed"])
-        seeds = " / ".join(f"{r['accuracy']:.3f}" for r in best)
-        steps = " / ".join(f"{r.get('steps_run', r['steps']):,}" for r in best)
-        fraction = [r["attended_fraction"] for r in best if r.get("attended_fraction") is not None]
+        seeds = " / ".join(f"{a:.3f}" for a in e["accuracy_seeds"])
+        steps = " / ".join(f"{n:,}" for n in e["steps_run_seeds"])
+        fraction = (f"{e['attended_fraction']:.3f}" if e.get("attended_fraction") is not None
+                    else "n/m" if _graph(e) else "1")
         recall = (f"{e['edge_recall_key']:.2f} / {e['edge_recall_value']:.2f}"
                   if e.get("edge_recall_key") is not None else "")
-        lines.append((f"| {e['task']} " if tasks else "") + f"| {row_name(e)} | {e['seq_len']}, {e['num_kv_pairs']} | {e['d_model']} | "
-                     f"{', '.join(f'{lr:.2e}' for lr in e['lrs_tried'])} | {e['best_lr']:.2e} | {seeds} | {steps} | "
-                     f"{f'{np.mean(fraction):.3f}' if fraction else 'n/m' if _graph(e) else '1'} | {recall} | {e['state_floats']:,.0f} | "
-                     f"{e['cpu_s']:.0f} |")
+        lines.append((f"| {e['task']} " if tasks else "") + f"| {row_name(e)} | {e['seq_len']}, {e['num_kv_pairs']} | "
+                     f"{e['d_model']} | {', '.join(f'{lr:.2e}' for lr in e['lrs_tried'])} | {e['best_lr']:.2e} | "
+                     f"{seeds} | {steps} | {fraction} | {recall} | {e['state_floats']:,.0f} | {e['cpu_s']:.0f} |")
     return "\n".join(lines)
 
 

@@ -135,8 +135,9 @@ def best_lr_summary(rows: Sequence[dict]) -> list:
 
     Returns:
         One dict per group: the group's fields, ``best_lr``, ``accuracy`` (mean over seeds at that lr),
-        ``accuracy_seeds``, ``lrs_tried`` and the mean of ``state_floats``, ``parameters``, ``wall_s``, ``cpu_s``
-        and (graph models) ``edge_recall_key`` / ``edge_recall_value`` at that lr.
+        ``accuracy_seeds`` and ``steps_run_seeds`` (seed order), ``lrs_tried`` and the mean of ``state_floats``,
+        ``parameters``, ``wall_s``, ``cpu_s`` and (graph models) ``edge_recall_key`` / ``edge_recall_value`` /
+        ``attended_fraction`` at that lr.
     """
     groups: dict = {}
     for row in rows:
@@ -149,8 +150,10 @@ def best_lr_summary(rows: Sequence[dict]) -> list:
         best = by_lr[best_lr]
         entry = {**json.loads(group), "best_lr": best_lr, "accuracy": float(np.mean([r["accuracy"] for r in best])),
                  "accuracy_seeds": [r["accuracy"] for r in sorted(best, key=lambda r: r["seed"])],
+                 "steps_run_seeds": [r.get("steps_run", r["steps"]) for r in sorted(best, key=lambda r: r["seed"])],
                  "lrs_tried": sorted(by_lr)}
-        for key in ("state_floats", "parameters", "wall_s", "cpu_s", "edge_recall_key", "edge_recall_value"):
+        for key in ("state_floats", "parameters", "wall_s", "cpu_s", "edge_recall_key", "edge_recall_value",
+                    "attended_fraction"):
             values = [r[key] for r in best if r.get(key) is not None]
             if values:
                 entry[key] = float(np.mean(values))

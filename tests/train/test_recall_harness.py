@@ -137,6 +137,7 @@ def test_grid_resumes_and_keeps_finished_rows(tmp_path):
     for entry in summary:
         candidates = [r["accuracy"] for r in rows if r["model"] == entry["model"]]
         assert entry["accuracy"] == max(candidates)
+        assert len(entry["steps_run_seeds"]) == len(entry["accuracy_seeds"]) >= 1
 
 
 def test_damaged_results_file_is_named(tmp_path):
