@@ -16,7 +16,8 @@ Timed side by side in one process (interleaved, one torch thread):
 * anchor, bidirectional: ``AddRandomWalkPE`` once per sample on the whole sample graph — what
   GraphGPS computes, which reads the future (not usable causally); the floor of any per-sample
   walk;
-* the encoding RWPE replaces: ``landmark_distances`` (8 landmarks, causal BFS) on the same graph.
+* the encoding RWPE replaces: ``landmark_distances`` (8 landmarks, causal BFS) on the same graph;
+* ours in one block (``row_block = T``: one ``[T, T]`` product per walk step), what the row blocks replace.
 
 Ours is checked equal (to 1e-5) to the per-prefix PyG anchor before timing.
 
@@ -37,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from experiments.bench.common import interleaved_times, write_result  # noqa: E402
 from sosm.graph import (GraphBuilder, GraphConfig, landmark_distances, random_walk_encoding,  # noqa: E402
                         select_landmarks)
+from sosm.graph.landmarks import _prefix_random_walk  # noqa: E402
 
 
 def batch_graph(batch: int, seq_len: int, k: int, successor: bool, seed: int) -> torch.Tensor:
@@ -116,6 +118,7 @@ def main(argv=None) -> dict:
             "anchor_pyg_per_prefix": lambda: pyg_causal(edge_index, S, T, W),
             "anchor_pyg_bidirectional": lambda: pyg_bidirectional(edge_index, B, T, W),
             "landmark_distances": lambda: landmark_distances(edge_index, B, T, marks, max_distance=64, causal=True),
+            "ours_one_block": lambda: _prefix_random_walk(edge_index, B, T, W, row_block=T),
         }
         times, _ = interleaved_times(jobs, repeats=args.repeats, warmup=1)
         per_prefix_batch = times["anchor_pyg_per_prefix"]["median_s"] * B / S
@@ -131,6 +134,8 @@ def main(argv=None) -> dict:
             "ratio_pyg_bidirectional_over_ours":
                 times["anchor_pyg_bidirectional"]["median_s"] / times["ours"]["median_s"],
             "ratio_ours_over_landmarks": times["ours"]["median_s"] / times["landmark_distances"]["median_s"],
+            "ours_one_block_s": times["ours_one_block"]["median_s"],
+            "ratio_one_block_over_ours": times["ours_one_block"]["median_s"] / times["ours"]["median_s"],
             "times": times,
         }
         rows.append(row)
@@ -138,7 +143,8 @@ def main(argv=None) -> dict:
               f"{per_prefix_batch * 1e3:9.1f} ms ({row['ratio_pyg_per_prefix_over_ours']:.0f}x) | PyG bidirectional "
               f"{row['anchor_pyg_bidirectional_s'] * 1e3:8.1f} ms ({row['ratio_pyg_bidirectional_over_ours']:.2f}x) | "
               f"landmarks {row['landmark_distances_s'] * 1e3:7.1f} ms (ours/landmarks "
-              f"{row['ratio_ours_over_landmarks']:.2f}x)", flush=True)
+              f"{row['ratio_ours_over_landmarks']:.2f}x) | one block {row['ours_one_block_s'] * 1e3:7.1f} ms "
+              f"({row['ratio_one_block_over_ours']:.2f}x ours)", flush=True)
     record = {
         "shapes": {"batch": B, "seq_lens": args.seq_lens, "walk_length": W, "k": args.k,
                    "successor_edges": args.successor, "landmarks": args.landmarks,
