@@ -26,7 +26,7 @@ from functools import lru_cache
 
 import torch
 
-from ..common.blocks import BLOCK_DIM, BLOCK_NAMES, SEMANTIC_DIM
+from ..common.blocks import BLOCK_DIM, BLOCK_NAMES, N_BLOCKS, SEMANTIC_DIM
 from ..common.features import block_units
 from ..common.features import featurize as common_featurize
 from .config import GraphConfig
@@ -113,11 +113,11 @@ def block_similarity(x: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, conf
     Returns:
         ``(block_sims [E, 16] float32, dominant [E] long)``.
     """
-    unit = block_units(x, config.similarity).permute(2, 0, 1).contiguous()  # [4, N, 16]: block components outermost
-    a, b = unit.index_select(1, src), unit.index_select(1, dst)  # [4, E, 16]
-    sims = a[0] * b[0]  # [E, 16]; components added in order (per edge, independent of batching)
-    for c in range(1, BLOCK_DIM):
-        sims += a[c] * b[c]
+    unit = block_units(x, config.similarity).flatten(-2)  # [N, 64]: one contiguous row per node, cheap to gather
+    products = (unit.index_select(0, src) * unit.index_select(0, dst)).view(-1, N_BLOCKS, BLOCK_DIM)  # [E, 16, 4]
+    sims = products[..., 0] + products[..., 1]  # [E, 16]; components added in order (per edge, batching-independent)
+    for c in range(2, BLOCK_DIM):
+        sims += products[..., c]
     if config.similarity == "blocks":
         dominant = (sims * block_weight_vector(config).to(x.device)).argmax(-1)
     else:

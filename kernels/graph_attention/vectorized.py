@@ -32,9 +32,12 @@ def _chunks(batch: int, seq_len: int, heads: int, head_dim: int):
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``sum_d a[..., d] * b[..., d]`` added left to right, one IEEE rounding per step (a row's own bits)."""
-    acc = a[..., 0] * b[..., 0]
-    for c in range(1, a.shape[-1]):
-        acc = acc + a[..., c] * b[..., c]
+    products = a * b  # the same products as one multiply per step, in one pass
+    if products.shape[-1] == 1:
+        return products[..., 0]
+    acc = products[..., 0] + products[..., 1]
+    for c in range(2, products.shape[-1]):
+        acc += products[..., c]  # in place: no new [..] tensor per step
     return acc
 
 

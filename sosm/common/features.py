@@ -6,7 +6,8 @@
   for bit on the definition.
 - :func:`rescale` — a state times a power of two per row, as float32: what every norm is taken
   of, so float32 states of 1e20 or float64 states of 1e39 normalise like any other (no square
-  overflows, no cast overflows) and no bit of a cosine changes.
+  overflows, no cast overflows) and no bit of a cosine changes (float32 stays float32: no
+  float64 copy).
 - :func:`has_direction` — the zero-state rule: a token whose features are all zero has no
   direction, so it is no similarity candidate and gets no similarity neighbours.
 - :func:`block_units` — each 4-dim block as a unit vector (the per-block provenance of an edge).
@@ -43,23 +44,38 @@ def _power_of_two(exponent: torch.Tensor) -> torch.Tensor:
 def rescale(x: torch.Tensor, block: int = 0) -> torch.Tensor:
     """``x`` times a power of two per row of the last axis (per ``block``-wide group if ``block``), float32.
 
-    The factor brings each row's largest ``|value|`` into ``[0.5, 1)``; it is computed and applied in
-    float64 before the cast, so any finite input (float32 1e20, float64 1e39 or 1e-300) lands in
-    range, squares and norms cannot overflow or underflow, and ``x / |x|`` keeps the bits it has
-    in the ordinary range (a power-of-two factor is exact). All-zero rows stay zero.
+    The factor brings each row's largest ``|value|`` into ``[0.5, 1)``, so any finite input
+    (float32 1e20, float64 1e39 or 1e-300) lands in range, squares and norms cannot overflow or
+    underflow, and ``x / |x|`` keeps the bits it has in the ordinary range (a power-of-two factor is
+    exact). All-zero rows stay zero. The result is the exact product rounded once to float32:
+
+    - float64 input: computed in float64 (two factors, each a normal float64), then cast;
+    - float32 input (and float16 / bfloat16, widened exactly): computed in float32, bit for bit the
+      float64 route's result without the 2x-wide copy. Scaling up is exact in any number of steps
+      (two normal float32 factors, the result stays below 1); scaling down is one multiplication by
+      ``2^e``, ``e >= -128`` (a float32, subnormal below ``2^-126`` but exact), rounded once.
 
     Example:
         >>> rescale(torch.tensor([[3e39, -4e39]], dtype=torch.float64))
         tensor([[ 0.5510, -0.7347]])
     """
-    x64 = x.double()
+    if x.dtype == torch.float64:
+        x64 = x.unflatten(-1, (-1, block)) if block else x
+        _, exponent = torch.frexp(x64.abs().amax(-1, keepdim=True))  # max = m * 2^e, m in [0.5, 1); 0 -> e = 0
+        down = -exponent.long()
+        half = torch.div(down, 2, rounding_mode="floor")  # two factors: each stays a normal float64
+        x64 = x64 * _power_of_two(half) * _power_of_two(down - half)
+        return (x64.flatten(-2) if block else x64).float()
+    x32 = x.float()
     if block:
-        x64 = x64.unflatten(-1, (-1, block))
-    _, exponent = torch.frexp(x64.abs().amax(-1, keepdim=True))  # max = m * 2^e, m in [0.5, 1); 0 -> e = 0
+        x32 = x32.unflatten(-1, (-1, block))
+    _, exponent = torch.frexp(x32.abs().amax(-1, keepdim=True))  # e in [-148, 128] for finite float32
     down = -exponent.long()
-    half = torch.div(down, 2, rounding_mode="floor")  # two factors: each stays a normal float64
-    x64 = x64 * _power_of_two(half) * _power_of_two(down - half)
-    return (x64.flatten(-2) if block else x64).float()
+    up = down >= 0
+    first = torch.where(up, torch.div(down, 2, rounding_mode="floor"), down)  # [0, 74] or [-128, -1]
+    second = torch.where(up, down - first, torch.zeros_like(down))  # [0, 75] or 0
+    x32 = x32 * _power_of_two(first).float() * _power_of_two(second).float()  # the factors convert exactly
+    return x32.flatten(-2) if block else x32
 
 
 def has_direction(features: torch.Tensor) -> torch.Tensor:

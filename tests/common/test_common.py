@@ -3,11 +3,14 @@ import os
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sosm.common import atomic_dir, atomic_path, atomic_write, reject_unknown_keys, rename_keys, write_synced
-from sosm.common.features import block_units, candidate_mask, featurize, sinusoidal_positions
+from sosm.common.features import block_units, candidate_mask, featurize, rescale, sinusoidal_positions
 
 
 @pytest.mark.parametrize("content", [b"\x00bytes", "text ü", lambda handle: handle.write(b"callback")])
@@ -100,3 +103,39 @@ def test_features_definitions():
     assert not candidate_mask(pos, pos, causal=True, window=0).triu().any()  # causal: j < i only
     table = sinusoidal_positions(6)
     torch.testing.assert_close(table[:, :16].pow(2) + table[:, 16:].pow(2), torch.ones(6, 16))
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous().view(torch.int32)
+
+
+@settings(max_examples=200, deadline=None)
+@given(mantissas=st.lists(st.floats(0.5, 1.0, exclude_max=True), min_size=8, max_size=8),
+       exponents=st.lists(st.integers(-160, 128), min_size=8, max_size=8),
+       signs=st.lists(st.booleans(), min_size=8, max_size=8), zeros=st.integers(0, 255), block=st.sampled_from([0, 2, 4]))
+def test_float32_rescale_is_the_float64_route_bit_for_bit(mantissas, exponents, signs, zeros, block):
+    """rescale's float32 path (no float64 copy) against the float64 route on the same values: the same bits.
+
+    Values span float32's whole range: subnormals (2^-149..), 1e38, exact zeros, and rows whose largest
+    value needs scaling up (small) or down (>= 1), so each branch rounds (or not) where the reference does.
+    """
+    m = np.array(mantissas) * np.where(signs, -1.0, 1.0)
+    x = torch.from_numpy(np.ldexp(m, exponents)).float()  # float32 rounding of the float64 value: finite, maybe 0
+    x = torch.where(torch.tensor([(zeros >> i) & 1 == 1 for i in range(8)]), torch.zeros(()), x)
+    x = x.reshape(1, 8)
+    want = rescale(x.double(), block)  # the float64 route: exact product, one rounding to float32
+    got = rescale(x, block)
+    assert got.dtype == torch.float32
+    assert torch.equal(_bits(got), _bits(want)), (x, got, want)
+    assert torch.equal(_bits(rescale(x.to(torch.bfloat16), block)), _bits(rescale(x.to(torch.bfloat16).double(), block)))
+
+
+def test_rescale_brings_each_row_or_block_into_half_to_one():
+    x = torch.tensor([[3e38, -1e-3, 0.0, 5.0], [2.0 ** -149, 2.0 ** -148, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    out = rescale(x)
+    assert torch.equal(out[2], torch.zeros(4))  # an all-zero row stays zero
+    top = out[:2].abs().amax(-1)
+    assert bool(((top >= 0.5) & (top < 1)).all())
+    assert out[1, 1] == 2 * out[1, 0]  # subnormal inputs scale up exactly
+    blocks = rescale(x, 2).unflatten(-1, (-1, 2)).abs().amax(-1)  # [3, 2] per 2-wide block
+    assert bool(((blocks >= 0.5) & (blocks < 1) | (blocks == 0)).all())
