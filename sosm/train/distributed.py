@@ -35,6 +35,7 @@ distribution only. Each rank's RNG state is checkpointed.
 """
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -154,8 +155,14 @@ def setup(strategy: str, timeout_s: float, device: torch.device) -> DistContext:
 
 
 def teardown() -> None:
-    """Leave the process group, if this process is in one (the end of ``sosm train`` under torchrun)."""
+    """Leave the process group, if this process is in one (the end of ``sosm train`` under torchrun).
+
+    Garbage from the run (an FSDP model in a reference cycle, its pending collective works) is collected
+    first, while the interpreter is whole: a gloo work freed during interpreter shutdown can abort the
+    process (SIGABRT, "terminate called without an active exception") after a run that finished.
+    """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -31,17 +31,20 @@ def main(spec_path: str) -> int:
         if spec.get("crash_at") == [rank, step]:
             os._exit(3)  # a rank that dies without a word
 
-    trainer = Trainer(TrainConfig.from_dict(spec["config"]), spec["out"], resume=spec.get("resume", False),
-                      model_factory=tiny_factory if spec.get("toy") else None, step_callback=callback)
-    try:
+    def run() -> dict:  # the trainer lives in here only, so it is freed before the process group goes (as in the CLI)
+        trainer = Trainer(TrainConfig.from_dict(spec["config"]), spec["out"], resume=spec.get("resume", False),
+                          model_factory=tiny_factory if spec.get("toy") else None, step_callback=callback)
         result = trainer.train()
+        return {"losses": {str(k): v for k, v in result.losses.items()}, "evals": result.evals,
+                "start_step": result.start_step, "final_step": result.final_step, "stopped_by": result.stopped_by,
+                "world_size": trainer.dist.world_size, "checkpoint": result.checkpoint}
+
+    try:
+        record = run()
     finally:
         teardown()
-    record = {"losses": {str(k): v for k, v in result.losses.items()}, "evals": result.evals,
-              "start_step": result.start_step, "final_step": result.final_step, "stopped_by": result.stopped_by,
-              "world_size": trainer.dist.world_size, "checkpoint": result.checkpoint}
     (Path(spec["out"]) / f"rank{rank}.json").write_text(json.dumps(record))
-    return 143 if result.stopped_by == "SIGTERM" else 0
+    return 143 if record["stopped_by"] == "SIGTERM" else 0
 
 
 if __name__ == "__main__":
